@@ -1,0 +1,1 @@
+"""Wire models and routers of the NeMo Evaluator v1 API."""

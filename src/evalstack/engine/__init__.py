@@ -1,0 +1,1 @@
+"""The local evaluation engine: plans, the pipelined runner, datasets, templates, metrics, statistics."""

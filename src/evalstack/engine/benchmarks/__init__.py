@@ -1,0 +1,1 @@
+"""Academic benchmarks: prompting, answer extraction, data loading."""

@@ -1,0 +1,1 @@
+"""Metric families, registered by name."""

@@ -1,0 +1,71 @@
+"""EvalPlan: the one internal shape both front doors compile into. The engine never sees HTTP shapes.
+
+A plan is a list of tasks. Each task has a row source, a way to turn a row into a model request
+(or to read an already generated output from the row), and metrics that score one sample.
+``summarize`` turns the stored samples into the front door's aggregate result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from evalstack.inference.base import InferenceRequest, ModelEndpoint
+from evalstack.store.records import SampleRecord
+
+
+@dataclass
+class SampleOutput:
+    """What the model produced for one row: the text and the raw response (``None`` without inference)."""
+
+    text: str | None
+    response: dict[str, Any] | None = None
+
+
+class Metric(Protocol):
+    """Scores one sample. Returns score name to value; ``None`` where it could not be computed.
+
+    Heavy, CPU-bound metrics should offload with ``asyncio.to_thread``; a metric that calls a
+    model (a judge) awaits it. A metric raising ``InvalidInputError`` fails only that sample.
+    """
+
+    name: str
+
+    async def score(self, item: Mapping[str, Any], output: SampleOutput) -> dict[str, Any]: ...
+
+
+RowSource = Callable[[], Awaitable[list[dict[str, Any]]]]
+RequestBuilder = Callable[[Mapping[str, Any]], InferenceRequest]
+OutputReader = Callable[[Mapping[str, Any]], SampleOutput]
+Summarizer = Callable[[Mapping[str, Sequence[SampleRecord]]], dict[str, Any]]
+
+
+@dataclass
+class TaskPlan:
+    """One task of a plan.
+
+    Exactly one of ``build_request`` (run inference) and ``read_output`` (score what the row
+    already holds: NeMo ``data`` tasks, ``cached_outputs`` targets, Llama Stack scoring) is set.
+    ``build_request`` raising ``InvalidInputError`` (e.g. a template that does not render) fails
+    that sample with the message as its reason, not the whole job.
+    """
+
+    name: str
+    rows: RowSource
+    metrics: Sequence[Metric]
+    build_request: RequestBuilder | None = None
+    read_output: OutputReader | None = None
+    limit: int | None = None
+
+
+@dataclass
+class EvalPlan:
+    """Everything the runner needs to run a job; compiled again from the job's spec after a restart."""
+
+    tasks: list[TaskPlan]
+    summarize: Summarizer
+    model: ModelEndpoint | None = None
+    parallelism: int = 16
+    max_retries: int = 5
+    request_timeout: float = 600.0

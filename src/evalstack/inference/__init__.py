@@ -1,0 +1,1 @@
+"""Model clients: OpenAI-compatible HTTP endpoints and the embedded model."""

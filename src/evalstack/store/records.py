@@ -1,0 +1,56 @@
+"""Plain records the store reads and writes; no SQLAlchemy types leak out of store/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+# Internal job statuses use NeMo Evaluator's lowercase vocabulary; each API maps them to its own.
+JobStatus = Literal["created", "pending", "running", "completed", "failed", "cancelling", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+# Which front door created the job: decides how the stored spec is compiled and how results are shaped.
+JobFront = Literal["llama_stack", "nemo"]
+
+
+@dataclass
+class JobRecord:
+    """A job: what to run (``spec``, enough to recompile the plan after a restart) and where it stands.
+
+    ``progress`` holds ``samples_processed``, ``samples_total``, ``task_status`` (task name to
+    pending/running/completed/failed) and ``errors`` (count of samples that failed for
+    infrastructure reasons). ``result`` caches the aggregate result computed from the samples.
+    """
+
+    id: str
+    front: JobFront
+    spec: dict[str, Any]
+    status: JobStatus = "created"
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    benchmark_id: str | None = None
+    provider_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class SampleRecord:
+    """One finished sample of one task: the row, what the model said, and its scores.
+
+    ``scores`` maps a metric name to its per-sample scores (``{"bleu": {"sentence": 31.2}}``);
+    a score that could not be computed is ``None`` (counted as NaN). ``error`` is set when
+    the sample failed (model endpoint down, template failed to render); such a sample has no scores.
+    """
+
+    task: str
+    index: int
+    item: dict[str, Any]
+    output_text: str | None = None
+    response: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
