@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -54,3 +55,17 @@ class SampleRecord:
     scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+_BASE58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_JOB_ID_DIGITS = 22  # 58**22 > 2**128, so every uuid4 fits
+
+
+def new_job_id() -> str:
+    """A new job id, NeMo style: ``"eval-"`` plus a uuid4 in base58, always 22 characters."""
+    value = uuid.uuid4().int
+    digits: list[str] = []
+    while value:
+        value, rest = divmod(value, 58)
+        digits.append(_BASE58_ALPHABET[rest])
+    return "eval-" + "".join(reversed(digits)).rjust(_JOB_ID_DIGITS, _BASE58_ALPHABET[0])

@@ -1,0 +1,230 @@
+"""Server settings: a YAML or JSON config file, the environment, and command-line overrides.
+
+Precedence, lowest to highest: built-in defaults, the config file, environment variables,
+explicit overrides (command-line flags). Unknown keys are rejected with a message that names
+the accepted ones.
+
+Environment variables:
+
+- ``EVALSTACK_DB_URL`` sets ``db_url``.
+- ``EVALSTACK_DATA_HOME`` sets ``data_dir``.
+- ``HF_ENDPOINT`` sets ``hf_endpoint``.
+- ``NVIDIA_EVALUATOR_URL`` adds the provider ``nvidia`` (``remote::nvidia``, with that
+  ``evaluator_url``) beside ``local``, unless the config file lists ``providers`` itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evalstack.errors import InvalidInputError
+
+DEFAULT_DATA_DIR = Path("~/.local/share/evalstack")
+"""Where evalstack keeps its data when neither the config nor ``EVALSTACK_DATA_HOME`` says."""
+
+DB_FILE_NAME = "evalstack.db"
+"""The SQLite file created under ``data_dir`` when ``db_url`` is not set."""
+
+
+class _Strict(BaseModel):
+    """Our own formats: unknown keys are errors that name the accepted keys."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [str(key) for key in data if key not in cls.model_fields]
+            if unknown:
+                raise ValueError(
+                    f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                    f"accepted keys: {', '.join(cls.model_fields)}"
+                )
+        return data
+
+
+def _check_http_url(value: str, what: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{what} must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+class ModelEntry(_Strict):
+    """A model served by an OpenAI-compatible endpoint, registered when the server starts."""
+
+    model_id: str = Field(min_length=1)
+    """The name clients use for the model (``eval_candidate.model``, ``evalstack run --model``)."""
+
+    base_url: str
+    """The endpoint's OpenAI-compatible base URL, e.g. ``http://localhost:8000/v1``."""
+
+    provider_model_id: str | None = None
+    """The name the endpoint knows the model by (sent as ``model`` in requests); defaults to ``model_id``."""
+
+    api_key: str | None = None
+    """Sent as ``Authorization: Bearer <api_key>``; never shown by any API."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str) -> str:
+        return _check_http_url(value, "base_url")
+
+
+class ProviderEntry(_Strict):
+    """An eval provider the Llama Stack Eval API routes benchmarks to."""
+
+    provider_id: str = Field(min_length=1)
+    """The id clients pass as ``provider_id`` (e.g. ``local``, ``nvidia``)."""
+
+    provider_type: Literal["inline::local", "remote::nvidia"]
+    """``inline::local`` runs evaluations on evalstack's own engine; ``remote::nvidia`` forwards them to a
+    NeMo Evaluator service."""
+
+    config: dict[str, Any] = Field(default_factory=dict)
+    """Provider options; for ``remote::nvidia``: ``evaluator_url`` (the NeMo Evaluator base URL)."""
+
+
+def _default_providers() -> list[ProviderEntry]:
+    return [ProviderEntry(provider_id="local", provider_type="inline::local")]
+
+
+class Settings(_Strict):
+    """Everything the server needs to know at start-up."""
+
+    db_url: str = ""
+    """SQLAlchemy database URL. Default: ``sqlite:///<data_dir>/evalstack.db``. Any SQLAlchemy URL works,
+    e.g. ``postgresql+psycopg://user:pass@host/db``. Environment: ``EVALSTACK_DB_URL``."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    """Folder for evalstack's data (the default SQLite database, downloaded files). Default:
+    ``~/.local/share/evalstack``. Environment: ``EVALSTACK_DATA_HOME``."""
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    """Interface the server listens on."""
+
+    port: int = Field(default=8321, ge=0, le=65535)
+    """TCP port the server listens on (``0`` picks a free one)."""
+
+    models: list[ModelEntry] = Field(default_factory=list)
+    """Models registered at start-up (each: ``model_id``, ``base_url``, ``provider_model_id``, ``api_key``).
+    An entry replaces a model of the same id registered earlier."""
+
+    providers: list[ProviderEntry] = Field(default_factory=_default_providers)
+    """Eval providers. Default: ``local`` (``inline::local``), plus ``nvidia`` (``remote::nvidia``) when
+    ``NVIDIA_EVALUATOR_URL`` is set."""
+
+    default_parallelism: int = Field(default=16, ge=1)
+    """How many model requests a job keeps in flight unless it asks for another number."""
+
+    data_roots: list[Path] = Field(default_factory=list)
+    """Folders whose files may be registered as datasets by path or ``file://`` URL; nothing outside
+    them can be read. Default: the working directory and ``data_dir``."""
+
+    hf_endpoint: str | None = None
+    """Hugging Face Hub endpoint for ``hf://`` and ``huggingface://`` datasets. Default: the public Hub.
+    Environment: ``HF_ENDPOINT``."""
+
+    embedded_model: bool = True
+    """Register the embedded model (SmolLM2-135M-Instruct, alias ``embedded``) as the default model.
+    Running it needs the ``embedded`` extra (torch, transformers)."""
+
+    @field_validator("hf_endpoint")
+    @classmethod
+    def _hf_endpoint_is_http(cls, value: str | None) -> str | None:
+        return None if not value else _check_http_url(value, "hf_endpoint")
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.db_url:
+            self.db_url = f"sqlite:///{self.data_dir / DB_FILE_NAME}"
+        if "data_roots" not in self.model_fields_set:
+            self.data_roots = [Path.cwd(), self.data_dir]
+        self.data_roots = [root.expanduser().resolve() for root in self.data_roots]
+        for what, ids in (
+            ("model_id", [m.model_id for m in self.models]),
+            ("provider_id", [p.provider_id for p in self.providers]),
+        ):
+            repeated = sorted({i for i in ids if ids.count(i) > 1})
+            if repeated:
+                raise ValueError(f"{what} listed more than once: {', '.join(repeated)}")
+        return self
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInputError(f"Config file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise InvalidInputError(f"Config file {str(path)!r} cannot be read: {exc}") from exc
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        raise InvalidInputError(f"Config file {str(path)!r} is not valid {kind}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidInputError(
+            f"Config file {str(path)!r} must hold a mapping of settings "
+            f"(accepted keys: {', '.join(Settings.model_fields)}), got {type(data).__name__}"
+        )
+    # Relative folders in a file are relative to the file, wherever the server is started.
+    base = path.parent
+    if isinstance(data.get("data_dir"), str):
+        data["data_dir"] = str(base / Path(data["data_dir"]).expanduser())
+    if isinstance(data.get("data_roots"), list):
+        data["data_roots"] = [
+            str(base / Path(root).expanduser()) if isinstance(root, str) else root
+            for root in data["data_roots"]
+        ]
+    return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the config file (YAML, or JSON for ``*.json``), the environment and overrides.
+
+    Overrides whose value is None are ignored, so command-line options that were not given can be
+    passed as they are. Raises InvalidInputError with every problem found.
+    """
+    data: dict[str, Any] = _read_config_file(Path(config_file)) if config_file is not None else {}
+    env = os.environ
+    if env.get("EVALSTACK_DB_URL"):
+        data["db_url"] = env["EVALSTACK_DB_URL"]
+    if env.get("EVALSTACK_DATA_HOME"):
+        data["data_dir"] = env["EVALSTACK_DATA_HOME"]
+    if env.get("HF_ENDPOINT"):
+        data["hf_endpoint"] = env["HF_ENDPOINT"]
+    nvidia_url = env.get("NVIDIA_EVALUATOR_URL")
+    if nvidia_url and "providers" not in data and overrides.get("providers") is None:
+        data["providers"] = [
+            {"provider_id": "local", "provider_type": "inline::local", "config": {}},
+            {
+                "provider_id": "nvidia",
+                "provider_type": "remote::nvidia",
+                "config": {"evaluator_url": nvidia_url},
+            },
+        ]
+    data.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        source = f" in {str(config_file)!r}" if config_file is not None else ""
+        raise InvalidInputError(f"Invalid settings{source}: {_format_validation_error(exc)}") from exc

@@ -1,0 +1,537 @@
+"""What is registered: models, datasets, benchmarks, scoring functions, NeMo configs and targets.
+
+Everything is kept through the store, so it survives restarts. Routers and providers ask the
+registry, never the tables. Results are wire models (or plain dicts for NeMo entities); errors
+are ``evalstack.errors`` types.
+
+Datasets come in two kinds. A ``rows`` dataset keeps its rows in the store. A ``uri`` dataset
+keeps only its URI and loads its rows when they are read, through
+``evalstack.engine.datasets.load_rows``: a local path or ``file://`` URL (only inside
+``settings.data_roots``; checked when the dataset is registered), an ``http(s)://`` URL of a
+JSON, JSONL, CSV or Parquet file, ``hf://datasets/<org>/<name>[/<path>]``, or Llama Stack's
+``huggingface://datasets/<org>/<name>?split=<split>[&name=<config>][&revision=<rev>]``.
+Remote rows are cached in memory (a few datasets); local files are read again each time.
+
+Rows appended to either kind are stored and come after the source's rows. Registering an
+existing dataset id again replaces it cleanly: its old rows, appended ones included, are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from evalstack.api.llama_stack.models import (
+    Benchmark,
+    Dataset,
+    Model,
+    PaginatedResponse,
+    RegisterDatasetRequest,
+    RowsDataSource,
+    ScoringFn,
+    URIDataSource,
+)
+from evalstack.config import Settings
+from evalstack.engine.datasets import DATA_EXTENSIONS, load_rows
+from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UpstreamError
+from evalstack.inference.base import ModelEndpoint
+from evalstack.store.repository import Store
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_ID = "SmolLM2-135M-Instruct"
+"""The embedded model's id."""
+
+EMBEDDED_ALIAS = "embedded"
+"""A second name for the embedded model (``evalstack run --model embedded``)."""
+
+HTTP_PROVIDER_ID = "openai"
+"""``provider_id`` of models served by an OpenAI-compatible HTTP endpoint."""
+
+EMBEDDED_PROVIDER_ID = "embedded"
+"""``provider_id`` of the in-process embedded model."""
+
+SECRET_METADATA_KEYS = frozenset({"api_key", "apikey", "api-key", "authorization", "token", "secret"})
+"""Model metadata keys (compared in lower case) that never leave the registry."""
+
+NemoKind = Literal["config", "target"]
+
+URI_FORMS = (
+    "a local path or file:// URL inside the server's data_roots, an http(s):// URL of a JSON, JSONL, CSV "
+    "or Parquet file, 'hf://datasets/<org>/<name>[/<path>]' or "
+    "'huggingface://datasets/<org>/<name>?split=<split>'"
+)
+"""The dataset URI forms accepted, as error messages name them."""
+
+_HUGGINGFACE_PARAMS = ("split", "name", "revision")
+_ROWS_CACHE_SIZE = 8
+
+
+def _model_not_found(model_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"Model '{model_id}' not found. Use 'client.models.list()' to list available Models."
+    )
+
+
+def _dataset_not_found(dataset_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"Dataset '{dataset_id}' not found. Use 'client.datasets.list()' to list available Datasets."
+    )
+
+
+# ---- reading dataset sources ------------------------------------------------------------------
+
+
+def uri_kind(uri: str) -> Literal["local", "http", "hub", "huggingface"]:
+    """Which kind of source a dataset URI names; InvalidInputError naming the accepted forms otherwise."""
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme in ("", "file") or re.match(r"^[A-Za-z]:[/\\]", uri):
+        return "local"
+    if scheme in ("http", "https"):
+        return "http"
+    if scheme in ("hf", "nds"):
+        return "hub"
+    if scheme == "huggingface":
+        return "huggingface"
+    raise InvalidInputError(f"Unsupported dataset URI '{uri}'; accepted: {URI_FORMS}")
+
+
+def parse_huggingface_uri(uri: str) -> tuple[str, dict[str, str]]:
+    """``(repo_id, params)`` of Llama Stack's ``huggingface://datasets/<org>/<name>?split=...`` form."""
+    parts = urlsplit(uri)
+    segments = [s for s in (parts.netloc, *parts.path.split("/")) if s]
+    if segments and segments[0] == "datasets":
+        segments = segments[1:]
+    if len(segments) != 2:
+        raise InvalidInputError(
+            f"Dataset URI '{uri}' does not name a Hugging Face dataset; "
+            "expected 'huggingface://datasets/<org>/<name>?split=<split>'"
+        )
+    params = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    unknown = sorted(set(params) - set(_HUGGINGFACE_PARAMS))
+    if unknown:
+        raise InvalidInputError(
+            f"Dataset URI '{uri}' has unsupported parameters {', '.join(unknown)}; "
+            f"accepted: {', '.join(_HUGGINGFACE_PARAMS)}"
+        )
+    return "/".join(segments), params
+
+
+def choose_hf_files(files: list[str], split: str | None = None, name: str | None = None) -> list[str]:
+    """The data files of a Hub dataset repository that hold ``split`` (of config ``name``).
+
+    A split or config name matches a whole component of the file path, as in
+    ``data/test-00000-of-00001.parquet`` or ``main/test.jsonl``. A config name that matches no
+    file is ignored (single-config repositories do not name it).
+    """
+    data = sorted(f for f in files if f.lower().removesuffix(".gz").endswith(DATA_EXTENSIONS))
+
+    def has_token(file: str, token: str) -> bool:
+        return re.search(rf"(^|[/_.\-]){re.escape(token)}([/_.\-]|$)", file) is not None
+
+    if name:
+        data = [f for f in data if has_token(f, name)] or data
+    if split:
+        data = [f for f in data if has_token(f, split)]
+    return data
+
+
+def _list_hub_files(repo_id: str, revision: str, endpoint: str | None) -> list[str]:
+    from huggingface_hub import HfApi
+    from huggingface_hub import errors as hf_errors
+
+    try:
+        return HfApi(endpoint=endpoint).list_repo_files(repo_id, repo_type="dataset", revision=revision)
+    except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError) as exc:
+        raise NotFoundError(
+            f"Dataset repository '{repo_id}' (revision {revision}) not found at "
+            f"{endpoint or 'the Hugging Face Hub'}"
+        ) from exc
+    except Exception as exc:  # network failures, refused access, broken answers
+        raise UpstreamError(f"Cannot list the files of dataset repository '{repo_id}': {exc}") from exc
+
+
+async def _load_huggingface_rows(uri: str, settings: Settings, limit: int | None) -> list[dict[str, Any]]:
+    repo_id, params = parse_huggingface_uri(uri)
+    revision = params.get("revision", "main")
+    base = f"hf://datasets/{repo_id}" + ("" if revision == "main" else f"@{revision}")
+    split = params.get("split")
+    if split is None:
+        return await load_rows(base, settings=settings, limit=limit)
+    listing = await asyncio.to_thread(_list_hub_files, repo_id, revision, settings.hf_endpoint)
+    files = choose_hf_files(listing, split, params.get("name"))
+    if not files:
+        raise NotFoundError(f"Dataset repository '{repo_id}' has no data files for split '{split}'")
+    rows: list[dict[str, Any]] = []
+    for file in files:
+        rows.extend(
+            await load_rows(
+                f"{base}/{file}", settings=settings, limit=None if limit is None else limit - len(rows)
+            )
+        )
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows
+
+
+async def load_uri_rows(uri: str, settings: Settings, limit: int | None = None) -> list[dict[str, Any]]:
+    """The rows a dataset URI names, the first ``limit`` of them when given (see the module docstring)."""
+    if uri_kind(uri) == "huggingface":
+        return await _load_huggingface_rows(uri, settings, limit)
+    return await load_rows(uri, settings=settings, limit=limit)
+
+
+# ---- the registry -----------------------------------------------------------------------------
+
+
+class Registry:
+    """Registered models, datasets, benchmarks, scoring functions and NeMo entities, kept in ``store``."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        # dataset id -> (uri, rows) of remote uri datasets, least recently used first
+        self._uri_rows: OrderedDict[str, tuple[str, list[dict[str, Any]]]] = OrderedDict()
+
+    async def initialize(self) -> None:
+        """Register the models of ``settings.models`` and, when enabled, the embedded model."""
+        for entry in self.settings.models:
+            metadata: dict[str, Any] = {"base_url": entry.base_url}
+            if entry.api_key:
+                metadata["api_key"] = entry.api_key
+            await self.register_model(entry.model_id, entry.provider_model_id, metadata)
+        stored = await self.store.get_resource("model", EMBEDDED_MODEL_ID)
+        is_embedded = stored is None or stored.get("provider_id") == EMBEDDED_PROVIDER_ID
+        if self.settings.embedded_model and is_embedded:
+            await self.register_model(
+                EMBEDDED_MODEL_ID, EMBEDDED_MODEL_ID, {}, provider_id=EMBEDDED_PROVIDER_ID
+            )
+        elif not self.settings.embedded_model and stored is not None and is_embedded:
+            await self.store.delete_resource("model", EMBEDDED_MODEL_ID)
+
+    # ---- models ---------------------------------------------------------------------------------
+
+    async def register_model(
+        self,
+        model_id: str,
+        provider_model_id: str | None,
+        metadata: dict[str, Any],
+        *,
+        provider_id: str | None = None,
+        model_type: Literal["llm", "embedding"] | None = None,
+    ) -> Model:
+        """Register (or replace) a model and return it as clients see it.
+
+        HTTP models (``provider_id`` None or ``"openai"``) need ``metadata.base_url``, an
+        OpenAI-compatible base URL; ``metadata.api_key`` is optional and never returned.
+        ``provider_id="embedded"`` names the in-process model under another id.
+        """
+        if not model_id:
+            raise InvalidInputError("model_id must not be empty")
+        provider = provider_id or HTTP_PROVIDER_ID
+        metadata = dict(metadata or {})
+        if provider == HTTP_PROVIDER_ID:
+            base_url = metadata.get("base_url")
+            if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+                raise InvalidInputError(
+                    f"Model '{model_id}' needs metadata.base_url, the http(s) base URL of an "
+                    "OpenAI-compatible endpoint such as 'http://localhost:8000/v1'"
+                    + (f"; got {base_url!r}" if base_url is not None else "")
+                )
+            metadata["base_url"] = base_url.rstrip("/")
+        elif provider != EMBEDDED_PROVIDER_ID:
+            raise InvalidInputError(
+                f"Unknown provider_id '{provider}' for model '{model_id}'; accepted: "
+                f"'{HTTP_PROVIDER_ID}' (any OpenAI-compatible endpoint, given by metadata.base_url) "
+                f"or '{EMBEDDED_PROVIDER_ID}'"
+            )
+        previous = await self.store.get_resource("model", model_id)
+        record = {
+            "model_id": model_id,
+            "provider_model_id": provider_model_id or model_id,
+            "provider_id": provider,
+            "model_type": model_type or "llm",
+            "metadata": metadata,
+            "created": previous["created"] if previous else int(time.time()),
+        }
+        await self.store.put_resource("model", model_id, record)
+        return self._model(record)
+
+    @staticmethod
+    def _model(record: dict[str, Any]) -> Model:
+        metadata = {k: v for k, v in record["metadata"].items() if k.lower() not in SECRET_METADATA_KEYS}
+        return Model(
+            identifier=record["model_id"],
+            provider_resource_id=record["provider_model_id"],
+            provider_id=record["provider_id"],
+            metadata=metadata,
+            model_type=record["model_type"],
+            id=record["model_id"],
+            created=record["created"],
+            custom_metadata={
+                **metadata,
+                "model_type": record["model_type"],
+                "provider_id": record["provider_id"],
+                "provider_resource_id": record["provider_model_id"],
+            },
+        )
+
+    async def _model_record(self, model_id: str) -> dict[str, Any]:
+        record = await self.store.get_resource("model", model_id)
+        if record is None and model_id == EMBEDDED_ALIAS:
+            record = await self.store.get_resource("model", EMBEDDED_MODEL_ID)
+        if record is None:
+            raise _model_not_found(model_id)
+        return record
+
+    async def get_model(self, model_id: str) -> Model:
+        """The model; the alias ``embedded`` names the embedded model."""
+        return self._model(await self._model_record(model_id))
+
+    async def list_models(self) -> list[Model]:
+        """Every registered model, oldest first."""
+        return [self._model(record) for record in await self.store.list_resources("model")]
+
+    async def unregister_model(self, model_id: str) -> None:
+        """Forget a model (the embedded one comes back at the next start while it is enabled)."""
+        if not await self.store.delete_resource("model", model_id):
+            raise _model_not_found(model_id)
+
+    async def resolve_model(self, name_or_url: str) -> ModelEndpoint:
+        """Where to send requests for a registered model id, ``embedded``, or a base URL.
+
+        ``http(s)://host/v1`` gives an endpoint with an empty model name (the client asks the
+        server for its first model); ``http(s)://host/v1#name`` names the model.
+        """
+        if name_or_url.startswith(("http://", "https://")):
+            base_url, _, model = name_or_url.partition("#")
+            return ModelEndpoint(kind="openai", model=model, base_url=base_url.rstrip("/"))
+        record = await self.store.get_resource("model", name_or_url)
+        if record is None and name_or_url == EMBEDDED_ALIAS:
+            return ModelEndpoint(kind="embedded", model=EMBEDDED_MODEL_ID)
+        if record is None:
+            raise _model_not_found(name_or_url)
+        if record["provider_id"] == EMBEDDED_PROVIDER_ID:
+            return ModelEndpoint(kind="embedded", model=EMBEDDED_MODEL_ID)
+        metadata = record["metadata"]
+        return ModelEndpoint(
+            kind="openai",
+            model=record["provider_model_id"],
+            base_url=metadata["base_url"],
+            api_key=metadata.get("api_key"),
+        )
+
+    # ---- datasets -------------------------------------------------------------------------------
+
+    async def register_dataset(self, req: RegisterDatasetRequest) -> Dataset:
+        """Register (or cleanly replace) a dataset; a missing id becomes ``dataset-<uuid4 hex>``."""
+        dataset_id = req.dataset_id or f"dataset-{uuid.uuid4().hex}"
+        metadata = dict(req.metadata or {})
+        source = req.source
+        default_provider = "localfs"
+        if isinstance(source, URIDataSource):
+            kind = uri_kind(source.uri)
+            if kind == "local":
+                # Fail now, not at the first read, for a path outside data_roots, missing or unreadable.
+                try:
+                    await load_rows(source.uri, settings=self.settings, limit=1)
+                except NotFoundError as exc:
+                    raise InvalidInputError(exc.message, detail=exc.detail) from exc
+            elif kind in ("hub", "huggingface"):
+                default_provider = "huggingface"
+                if kind == "huggingface":
+                    parse_huggingface_uri(source.uri)
+        record = {
+            "identifier": dataset_id,
+            "provider_resource_id": dataset_id,
+            "provider_id": str(metadata.get("provider_id") or default_provider),
+            "purpose": req.purpose,
+            "source": {"type": "uri", "uri": source.uri}
+            if isinstance(source, URIDataSource)
+            else {"type": "rows"},
+            "metadata": metadata,
+        }
+        self._uri_rows.pop(dataset_id, None)
+        if isinstance(source, RowsDataSource):
+            await self.store.replace_rows(dataset_id, source.rows)
+        else:
+            await self.store.delete_rows(dataset_id)
+        await self.store.put_resource("dataset", dataset_id, record)
+        return await self._dataset(record)
+
+    async def _dataset(self, record: dict[str, Any]) -> Dataset:
+        data = dict(record)
+        if data["source"]["type"] == "rows":
+            data["source"] = {"type": "rows", "rows": await self.store.read_rows(record["identifier"])}
+        return Dataset.model_validate(data)
+
+    async def _dataset_record(self, dataset_id: str) -> dict[str, Any]:
+        record = await self.store.get_resource("dataset", dataset_id)
+        if record is None:
+            raise _dataset_not_found(dataset_id)
+        return record
+
+    async def get_dataset(self, dataset_id: str) -> Dataset:
+        """The dataset; a ``rows`` dataset shows its current rows, appended ones included."""
+        return await self._dataset(await self._dataset_record(dataset_id))
+
+    async def list_datasets(self) -> list[Dataset]:
+        """Every registered dataset, oldest first."""
+        return [await self._dataset(record) for record in await self.store.list_resources("dataset")]
+
+    async def unregister_dataset(self, dataset_id: str) -> None:
+        """Forget a dataset and its stored rows."""
+        if not await self.store.delete_resource("dataset", dataset_id):
+            raise _dataset_not_found(dataset_id)
+        self._uri_rows.pop(dataset_id, None)
+        await self.store.delete_rows(dataset_id)
+
+    async def _source_rows(self, record: dict[str, Any], limit: int | None = None) -> list[dict[str, Any]]:
+        """The rows a ``uri`` dataset's source holds: local files are read each time, remote ones cached."""
+        dataset_id, uri = record["identifier"], record["source"]["uri"]
+        if uri_kind(uri) == "local":
+            return await load_uri_rows(uri, self.settings, limit)
+        cached = self._uri_rows.get(dataset_id)
+        if cached is not None and cached[0] == uri:
+            self._uri_rows.move_to_end(dataset_id)
+            rows = cached[1]
+        else:
+            rows = await load_uri_rows(uri, self.settings)
+            logger.info("loaded %d rows of dataset %s from %s", len(rows), dataset_id, uri)
+            self._uri_rows[dataset_id] = (uri, rows)
+            while len(self._uri_rows) > _ROWS_CACHE_SIZE:
+                self._uri_rows.popitem(last=False)
+        # Shallow copies, so a caller that edits a row never changes the cached ones.
+        return [dict(row) for row in (rows if limit is None else rows[:limit])]
+
+    async def iterrows(
+        self, dataset_id: str, start_index: int | None, limit: int | None
+    ) -> PaginatedResponse:
+        """One page of rows, as Llama Stack pages them.
+
+        ``limit`` None or -1 returns every row (``start_index`` ignored) with ``has_more`` false;
+        otherwise rows ``[start, start + limit)`` with ``has_more = start + limit < total``.
+        """
+        start = start_index or 0
+        if start < 0:
+            raise InvalidInputError(f"start_index must be >= 0, got {start}")
+        if limit is not None and limit < -1:
+            raise InvalidInputError(f"limit must be >= 0, or -1 for every row; got {limit}")
+        record = await self._dataset_record(dataset_id)
+        if limit is None or limit == -1:
+            return PaginatedResponse(data=await self._all_rows(record), has_more=False, url=None)
+        if record["source"]["type"] == "rows":
+            total = await self.store.count_rows(dataset_id)
+            page = await self.store.read_rows(dataset_id, start, limit)
+        else:
+            rows = await self._all_rows(record)
+            total, page = len(rows), rows[start : start + limit]
+        return PaginatedResponse(data=page, has_more=start + limit < total, url=None)
+
+    async def _all_rows(self, record: dict[str, Any], limit: int | None = None) -> list[dict[str, Any]]:
+        dataset_id = record["identifier"]
+        if record["source"]["type"] == "rows":
+            return await self.store.read_rows(dataset_id, 0, limit)
+        rows = await self._source_rows(record, limit)
+        if limit is not None and len(rows) >= limit:
+            return rows
+        more = None if limit is None else limit - len(rows)
+        return rows + await self.store.read_rows(dataset_id, 0, more)
+
+    async def append_rows(self, dataset_id: str, rows: list[dict[str, Any]]) -> None:
+        """Store ``rows`` after the dataset's rows (for a ``uri`` dataset, after the source's rows)."""
+        await self._dataset_record(dataset_id)
+        await self.store.append_rows(dataset_id, rows)
+
+    async def dataset_rows(self, dataset_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The dataset's rows in order, the first ``limit`` of them when given."""
+        if limit is not None and limit < 0:
+            raise InvalidInputError(f"limit must be >= 0, got {limit}")
+        return await self._all_rows(await self._dataset_record(dataset_id), limit)
+
+    # ---- benchmarks -----------------------------------------------------------------------------
+
+    async def put_benchmark(self, b: Benchmark) -> None:
+        """Register (or replace) a benchmark."""
+        await self.store.put_resource("benchmark", b.identifier, b.model_dump(mode="json"))
+
+    async def get_benchmark(self, benchmark_id: str) -> Benchmark:
+        """The benchmark; NotFoundError "Benchmark 'x' not found" otherwise."""
+        data = await self.store.get_resource("benchmark", benchmark_id)
+        if data is None:
+            raise NotFoundError(f"Benchmark '{benchmark_id}' not found")
+        return Benchmark.model_validate(data)
+
+    async def list_benchmarks(self) -> list[Benchmark]:
+        """Every registered benchmark, oldest first."""
+        return [Benchmark.model_validate(data) for data in await self.store.list_resources("benchmark")]
+
+    async def delete_benchmark(self, benchmark_id: str) -> None:
+        """Forget a benchmark (its jobs stay)."""
+        if not await self.store.delete_resource("benchmark", benchmark_id):
+            raise NotFoundError(f"Benchmark '{benchmark_id}' not found")
+
+    # ---- scoring functions ----------------------------------------------------------------------
+
+    async def put_scoring_fn(self, fn: ScoringFn) -> None:
+        """Register (or replace) a user scoring function."""
+        await self.store.put_resource("scoring_fn", fn.identifier, fn.model_dump(mode="json"))
+
+    async def get_scoring_fn(self, fn_id: str) -> ScoringFn | None:
+        """The user scoring function, or None (built-ins live in the scoring service)."""
+        data = await self.store.get_resource("scoring_fn", fn_id)
+        return None if data is None else ScoringFn.model_validate(data)
+
+    async def list_scoring_fns(self) -> list[ScoringFn]:
+        """Every registered user scoring function, oldest first."""
+        return [ScoringFn.model_validate(data) for data in await self.store.list_resources("scoring_fn")]
+
+    async def delete_scoring_fn(self, fn_id: str) -> None:
+        """Forget a user scoring function."""
+        if not await self.store.delete_resource("scoring_fn", fn_id):
+            raise NotFoundError(f"Scoring function '{fn_id}' not found")
+
+    # ---- NeMo configs and targets ---------------------------------------------------------------
+
+    @staticmethod
+    def _nemo_kind(kind: NemoKind) -> str:
+        if kind not in ("config", "target"):
+            raise ValueError(f"Unknown NeMo entity kind {kind!r}; accepted: 'config', 'target'")
+        return f"nemo_{kind}"
+
+    async def put_nemo(self, kind: NemoKind, entity: dict[str, Any], *, replace: bool = False) -> None:
+        """Store a NeMo config or target under ``"<namespace>/<name>"``.
+
+        Raises ConflictError when that key exists, unless ``replace`` is true.
+        """
+        resource_kind = self._nemo_kind(kind)
+        namespace, name = entity.get("namespace"), entity.get("name")
+        if not isinstance(namespace, str) or not namespace or not isinstance(name, str) or not name:
+            raise InvalidInputError(f"An evaluation {kind} needs a non-empty 'namespace' and 'name'")
+        key = f"{namespace}/{name}"
+        if replace:
+            await self.store.put_resource(resource_kind, key, entity)
+        elif not await self.store.add_resource(resource_kind, key, entity):
+            raise ConflictError(f"Evaluation {kind} '{key}' already exists")
+
+    async def get_nemo(self, kind: NemoKind, ref: str) -> dict[str, Any]:
+        """The config or target ``ref`` (``"namespace/name"``)."""
+        data = await self.store.get_resource(self._nemo_kind(kind), ref)
+        if data is None:
+            raise NotFoundError(f"Evaluation {kind} '{ref}' not found")
+        return data
+
+    async def list_nemo(self, kind: NemoKind) -> list[dict[str, Any]]:
+        """Every stored config or target, oldest first."""
+        return await self.store.list_resources(self._nemo_kind(kind))
+
+    async def delete_nemo(self, kind: NemoKind, ref: str) -> None:
+        """Forget the config or target ``ref``."""
+        if not await self.store.delete_resource(self._nemo_kind(kind), ref):
+            raise NotFoundError(f"Evaluation {kind} '{ref}' not found")

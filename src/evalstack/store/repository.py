@@ -1,0 +1,533 @@
+"""The store: every read and write of evalstack's database goes through :class:`Store`.
+
+SQLAlchemy is synchronous, so all database work runs on one dedicated thread and the async
+methods await it; the event loop never blocks on the database. One thread also means writes
+from one process never race each other. SQLite (the default) runs in WAL mode, so a crash
+loses nothing that was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar, cast, get_args
+
+from sqlalchemy import Engine, Table, create_engine, delete, event, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
+from evalstack.store.records import JobRecord, JobStatus, SampleRecord
+from evalstack.store.tables import Base, DatasetRowRow, JobRow, ResourceRow, SampleRow
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RESOURCE_KINDS: frozenset[str] = frozenset(
+    {"model", "dataset", "benchmark", "scoring_fn", "nemo_config", "nemo_target", "nemo_result"}
+)
+"""The kinds of resources evalstack keeps; any lowercase name of up to 32 characters is accepted."""
+
+_KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+JOB_FIELDS_UPDATABLE: frozenset[str] = frozenset(
+    {"status", "error", "result", "progress", "spec", "benchmark_id", "provider_id"}
+)
+"""The job fields :meth:`Store.update_job` may change."""
+
+_JOB_STATUSES: frozenset[str] = frozenset(get_args(JobStatus))
+_JSON_DIALECTS = frozenset({"sqlite", "postgresql", "mysql", "mariadb"})
+_SAMPLES = cast(Table, SampleRow.__table__)
+_DATASET_ROWS = cast(Table, DatasetRowRow.__table__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    """Timestamps are stored in UTC; SQLite gives them back naive."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+    finally:
+        cursor.close()
+
+
+def _check_kind(kind: str) -> None:
+    if not _KIND_PATTERN.match(kind):
+        raise ValueError(
+            f"Invalid resource kind {kind!r}: expected a lowercase name of up to 32 characters "
+            f"such as {', '.join(sorted(RESOURCE_KINDS))}"
+        )
+
+
+def _job_record(row: JobRow) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        front=cast(Any, row.front),
+        spec=row.spec,
+        status=cast(Any, row.status),
+        error=row.error,
+        result=row.result,
+        progress=row.progress or {},
+        benchmark_id=row.benchmark_id,
+        provider_id=row.provider_id,
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+    )
+
+
+def _sample_record(row: SampleRow) -> SampleRecord:
+    return SampleRecord(
+        task=row.task,
+        index=row.index,
+        item=row.item,
+        output_text=row.output_text,
+        response=row.response,
+        finish_reason=row.finish_reason,
+        scores=row.scores or {},
+        error=row.error,
+        extra=row.extra or {},
+    )
+
+
+def _sample_values(job_id: str, sample: SampleRecord) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "task": sample.task,
+        "index": sample.index,
+        "item": sample.item,
+        "output_text": sample.output_text,
+        "response": sample.response,
+        "finish_reason": sample.finish_reason,
+        "scores": sample.scores,
+        "error": sample.error,
+        "extra": sample.extra,
+    }
+
+
+class Store:
+    """evalstack's persistent state behind one async interface.
+
+    ``url`` is any SQLAlchemy URL, e.g. ``sqlite:///path/evalstack.db`` (the parent folder is
+    created) or ``postgresql+psycopg://user@host/db``. Call :meth:`open` before use and
+    :meth:`close` at the end.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and create the tables that are missing."""
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalstack-store")
+        try:
+            await self._run(self._open_sync)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    async def close(self) -> None:
+        """Finish pending work, release connections and stop the store's thread."""
+        executor = self._executor
+        if executor is None:
+            return
+        try:
+            await self._run(self._close_sync)
+        finally:
+            self._executor = None
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    def _open_sync(self) -> None:
+        try:
+            url = make_url(self.url)
+        except ArgumentError as exc:
+            raise InvalidInputError(
+                f"Invalid database URL {self.url!r}: {exc}. "
+                "Expected a SQLAlchemy URL such as 'sqlite:///path/evalstack.db'."
+            ) from exc
+        backend = url.get_backend_name()
+        kwargs: dict[str, Any] = {}
+        if backend in _JSON_DIALECTS:
+            kwargs["json_serializer"] = _json_dumps
+        if backend == "sqlite":
+            kwargs["connect_args"] = {"check_same_thread": False}
+            if self._sqlite_in_memory(url):
+                kwargs["poolclass"] = StaticPool
+            else:
+                Path(str(url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, **kwargs)
+        if backend == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(engine)
+        self._engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        logger.info("store opened: %s", url.render_as_string(hide_password=True))
+
+    @staticmethod
+    def _sqlite_in_memory(url: URL) -> bool:
+        database = url.database or ""
+        return database in ("", ":memory:") or database.startswith("file:")
+
+    def _close_sync(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+        self._engine = None
+        self._sessions = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._executor is None:
+            raise RuntimeError("The store is not open: call 'await store.open()' first.")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    def _session(self) -> Session:
+        if self._sessions is None:
+            raise RuntimeError("The store is not open: call 'await store.open()' first.")
+        return self._sessions()
+
+    # ---- resources ------------------------------------------------------------------------------
+
+    async def put_resource(self, kind: str, key: str, data: dict[str, Any]) -> None:
+        """Insert or replace the resource ``(kind, key)``; a replaced one keeps its place in lists."""
+        _check_kind(kind)
+        await self._run(self._put_resource, kind, key, data)
+
+    def _put_resource(self, kind: str, key: str, data: dict[str, Any]) -> None:
+        now = _now()
+        with self._session() as session, session.begin():
+            row = session.scalars(
+                select(ResourceRow).where(ResourceRow.kind == kind, ResourceRow.key == key)
+            ).one_or_none()
+            if row is None:
+                session.add(ResourceRow(kind=kind, key=key, data=data, created_at=now, updated_at=now))
+            else:
+                row.data = data
+                row.updated_at = now
+
+    async def add_resource(self, kind: str, key: str, data: dict[str, Any]) -> bool:
+        """Insert the resource ``(kind, key)`` unless it exists; False (and nothing written) if it does."""
+        _check_kind(kind)
+        return await self._run(self._add_resource, kind, key, data)
+
+    def _add_resource(self, kind: str, key: str, data: dict[str, Any]) -> bool:
+        now = _now()
+        with self._session() as session, session.begin():
+            exists = session.scalar(
+                select(ResourceRow.seq).where(ResourceRow.kind == kind, ResourceRow.key == key)
+            )
+            if exists is not None:
+                return False
+            session.add(ResourceRow(kind=kind, key=key, data=data, created_at=now, updated_at=now))
+            return True
+
+    async def get_resource(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The resource's data, or None."""
+        _check_kind(kind)
+        return await self._run(self._get_resource, kind, key)
+
+    def _get_resource(self, kind: str, key: str) -> dict[str, Any] | None:
+        with self._session() as session:
+            return session.scalars(
+                select(ResourceRow.data).where(ResourceRow.kind == kind, ResourceRow.key == key)
+            ).one_or_none()
+
+    async def list_resources(self, kind: str) -> list[dict[str, Any]]:
+        """Every resource of one kind, oldest first."""
+        _check_kind(kind)
+        return await self._run(self._list_resources, kind)
+
+    def _list_resources(self, kind: str) -> list[dict[str, Any]]:
+        with self._session() as session:
+            return list(
+                session.scalars(
+                    select(ResourceRow.data).where(ResourceRow.kind == kind).order_by(ResourceRow.seq)
+                )
+            )
+
+    async def delete_resource(self, kind: str, key: str) -> bool:
+        """Delete the resource; False when there was none."""
+        _check_kind(kind)
+        return await self._run(self._delete_resource, kind, key)
+
+    def _delete_resource(self, kind: str, key: str) -> bool:
+        with self._session() as session, session.begin():
+            result = session.execute(
+                delete(ResourceRow).where(ResourceRow.kind == kind, ResourceRow.key == key)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    # ---- dataset rows ---------------------------------------------------------------------------
+
+    async def replace_rows(self, dataset_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Make ``rows`` the dataset's stored rows, in one transaction."""
+        await self._run(self._write_rows, dataset_id, list(rows), True)
+
+    async def append_rows(self, dataset_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Add ``rows`` after the dataset's stored rows, in one transaction."""
+        await self._run(self._write_rows, dataset_id, list(rows), False)
+
+    def _write_rows(self, dataset_id: str, rows: list[dict[str, Any]], replace_all: bool) -> None:
+        with self._session() as session, session.begin():
+            if replace_all:
+                session.execute(delete(DatasetRowRow).where(DatasetRowRow.dataset_id == dataset_id))
+                first = 0
+            else:
+                last = session.scalar(
+                    select(func.max(DatasetRowRow.position)).where(DatasetRowRow.dataset_id == dataset_id)
+                )
+                first = 0 if last is None else last + 1
+            if rows:
+                session.execute(
+                    insert(_DATASET_ROWS),
+                    [
+                        {"dataset_id": dataset_id, "position": first + offset, "data": row}
+                        for offset, row in enumerate(rows)
+                    ],
+                )
+
+    async def read_rows(
+        self, dataset_id: str, start: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Stored rows ``[start, start + limit)`` in order; ``limit=None`` reads to the end."""
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, got {limit}")
+        return await self._run(self._read_rows, dataset_id, start, limit)
+
+    def _read_rows(self, dataset_id: str, start: int, limit: int | None) -> list[dict[str, Any]]:
+        if limit == 0:
+            return []
+        query = select(DatasetRowRow.data).where(
+            DatasetRowRow.dataset_id == dataset_id, DatasetRowRow.position >= start
+        )
+        if limit is not None:
+            query = query.where(DatasetRowRow.position < start + limit)
+        with self._session() as session:
+            return list(session.scalars(query.order_by(DatasetRowRow.position)))
+
+    async def count_rows(self, dataset_id: str) -> int:
+        """How many rows the store holds for the dataset."""
+        return await self._run(self._count_rows, dataset_id)
+
+    def _count_rows(self, dataset_id: str) -> int:
+        with self._session() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(DatasetRowRow)
+                    .where(DatasetRowRow.dataset_id == dataset_id)
+                )
+                or 0
+            )
+
+    async def delete_rows(self, dataset_id: str) -> None:
+        """Forget every stored row of the dataset."""
+        await self._run(self._delete_rows, dataset_id)
+
+    def _delete_rows(self, dataset_id: str) -> None:
+        with self._session() as session, session.begin():
+            session.execute(delete(DatasetRowRow).where(DatasetRowRow.dataset_id == dataset_id))
+
+    # ---- jobs -----------------------------------------------------------------------------------
+
+    async def create_job(self, job: JobRecord) -> JobRecord:
+        """Store a new job; returns it with ``created_at`` and ``updated_at`` set.
+
+        Raises ConflictError when a job with the same id exists.
+        """
+        if job.status not in _JOB_STATUSES:
+            raise ValueError(
+                f"Unknown job status {job.status!r}; accepted: {', '.join(sorted(_JOB_STATUSES))}"
+            )
+        return await self._run(self._create_job, job)
+
+    def _create_job(self, job: JobRecord) -> JobRecord:
+        now = _now()
+        with self._session() as session, session.begin():
+            if session.scalar(select(JobRow.seq).where(JobRow.id == job.id)) is not None:
+                raise ConflictError(f"Job '{job.id}' already exists")
+            session.add(
+                JobRow(
+                    id=job.id,
+                    front=job.front,
+                    status=job.status,
+                    spec=job.spec,
+                    error=job.error,
+                    result=job.result,
+                    progress=job.progress,
+                    benchmark_id=job.benchmark_id,
+                    provider_id=job.provider_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return replace(job, created_at=now, updated_at=now)
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """The job, or None."""
+        return await self._run(self._get_job, job_id)
+
+    def _get_job(self, job_id: str) -> JobRecord | None:
+        with self._session() as session:
+            row = session.scalars(select(JobRow).where(JobRow.id == job_id)).one_or_none()
+            return None if row is None else _job_record(row)
+
+    async def list_jobs(self, front: str | None = None) -> list[JobRecord]:
+        """Every job (of one front door when ``front`` is given), newest first."""
+        return await self._run(self._list_jobs, front)
+
+    def _list_jobs(self, front: str | None) -> list[JobRecord]:
+        query = select(JobRow)
+        if front is not None:
+            query = query.where(JobRow.front == front)
+        with self._session() as session:
+            return [_job_record(row) for row in session.scalars(query.order_by(JobRow.seq.desc()))]
+
+    async def update_job(self, job_id: str, **changes: Any) -> JobRecord:
+        """Change some fields of a job (see ``JOB_FIELDS_UPDATABLE``) and bump ``updated_at``.
+
+        Raises NotFoundError for an unknown job, TypeError for a field that cannot change.
+        """
+        unknown = set(changes) - JOB_FIELDS_UPDATABLE
+        if unknown:
+            raise TypeError(
+                f"update_job() cannot change {', '.join(sorted(unknown))}; "
+                f"accepted: {', '.join(sorted(JOB_FIELDS_UPDATABLE))}"
+            )
+        if "status" in changes and changes["status"] not in _JOB_STATUSES:
+            raise ValueError(
+                f"Unknown job status {changes['status']!r}; accepted: {', '.join(sorted(_JOB_STATUSES))}"
+            )
+        return await self._run(self._update_job, job_id, changes)
+
+    def _update_job(self, job_id: str, changes: dict[str, Any]) -> JobRecord:
+        with self._session() as session, session.begin():
+            row = session.scalars(select(JobRow).where(JobRow.id == job_id)).one_or_none()
+            if row is None:
+                raise NotFoundError(f"Job '{job_id}' not found")
+            for name, value in changes.items():
+                setattr(row, name, {} if name == "progress" and value is None else value)
+            row.updated_at = _now()
+            return _job_record(row)
+
+    async def delete_job(self, job_id: str) -> bool:
+        """Delete the job and its samples; False when there was no such job."""
+        return await self._run(self._delete_job, job_id)
+
+    def _delete_job(self, job_id: str) -> bool:
+        with self._session() as session, session.begin():
+            session.execute(delete(SampleRow).where(SampleRow.job_id == job_id))
+            result = session.execute(delete(JobRow).where(JobRow.id == job_id))
+            return bool(getattr(result, "rowcount", 0))
+
+    # ---- samples --------------------------------------------------------------------------------
+
+    async def add_samples(self, job_id: str, samples: Sequence[SampleRecord]) -> None:
+        """Record finished samples in one transaction.
+
+        Idempotent on ``(job_id, task, index)``: a sample already recorded is kept as it was
+        and the new one is dropped, so a resumed job never records a sample twice.
+        """
+        if samples:
+            await self._run(self._add_samples, job_id, list(samples))
+
+    def _add_samples(self, job_id: str, samples: list[SampleRecord]) -> None:
+        unique: dict[tuple[str, int], SampleRecord] = {}
+        for sample in samples:
+            unique.setdefault((sample.task, sample.index), sample)
+        values = [_sample_values(job_id, sample) for sample in unique.values()]
+        with self._session() as session, session.begin():
+            dialect = session.get_bind().dialect.name
+            if dialect == "sqlite":
+                statement: Any = sqlite_insert(_SAMPLES).on_conflict_do_nothing(
+                    index_elements=["job_id", "task", "index"]
+                )
+            elif dialect == "postgresql":
+                statement = postgresql_insert(_SAMPLES).on_conflict_do_nothing(
+                    index_elements=["job_id", "task", "index"]
+                )
+            else:
+                recorded = set(
+                    session.execute(select(SampleRow.task, SampleRow.index).where(SampleRow.job_id == job_id))
+                    .tuples()
+                    .all()
+                )
+                values = [v for v in values if (v["task"], v["index"]) not in recorded]
+                statement = insert(_SAMPLES)
+            if values:
+                session.execute(statement, values)
+
+    async def read_samples(self, job_id: str, task: str | None = None) -> list[SampleRecord]:
+        """The job's samples (of one task when ``task`` is given), ordered by task then index."""
+        return await self._run(self._read_samples, job_id, task)
+
+    def _read_samples(self, job_id: str, task: str | None) -> list[SampleRecord]:
+        query = select(SampleRow).where(SampleRow.job_id == job_id)
+        if task is not None:
+            query = query.where(SampleRow.task == task)
+        with self._session() as session:
+            rows = session.scalars(query.order_by(SampleRow.task, SampleRow.index))
+            return [_sample_record(row) for row in rows]
+
+    async def recorded_indices(self, job_id: str) -> dict[str, set[int]]:
+        """For each task of the job, the indices of the samples already recorded."""
+        return await self._run(self._recorded_indices, job_id)
+
+    def _recorded_indices(self, job_id: str) -> dict[str, set[int]]:
+        recorded: dict[str, set[int]] = {}
+        with self._session() as session:
+            query = select(SampleRow.task, SampleRow.index).where(SampleRow.job_id == job_id)
+            for task, index in session.execute(query).tuples():
+                recorded.setdefault(task, set()).add(index)
+        return recorded
+
+    async def count_samples(self, job_id: str) -> int:
+        """How many samples the job has recorded."""
+        return await self._run(self._count_samples, job_id)
+
+    def _count_samples(self, job_id: str) -> int:
+        with self._session() as session:
+            return int(
+                session.scalar(select(func.count()).select_from(SampleRow).where(SampleRow.job_id == job_id))
+                or 0
+            )

@@ -1,0 +1,311 @@
+"""The store: resources, dataset rows, jobs and per-sample records on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from evalstack.errors import ConflictError, NotFoundError
+from evalstack.store.records import JobRecord, SampleRecord, new_job_id
+from evalstack.store.repository import Store
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'nested' / 'folder' / 'evalstack.db'}"
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    store = Store(db_url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def sample(task: str, index: int, text: str = "out", **kw: object) -> SampleRecord:
+    return SampleRecord(task=task, index=index, item={"q": f"question {index}"}, output_text=text, **kw)  # type: ignore[arg-type]
+
+
+# ---- lifecycle ----------------------------------------------------------------------------------
+
+
+async def test_open_creates_the_parent_folder_and_uses_wal(tmp_path: Path, db_url: str) -> None:
+    store = Store(db_url)
+    await store.open()
+    await store.put_resource("model", "m", {"x": 1})
+    await store.close()
+    path = tmp_path / "nested" / "folder" / "evalstack.db"
+    assert path.is_file()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_using_a_store_before_open_says_so() -> None:
+    with pytest.raises(RuntimeError, match="open"):
+        await Store("sqlite://").get_job("x")
+
+
+async def test_in_memory_sqlite_works_across_calls() -> None:
+    async with Store("sqlite://") as store:
+        await store.put_resource("dataset", "d", {"a": 1})
+        assert await store.get_resource("dataset", "d") == {"a": 1}
+
+
+async def test_database_work_runs_off_the_event_loop_thread(store: Store) -> None:
+    loop_thread = threading.get_ident()
+    worker = await store._run(threading.get_ident)
+    assert worker != loop_thread
+
+
+async def test_everything_survives_a_restart(db_url: str) -> None:
+    first = Store(db_url)
+    await first.open()
+    await first.put_resource(
+        "benchmark", "b1", {"identifier": "b1", "scoring_functions": ["basic::equality"]}
+    )
+    await first.replace_rows("ds", [{"i": i} for i in range(3)])
+    job = await first.create_job(JobRecord(id=new_job_id(), front="llama_stack", spec={"k": [1, 2]}))
+    await first.update_job(job.id, status="completed", result={"scores": {"acc": 0.5}})
+    await first.add_samples(job.id, [sample("t", 0, scores={"acc": {"score": 1.0}}), sample("t", 1)])
+    await first.close()
+
+    second = Store(db_url)
+    await second.open()
+    try:
+        assert await second.get_resource("benchmark", "b1") == {
+            "identifier": "b1",
+            "scoring_functions": ["basic::equality"],
+        }
+        assert await second.read_rows("ds") == [{"i": 0}, {"i": 1}, {"i": 2}]
+        again = await second.get_job(job.id)
+        assert again is not None
+        assert again.status == "completed"
+        assert again.result == {"scores": {"acc": 0.5}}
+        assert again.spec == {"k": [1, 2]}
+        assert again.created_at == job.created_at
+        samples = await second.read_samples(job.id)
+        assert [(s.task, s.index) for s in samples] == [("t", 0), ("t", 1)]
+        assert samples[0].scores == {"acc": {"score": 1.0}}
+    finally:
+        await second.close()
+
+
+# ---- resources ----------------------------------------------------------------------------------
+
+
+async def test_put_resource_upserts_and_keeps_first_registration_order(store: Store) -> None:
+    await store.put_resource("model", "a", {"v": 1})
+    await store.put_resource("model", "b", {"v": 2})
+    await store.put_resource("model", "a", {"v": 3})
+    await store.put_resource("dataset", "a", {"other": True})
+    assert await store.list_resources("model") == [{"v": 3}, {"v": 2}]
+    assert await store.get_resource("model", "a") == {"v": 3}
+    assert await store.get_resource("dataset", "a") == {"other": True}
+    assert await store.get_resource("model", "missing") is None
+
+
+async def test_delete_resource_reports_whether_it_existed(store: Store) -> None:
+    await store.put_resource("scoring_fn", "f", {})
+    assert await store.delete_resource("scoring_fn", "f") is True
+    assert await store.delete_resource("scoring_fn", "f") is False
+    assert await store.list_resources("scoring_fn") == []
+
+
+async def test_add_resource_never_overwrites(store: Store) -> None:
+    assert await store.add_resource("nemo_config", "ns/a", {"v": 1}) is True
+    assert await store.add_resource("nemo_config", "ns/a", {"v": 2}) is False
+    assert await store.get_resource("nemo_config", "ns/a") == {"v": 1}
+
+
+async def test_resource_kind_must_be_a_plain_name(store: Store) -> None:
+    with pytest.raises(ValueError, match="kind"):
+        await store.put_resource("Bad Kind!", "k", {})
+
+
+async def test_keys_with_slashes_colons_and_unicode_round_trip(store: Store) -> None:
+    key = "team/qa:slice/ünïcode"
+    await store.put_resource("dataset", key, {"text": "日本語 ✓"})
+    assert await store.get_resource("dataset", key) == {"text": "日本語 ✓"}
+
+
+# ---- dataset rows -------------------------------------------------------------------------------
+
+
+async def test_rows_replace_append_read_and_count(store: Store) -> None:
+    await store.replace_rows("ds", [{"i": i} for i in range(5)])
+    await store.append_rows("ds", [{"i": 5}, {"i": 6}])
+    assert await store.count_rows("ds") == 7
+    assert await store.read_rows("ds", 2, 3) == [{"i": 2}, {"i": 3}, {"i": 4}]
+    assert await store.read_rows("ds", 5) == [{"i": 5}, {"i": 6}]
+    assert await store.read_rows("ds", 6, 10) == [{"i": 6}]
+    assert await store.read_rows("ds", 9, 2) == []
+    assert await store.read_rows("ds", 0, 0) == []
+    await store.replace_rows("ds", [{"new": True}])
+    assert await store.read_rows("ds") == [{"new": True}]
+    await store.delete_rows("ds")
+    assert await store.count_rows("ds") == 0
+
+
+async def test_rows_of_different_datasets_do_not_mix(store: Store) -> None:
+    await store.append_rows("a", [{"x": 1}])
+    await store.append_rows("b", [{"y": 1}])
+    await store.append_rows("a", [{"x": 2}])
+    assert await store.read_rows("a") == [{"x": 1}, {"x": 2}]
+    assert await store.read_rows("b") == [{"y": 1}]
+
+
+async def test_read_rows_rejects_negative_bounds(store: Store) -> None:
+    with pytest.raises(ValueError, match="start"):
+        await store.read_rows("ds", -1)
+    with pytest.raises(ValueError, match="limit"):
+        await store.read_rows("ds", 0, -2)
+
+
+# ---- jobs ---------------------------------------------------------------------------------------
+
+
+async def test_create_job_sets_timestamps_and_refuses_duplicates(store: Store) -> None:
+    job = await store.create_job(JobRecord(id="eval-1", front="nemo", spec={}))
+    assert job.created_at is not None and job.created_at.tzinfo is not None
+    assert job.updated_at == job.created_at
+    with pytest.raises(ConflictError, match="eval-1"):
+        await store.create_job(JobRecord(id="eval-1", front="nemo", spec={}))
+
+
+async def test_update_job_changes_fields_and_bumps_updated_at(store: Store) -> None:
+    job = await store.create_job(JobRecord(id="eval-2", front="nemo", spec={}))
+    await asyncio.sleep(0.01)
+    updated = await store.update_job("eval-2", status="running", progress={"samples_processed": 3})
+    assert updated.status == "running"
+    assert updated.progress == {"samples_processed": 3}
+    assert updated.updated_at is not None and job.updated_at is not None
+    assert updated.updated_at > job.updated_at
+    assert updated.created_at == job.created_at
+    failed = await store.update_job("eval-2", status="failed", error="endpoint down")
+    assert (failed.status, failed.error, failed.progress) == (
+        "failed",
+        "endpoint down",
+        {"samples_processed": 3},
+    )
+
+
+async def test_update_job_errors_name_the_problem(store: Store) -> None:
+    with pytest.raises(NotFoundError, match="nope"):
+        await store.update_job("nope", status="running")
+    await store.create_job(JobRecord(id="eval-3", front="nemo", spec={}))
+    with pytest.raises(TypeError, match="colour"):
+        await store.update_job("eval-3", colour="red")
+    with pytest.raises(ValueError, match="accepted"):
+        await store.update_job("eval-3", status="exploded")
+
+
+async def test_list_jobs_newest_first_and_by_front(store: Store) -> None:
+    for job_id, front in [("j1", "nemo"), ("j2", "llama_stack"), ("j3", "nemo")]:
+        await store.create_job(JobRecord(id=job_id, front=front, spec={}))  # type: ignore[arg-type]
+    assert [j.id for j in await store.list_jobs()] == ["j3", "j2", "j1"]
+    assert [j.id for j in await store.list_jobs("nemo")] == ["j3", "j1"]
+    assert await store.get_job("missing") is None
+
+
+async def test_delete_job_deletes_its_samples_only(store: Store) -> None:
+    await store.create_job(JobRecord(id="keep", front="nemo", spec={}))
+    await store.create_job(JobRecord(id="drop", front="nemo", spec={}))
+    await store.add_samples("keep", [sample("t", 0)])
+    await store.add_samples("drop", [sample("t", 0), sample("t", 1)])
+    assert await store.delete_job("drop") is True
+    assert await store.delete_job("drop") is False
+    assert await store.get_job("drop") is None
+    assert await store.count_samples("drop") == 0
+    assert await store.count_samples("keep") == 1
+
+
+def test_new_job_id_is_eval_plus_22_base58_characters() -> None:
+    ids = {new_job_id() for _ in range(500)}
+    assert len(ids) == 500
+    for job_id in ids:
+        assert job_id.startswith("eval-")
+        body = job_id.removeprefix("eval-")
+        assert len(body) == 22
+        assert not set(body) & set("0OIl+/=-_")
+
+
+# ---- samples ------------------------------------------------------------------------------------
+
+
+async def test_samples_round_trip_every_field(store: Store) -> None:
+    record = SampleRecord(
+        task="qa",
+        index=7,
+        item={"question": "2+2?", "nested": {"list": [1, "two", None]}},
+        output_text="4",
+        response={"choices": [{"message": {"content": "4"}}]},
+        finish_reason="stop",
+        scores={"exact": {"score": 1.0}, "judge": {"score": None}},
+        error=None,
+        extra={"latency": 0.25},
+    )
+    await store.add_samples("job", [record])
+    assert await store.read_samples("job") == [record]
+
+
+async def test_add_samples_is_idempotent_first_write_wins(store: Store) -> None:
+    await store.add_samples("job", [sample("t", 0, "first"), sample("t", 1, "first")])
+    await store.add_samples(
+        "job", [sample("t", 1, "second"), sample("t", 2, "second"), sample("t", 2, "third")]
+    )
+    samples = await store.read_samples("job")
+    assert [(s.index, s.output_text) for s in samples] == [(0, "first"), (1, "first"), (2, "second")]
+    assert await store.count_samples("job") == 3
+
+
+async def test_read_samples_orders_by_task_then_index_and_filters(store: Store) -> None:
+    await store.add_samples("job", [sample("b", 1), sample("a", 2), sample("b", 0), sample("a", 10)])
+    assert [(s.task, s.index) for s in await store.read_samples("job")] == [
+        ("a", 2),
+        ("a", 10),
+        ("b", 0),
+        ("b", 1),
+    ]
+    assert [s.index for s in await store.read_samples("job", task="b")] == [0, 1]
+    assert await store.recorded_indices("job") == {"a": {2, 10}, "b": {0, 1}}
+    assert await store.recorded_indices("other") == {}
+
+
+async def test_error_samples_are_kept_apart(store: Store) -> None:
+    await store.add_samples(
+        "job", [sample("t", 0), SampleRecord(task="t", index=1, item={}, error="HTTP 503")]
+    )
+    samples = await store.read_samples("job")
+    assert [s.error for s in samples] == [None, "HTTP 503"]
+    assert samples[1].scores == {}
+
+
+async def test_concurrent_add_samples_from_many_tasks_lose_and_duplicate_nothing(store: Store) -> None:
+    async def writer(worker: int) -> None:
+        for batch in range(5):
+            # Every writer also rewrites indices another writer owns: duplicates must be dropped.
+            indices = [worker * 50 + batch * 10 + i for i in range(10)]
+            await store.add_samples("job", [sample("t", i) for i in indices])
+            await store.add_samples("job", [sample("t", (i + 50) % 1000) for i in indices])
+
+    await asyncio.gather(*(writer(w) for w in range(20)))
+    assert await store.count_samples("job") == 1000
+    assert await store.recorded_indices("job") == {"t": set(range(1000))}
+
+
+async def test_a_cancelled_caller_does_not_lose_a_write(store: Store) -> None:
+    task = asyncio.create_task(store.add_samples("job", [sample("t", i) for i in range(2000)]))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The transaction was already handed to the store's thread: it completes as a whole.
+    assert await store.count_samples("job") in (0, 2000)
