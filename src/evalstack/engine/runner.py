@@ -1,0 +1,695 @@
+"""The pipelined job runner: rows -> request -> inference -> scoring -> record, bounded and never blocking.
+
+``run_plan`` is the core. A fixed pool of ``plan.parallelism`` worker coroutines pulls samples from a
+bounded queue that a producer keeps filled, so exactly that many requests are in flight while work
+remains and no coroutine is created per row. Each worker scores its sample right after inference
+(metrics that are CPU-heavy offload themselves) and hands the finished ``SampleRecord`` to a sink.
+
+``JobWorker`` drives jobs kept in the store: it compiles a job's spec into a plan, runs it with a
+``BatchWriter`` as the sink (per-sample records are the truth), keeps ``job.progress`` current,
+computes the result from the stored samples, and resumes unfinished jobs after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
+from evalstack.errors import EvalstackError, NotFoundError, UpstreamError
+from evalstack.inference.base import InferenceError, ModelClient, ModelEndpoint
+from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleRecord
+
+logger = logging.getLogger(__name__)
+
+# SampleRecord.extra["error_kind"] of a failed sample.
+ERROR_KIND_INFERENCE = "inference"  # the endpoint (or a judge) failed: infrastructure, counted in ``errors``
+ERROR_KIND_INVALID = "invalid"  # the row, template or metric input was bad: counted in ``invalid``
+
+TaskState = str  # "pending" | "running" | "completed" | "failed"
+Sink = Callable[[SampleRecord], Awaitable[None]]
+ProgressCallback = Callable[["RunProgress"], None]
+JobProgressListener = Callable[[str, dict[str, Any]], None]
+
+
+class ClientSource(Protocol):
+    """Where the runner gets model clients (``inference.clients.ModelClientPool``)."""
+
+    def get(
+        self,
+        endpoint: ModelEndpoint,
+        *,
+        max_retries: int = 5,
+        timeout: float = 600.0,
+        max_connections: int = 256,
+    ) -> ModelClient: ...
+
+
+class JobStore(Protocol):
+    """The part of ``store.repository.Store`` the worker uses."""
+
+    async def create_job(self, job: JobRecord) -> JobRecord: ...
+
+    async def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    async def list_jobs(self, front: str | None = None) -> list[JobRecord]: ...
+
+    async def update_job(self, job_id: str, **changes: Any) -> JobRecord: ...
+
+    async def add_samples(self, job_id: str, samples: Sequence[SampleRecord]) -> None: ...
+
+    async def read_samples(self, job_id: str, task: str | None = None) -> list[SampleRecord]: ...
+
+    async def recorded_indices(self, job_id: str) -> dict[str, set[int]]: ...
+
+
+@dataclass
+class RunProgress:
+    """Live counters of one run; ``snapshot()`` is what goes into ``job.progress``.
+
+    ``samples_processed`` and ``samples_total`` include samples recorded by an earlier run of the
+    same job (skipped on resume). ``errors`` counts infrastructure failures, ``invalid`` samples
+    that failed on bad input; both are included in ``samples_processed``.
+    """
+
+    samples_total: int = 0
+    samples_processed: int = 0
+    errors: int = 0
+    invalid: int = 0
+    task_status: dict[str, TaskState] = field(default_factory=dict)
+    cancelled: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy for ``job.progress`` and progress listeners."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return {
+            "samples_processed": self.samples_processed,
+            "samples_total": self.samples_total,
+            "errors": self.errors,
+            "invalid": self.invalid,
+            "task_status": dict(self.task_status),
+            "elapsed_s": round(elapsed, 3),
+        }
+
+
+@dataclass
+class _TaskCounters:
+    """Per-task bookkeeping inside one run."""
+
+    todo: int = 0  # samples enqueued in this run
+    done: int = 0
+    failed: int = 0
+    all_enqueued: bool = False
+
+
+def _error_text(exc: BaseException) -> str:
+    """A one-line reason for a failed sample or job."""
+    message = exc.message if isinstance(exc, EvalstackError) else str(exc)
+    return message or type(exc).__name__
+
+
+async def _process_sample(
+    task: TaskPlan, client: ModelClient | None, index: int, row: dict[str, Any]
+) -> SampleRecord:
+    """Build the request, infer, score: one finished SampleRecord (failed ones carry ``error``)."""
+    sample = SampleRecord(task=task.name, index=index, item=row)
+    try:
+        if task.build_request is not None:
+            request = task.build_request(row)
+            assert client is not None  # run_plan checks that inference tasks have a model
+            result = await client.generate(request)
+            output = SampleOutput(result.text, result.raw)
+            sample.finish_reason = result.finish_reason
+        elif task.read_output is not None:
+            output = task.read_output(row)
+        else:  # pragma: no cover - compilers always set one of the two
+            raise EvalstackError(f"task {task.name!r} has neither a request builder nor an output reader")
+        sample.output_text = output.text
+        sample.response = output.response
+        for metric in task.metrics:
+            sample.scores[metric.name] = await metric.score(row, output)
+    except (InferenceError, UpstreamError) as exc:
+        sample.scores = {}
+        sample.error = _error_text(exc)
+        sample.extra["error_kind"] = ERROR_KIND_INFERENCE
+    except EvalstackError as exc:
+        sample.scores = {}
+        sample.error = _error_text(exc)
+        sample.extra["error_kind"] = ERROR_KIND_INVALID
+    except Exception as exc:  # a bug in a metric or builder fails this sample only, loudly in the log
+        logger.exception("sample %s[%d] failed unexpectedly", task.name, index)
+        sample.scores = {}
+        sample.error = f"{type(exc).__name__}: {exc}"
+        sample.extra["error_kind"] = ERROR_KIND_INVALID
+    return sample
+
+
+async def run_plan(
+    plan: EvalPlan,
+    clients: ClientSource,
+    *,
+    sink: Sink,
+    skip: Mapping[str, set[int]] | None = None,
+    cancel: asyncio.Event | None = None,
+    on_progress: ProgressCallback | None = None,
+    progress_interval: float = 0.5,
+) -> RunProgress:
+    """Run every sample of ``plan`` not in ``skip`` and hand each finished sample to ``sink``.
+
+    Exactly ``plan.parallelism`` workers pull from a bounded queue, so at most that many requests
+    are in flight and the pool stays full while rows remain. When ``cancel`` is set the workers are
+    cancelled at once (in-flight requests are abandoned, not recorded) and the returned progress
+    has ``cancelled=True``. ``on_progress`` is called at most every ``progress_interval`` seconds
+    and once at the end. A task whose rows cannot be loaded raises (the job fails); a failing
+    sample never does. The sink is the caller's to flush.
+    """
+    skip = skip or {}
+    progress = RunProgress(task_status={task.name: "pending" for task in plan.tasks})
+    counters = [_TaskCounters() for _ in plan.tasks]
+    if cancel is not None and cancel.is_set():
+        progress.cancelled = True
+        return progress
+
+    client: ModelClient | None = None
+    if any(task.build_request is not None for task in plan.tasks):
+        if plan.model is None:
+            raise EvalstackError("the plan runs inference but names no model")
+        client = clients.get(
+            plan.model,
+            max_retries=plan.max_retries,
+            timeout=plan.request_timeout,
+            max_connections=max(plan.parallelism, 1),
+        )
+
+    parallelism = max(int(plan.parallelism), 1)
+    queue: asyncio.Queue[tuple[int, int, dict[str, Any]] | None] = asyncio.Queue(maxsize=2 * parallelism)
+    loop = asyncio.get_running_loop()
+    last_report = loop.time()
+
+    def report(force: bool = False) -> None:
+        nonlocal last_report
+        now = loop.time()
+        if on_progress is not None and (force or now - last_report >= progress_interval):
+            last_report = now
+            on_progress(progress)
+
+    def finish_task_if_done(position: int) -> None:
+        count = counters[position]
+        if count.all_enqueued and count.done == count.todo:
+            name = plan.tasks[position].name
+            all_failed = count.todo > 0 and count.failed == count.todo
+            progress.task_status[name] = "failed" if all_failed else "completed"
+
+    async def load_rows(task: TaskPlan) -> list[dict[str, Any]]:
+        try:
+            rows = await task.rows()
+        except EvalstackError as exc:
+            raise type(exc)(f"task {task.name!r}: {exc.message}", detail=exc.detail) from exc
+        except Exception as exc:
+            raise EvalstackError(f"task {task.name!r}: could not load its rows: {_error_text(exc)}") from exc
+        if task.limit is not None:
+            rows = rows[: task.limit]
+        progress.samples_total += len(rows)
+        return rows
+
+    # Load every task's rows concurrently (downloads overlap) while the first task already runs.
+    loaders = [asyncio.ensure_future(load_rows(task)) for task in plan.tasks]
+
+    async def produce() -> None:
+        for position, task in enumerate(plan.tasks):
+            try:
+                rows = await loaders[position]
+            except BaseException:
+                progress.task_status[task.name] = "failed"
+                raise
+            done_before = skip.get(task.name, set())
+            progress.task_status[task.name] = "running"
+            count = counters[position]
+            for index, row in enumerate(rows):
+                if index in done_before:
+                    progress.samples_processed += 1
+                    continue
+                count.todo += 1
+                if queue.full():
+                    await queue.put((position, index, row))
+                else:
+                    queue.put_nowait((position, index, row))
+            del rows
+            count.all_enqueued = True
+            finish_task_if_done(position)
+        for _ in range(parallelism):
+            await queue.put(None)
+
+    async def work() -> None:
+        while True:
+            entry = await queue.get()
+            if entry is None:
+                return
+            position, index, row = entry
+            sample = await _process_sample(plan.tasks[position], client, index, row)
+            await sink(sample)
+            count = counters[position]
+            count.done += 1
+            progress.samples_processed += 1
+            if sample.error is not None:
+                count.failed += 1
+                if sample.extra.get("error_kind") == ERROR_KIND_INFERENCE:
+                    progress.errors += 1
+                else:
+                    progress.invalid += 1
+            finish_task_if_done(position)
+            report()
+
+    pending: set[asyncio.Future[Any]] = {asyncio.ensure_future(produce())}
+    pending.update(asyncio.ensure_future(work()) for _ in range(parallelism))
+    children = set(pending) | set(loaders)
+    cancel_waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
+    try:
+        while pending:
+            watched = pending | {cancel_waiter} if cancel_waiter is not None else pending
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if cancel_waiter is not None and cancel_waiter in done:
+                progress.cancelled = True
+                break
+            for finished in done:
+                pending.discard(finished)
+                if not finished.cancelled() and finished.exception() is not None:
+                    raise finished.exception()  # type: ignore[misc]
+    finally:
+        for child in children:
+            child.cancel()
+        if cancel_waiter is not None:
+            cancel_waiter.cancel()
+        await asyncio.gather(*children, return_exceptions=True)
+    report(force=True)
+    return progress
+
+
+class BatchWriter:
+    """The single writer of one job's samples: batches ``add`` calls into ``store.add_samples``.
+
+    Flushes when ``batch_size`` samples are waiting or every ``flush_interval`` seconds, and on
+    ``close`` (completion, cancel, failure, stop). ``add`` waits (back-pressure) only when
+    ``max_pending`` samples are still unwritten. A write failure is raised by the next ``add``
+    and by ``close``.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        *,
+        batch_size: int = 256,
+        flush_interval: float = 0.25,
+        max_pending: int = 8192,
+    ) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_pending = max(max_pending, batch_size)
+        self.written = 0
+        self.flushes = 0
+        self._buffer: list[SampleRecord] = []
+        self._wake = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._closing = False
+        self._error: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> BatchWriter:
+        """Start the background flusher."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"writer-{self.job_id}")
+        return self
+
+    async def add(self, sample: SampleRecord) -> None:
+        """Queue one finished sample for writing."""
+        if self._error is not None:
+            raise self._error
+        self._buffer.append(sample)
+        if len(self._buffer) >= self.batch_size:
+            self._wake.set()
+        while len(self._buffer) >= self.max_pending and self._error is None and self._task is not None:
+            self._wake.set()
+            await self._flushed.wait()
+        if self._error is not None:
+            raise self._error
+
+    async def _flush(self) -> None:
+        batch, self._buffer = self._buffer, []
+        if batch:
+            try:
+                await self.store.add_samples(self.job_id, batch)
+            except BaseException:
+                self._buffer[:0] = batch  # keep them for a later attempt (close retries once)
+                raise
+            self.written += len(batch)
+            self.flushes += 1
+        flushed, self._flushed = self._flushed, asyncio.Event()
+        flushed.set()
+
+    async def _run(self) -> None:
+        try:
+            while not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                self._wake.clear()
+                await self._flush()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            logger.exception("writing samples of job %s failed", self.job_id)
+            self._error = exc
+            self._flushed.set()
+
+    async def close(self) -> None:
+        """Stop the flusher and write everything still buffered."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            task, self._task = self._task, None
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+            if task.done() and not task.cancelled() and task.exception() is not None:  # pragma: no cover
+                self._error = task.exception()
+        if self._buffer:
+            await self._flush()  # also retries a batch whose earlier write failed
+            self._error = None
+        if self._error is not None:
+            raise self._error
+
+
+def group_samples(samples: Sequence[SampleRecord]) -> dict[str, list[SampleRecord]]:
+    """Samples by task, each list in index order (the shape ``EvalPlan.summarize`` takes)."""
+    grouped: dict[str, list[SampleRecord]] = {}
+    for sample in samples:
+        grouped.setdefault(sample.task, []).append(sample)
+    for rows in grouped.values():
+        rows.sort(key=lambda s: s.index)
+    return grouped
+
+
+def all_failed_reason(samples: Sequence[SampleRecord]) -> str | None:
+    """``"all N samples failed: <first error>"`` when every sample failed, else None."""
+    if not samples or any(sample.error is None for sample in samples):
+        return None
+    first = min(samples, key=lambda s: (s.task, s.index))
+    return f"all {len(samples)} samples failed: {first.error}"
+
+
+CompileJob = Callable[[JobRecord], Awaitable[EvalPlan]]
+
+
+class JobWorker:
+    """Runs the store's jobs in the background, at most ``max_running_jobs`` at once (FIFO).
+
+    Lifecycle: ``submit`` -> created -> pending (waiting for a slot) -> running -> completed | failed
+    (``job.error`` says why); ``cancel`` -> cancelling -> cancelled. ``stop`` leaves running jobs
+    as they are (flushed) so that ``start`` resumes them, skipping the samples already recorded.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        clients: ClientSource,
+        compile_job: CompileJob,
+        *,
+        max_running_jobs: int = 4,
+        batch_size: int = 256,
+        flush_interval: float = 0.25,
+        progress_interval: float = 0.5,
+        cancel_timeout: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.clients = clients
+        self.compile_job = compile_job
+        self.max_running_jobs = max(max_running_jobs, 1)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.progress_interval = progress_interval
+        self.cancel_timeout = cancel_timeout
+        self._slots = asyncio.Semaphore(self.max_running_jobs)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancel_events: dict[str, asyncio.Event] = {}
+        self._running: set[str] = set()
+        self._progress_writes: dict[str, asyncio.Task[Any]] = {}
+        self._listeners: list[JobProgressListener] = []
+        self._started = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start accepting jobs and resume those a previous process left unfinished."""
+        if self._started:
+            return
+        self._started = True
+        jobs = await self.store.list_jobs()
+        for job in sorted(jobs, key=lambda j: (j.created_at is None, j.created_at or 0)):
+            if job.status == "cancelling":
+                await self.store.update_job(job.id, status="cancelled")
+            elif job.status in ("created", "pending", "running"):
+                logger.info("resuming job %s (%s)", job.id, job.status)
+                self._schedule(job.id)
+
+    async def stop(self) -> None:
+        """Stop every job task; their buffered samples are flushed and their status kept for resume."""
+        self._started = False
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        writes = list(self._progress_writes.values())
+        await asyncio.gather(*writes, return_exceptions=True)
+
+    # ---- jobs ------------------------------------------------------------------------------
+
+    async def submit(self, job: JobRecord) -> JobRecord:
+        """Store a new job (status ``created``) and schedule it; returns at once."""
+        job.status = "created"
+        job.error = None
+        job.result = None
+        record = await self.store.create_job(job)
+        self._schedule(record.id)
+        return record
+
+    async def get(self, job_id: str) -> JobRecord:
+        """The job's record; NotFoundError if there is none."""
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise NotFoundError(f"Job {job_id} not found")
+        return job
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job: ``cancelling`` at once, ``cancelled`` as soon as its workers stopped.
+
+        In-flight model requests are abandoned; finished samples are flushed. A job already
+        finished is returned unchanged.
+        """
+        job = await self.get(job_id)
+        if job.status in TERMINAL_STATUSES:
+            return job
+        task = self._tasks.get(job_id)
+        if job_id in self._running and task is not None:
+            await self.store.update_job(job_id, status="cancelling")
+            self._cancel_events.setdefault(job_id, asyncio.Event()).set()
+            await asyncio.wait({task}, timeout=self.cancel_timeout)
+            return await self.get(job_id)
+        # Not started yet (waiting for a slot) or not ours: nothing runs, so it is cancelled now.
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return await self.store.update_job(job_id, status="cancelled")
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        """Wait until the job is finished (or ``timeout`` passed) and return its record."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = await self.get(job_id)
+            if job.status in TERMINAL_STATUSES:
+                return job
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return job
+            task = self._tasks.get(job_id)
+            if task is not None:
+                await asyncio.wait({task}, timeout=remaining)
+            else:
+                await asyncio.sleep(0.05 if remaining is None else min(0.05, remaining))
+
+    async def run_inline(self, plan: EvalPlan) -> dict[str, list[SampleRecord]]:
+        """Run a plan in this coroutine without persisting anything; samples by task, in index order."""
+        results: dict[str, list[SampleRecord]] = {task.name: [] for task in plan.tasks}
+
+        async def collect(sample: SampleRecord) -> None:
+            results.setdefault(sample.task, []).append(sample)
+
+        await run_plan(plan, self.clients, sink=collect, progress_interval=self.progress_interval)
+        for samples in results.values():
+            samples.sort(key=lambda s: s.index)
+        return results
+
+    def add_progress_listener(self, listener: JobProgressListener) -> Callable[[], None]:
+        """Call ``listener(job_id, progress)`` on every progress update; returns a remover."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _schedule(self, job_id: str) -> None:
+        if job_id in self._tasks:
+            return
+        task = asyncio.create_task(self._run_job(job_id), name=f"job-{job_id}")
+        self._tasks[job_id] = task
+
+        def forget(_: asyncio.Task[None]) -> None:
+            if self._tasks.get(job_id) is task:
+                del self._tasks[job_id]
+                self._cancel_events.pop(job_id, None)
+
+        task.add_done_callback(forget)
+
+    async def _run_job(self, job_id: str) -> None:
+        try:
+            job = await self.store.get_job(job_id)
+            if job is None:
+                return
+            if job.status == "created":
+                job = await self.store.update_job(job_id, status="pending")
+            async with self._slots:
+                self._running.add(job_id)
+                try:
+                    await self._execute(job_id)
+                finally:
+                    self._running.discard(job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store itself failed: record what we can
+            logger.exception("job %s crashed", job_id)
+            with contextlib.suppress(Exception):
+                await self.store.update_job(job_id, status="failed", error=f"internal error: {exc}")
+
+    async def _execute(self, job_id: str) -> None:
+        job = await self.get(job_id)
+        event = self._cancel_events.setdefault(job_id, asyncio.Event())
+        if job.status == "cancelling" or event.is_set():
+            await self.store.update_job(job_id, status="cancelled")
+            return
+        if job.status in TERMINAL_STATUSES:
+            return
+        await self.store.update_job(job_id, status="running")
+        try:
+            plan = await self.compile_job(job)
+        except EvalstackError as exc:
+            await self._fail(job_id, exc.message)
+            return
+        except Exception as exc:
+            logger.exception("compiling job %s failed", job_id)
+            await self._fail(job_id, f"could not compile the job: {type(exc).__name__}: {exc}")
+            return
+
+        skip = await self.store.recorded_indices(job_id)
+        writer = BatchWriter(
+            self.store, job_id, batch_size=self.batch_size, flush_interval=self.flush_interval
+        ).start()
+        failure: str | None = None
+        progress: RunProgress | None = None
+        try:
+            progress = await run_plan(
+                plan,
+                self.clients,
+                sink=writer.add,
+                skip=skip,
+                cancel=event,
+                on_progress=lambda p: self._on_progress(job_id, p),
+                progress_interval=self.progress_interval,
+            )
+        except EvalstackError as exc:
+            failure = exc.message
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("job %s failed", job_id)
+            failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            try:
+                await writer.close()
+            except Exception as exc:
+                if failure is None:
+                    failure = f"could not record samples: {exc}"
+            await self._settle_progress(job_id)
+
+        snapshot = progress.snapshot() if progress is not None else None
+        if failure is not None:
+            await self._fail(job_id, failure, snapshot)
+            return
+        assert progress is not None
+        if progress.cancelled:
+            await self.store.update_job(job_id, status="cancelled", progress=snapshot)
+            return
+        await self._finish(job_id, plan, snapshot)
+
+    async def _finish(self, job_id: str, plan: EvalPlan, snapshot: dict[str, Any] | None) -> None:
+        """Compute the result from the stored samples (never from memory) and complete the job."""
+        samples = await self.store.read_samples(job_id)
+        reason = all_failed_reason(samples)
+        if reason is not None:
+            await self._fail(job_id, reason, snapshot)
+            return
+        try:
+            result = await asyncio.to_thread(plan.summarize, group_samples(samples))
+        except EvalstackError as exc:
+            await self._fail(job_id, f"could not aggregate the results: {exc.message}", snapshot)
+            return
+        except Exception as exc:
+            logger.exception("aggregating job %s failed", job_id)
+            reason = f"could not aggregate the results: {type(exc).__name__}: {exc}"
+            await self._fail(job_id, reason, snapshot)
+            return
+        changes: dict[str, Any] = {"status": "completed", "result": result, "error": None}
+        if snapshot is not None:
+            changes["progress"] = snapshot
+        await self.store.update_job(job_id, **changes)
+
+    async def _fail(self, job_id: str, reason: str, snapshot: dict[str, Any] | None = None) -> None:
+        logger.info("job %s failed: %s", job_id, reason)
+        changes: dict[str, Any] = {"status": "failed", "error": reason}
+        if snapshot is not None:
+            changes["progress"] = snapshot
+        await self.store.update_job(job_id, **changes)
+
+    def _on_progress(self, job_id: str, progress: RunProgress) -> None:
+        """Throttled by run_plan; writes the snapshot unless a write is still in flight."""
+        snapshot = progress.snapshot()
+        for listener in list(self._listeners):
+            try:
+                listener(job_id, snapshot)
+            except Exception:
+                logger.exception("progress listener failed")
+        previous = self._progress_writes.get(job_id)
+        if previous is not None and not previous.done():
+            return
+        self._progress_writes[job_id] = asyncio.create_task(self._write_progress(job_id, snapshot))
+
+    async def _write_progress(self, job_id: str, snapshot: dict[str, Any]) -> None:
+        try:
+            await self.store.update_job(job_id, progress=snapshot)
+        except Exception:
+            logger.warning("could not update the progress of job %s", job_id, exc_info=True)
+
+    async def _settle_progress(self, job_id: str) -> None:
+        """Wait for an in-flight progress write so it cannot land after the final update."""
+        write = self._progress_writes.pop(job_id, None)
+        if write is not None:
+            await asyncio.gather(write, return_exceptions=True)
