@@ -77,7 +77,9 @@ def read_document(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InvalidInputError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+        raise InvalidInputError(
+            f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+        ) from exc
     if not isinstance(data, dict):
         raise InvalidInputError(f"{path} must hold a mapping at the top level, not {type(data).__name__}")
     return data
@@ -94,7 +96,8 @@ def parse_benchmark_file(document: dict[str, Any], source: Path) -> BenchmarkFil
         spec = BenchmarkFile.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(part) for part in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
         )
         accepted = ", ".join(BenchmarkFile.model_fields)
         raise InvalidInputError(f"{source}: {problems}. Accepted keys: {accepted}") from exc
