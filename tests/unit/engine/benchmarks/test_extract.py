@@ -1,0 +1,98 @@
+"""Answer extraction: hand-worked cases, including the awkward ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from evalstack.engine.benchmarks.extract import (
+    extract_code,
+    extract_letter_flexible,
+    extract_letter_strict,
+    extract_number_flexible,
+    extract_number_strict,
+    extract_yes_no_flexible,
+    extract_yes_no_strict,
+    normalize_number,
+    strip_reasoning,
+)
+
+ABCD = "ABCD"
+
+
+@pytest.mark.parametrize(
+    ("text", "strict", "flexible"),
+    [
+        ("B", "B", "B"),
+        (" (C) ", "C", "C"),
+        ("D. Paris", "D", "D"),
+        ("**A**", "A", "A"),
+        ("The answer is (B).", None, "B"),
+        ("Sure! Let me think about it.\n\nAnswer: C", None, "C"),
+        ("The correct option is D because...", None, "D"),
+        ("A cat would never do that, so the answer is B", None, "B"),
+        ("<think>Maybe A? No, (C) is wrong.</think>\nB", "B", "B"),
+        ("<think>I think the answer is A but the output was cut", None, None),
+        ("I am not sure.", None, None),
+        ("E", None, None),  # not one of the options
+    ],
+)
+def test_letter_extraction(text: str, strict: str | None, flexible: str | None) -> None:
+    assert extract_letter_strict(text, ABCD) == strict
+    assert extract_letter_flexible(text, ABCD) == flexible
+
+
+def test_letter_from_quoted_option_text() -> None:
+    choices = ["Berlin", "Paris", "Rome", "Madrid"]
+    assert extract_letter_flexible("I believe it is Paris.", ABCD, choices) == "B"
+    assert extract_letter_flexible("Either Paris or Rome.", ABCD, choices) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "strict", "flexible"),
+    [
+        ("Janet sells 16 - 3 - 4 = 9 eggs.\n#### 18", "18", "18"),
+        ("She pays $1,234.50 in total.", None, "1234.5"),
+        ("#### $1,234.50", "1234.5", "1234.5"),
+        ("The total is 42 dollars.", None, "42"),
+        ("It costs -3.0 degrees", None, "-3"),
+        ("<think>maybe 7</think>The answer is 12.", None, "12"),
+        ("So the answer is \\boxed{64} (from 8 x 8 = 64 and 2 more)", None, "64"),
+        ("no numbers here", None, None),
+    ],
+)
+def test_number_extraction(text: str, strict: str | None, flexible: str | None) -> None:
+    assert normalize_number(extract_number_strict(text)) == strict
+    assert normalize_number(extract_number_flexible(text)) == flexible
+
+
+def test_normalize_number_compares_by_value() -> None:
+    assert normalize_number("1234.50") == normalize_number("$1,234.5") == "1234.5"
+    assert normalize_number("18.") == "18"
+    assert normalize_number("  ") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "strict", "flexible"),
+    [
+        ("Yes, it does.", True, True),
+        ("no", False, False),
+        ("Based on the passage, the answer is yes.", None, True),
+        ("<think>yes? no?</think> False.", False, False),
+        ("It depends.", None, None),
+    ],
+)
+def test_yes_no_extraction(text: str, strict: bool | None, flexible: bool | None) -> None:
+    assert extract_yes_no_strict(text) is strict
+    assert extract_yes_no_flexible(text) is flexible
+
+
+def test_strip_reasoning_variants() -> None:
+    assert strip_reasoning("<think>a</think>b<thinking>c</thinking> d") == "b d"
+    assert strip_reasoning("reasoning without an opening tag</think>final") == "final"
+    assert strip_reasoning(None) == ""
+
+
+def test_extract_code_prefers_a_block_that_defines() -> None:
+    reply = "Here:\n```\npip install x\n```\nand\n```python\ndef f(x):\n    return x\n```\n"
+    assert extract_code(reply) == "def f(x):\n    return x\n"
+    assert extract_code("    return 1") == "return 1"
