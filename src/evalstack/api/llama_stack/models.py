@@ -6,7 +6,7 @@ Bodies ignore unknown keys, as the reference server does.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,7 +18,7 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     completed = "completed"
     in_progress = "in_progress"
     failed = "failed"
@@ -244,8 +244,8 @@ class RunEvalRequest(WireModel):
 
 
 class EvaluateRowsRequest(WireModel):
-    input_rows: list[dict[str, Any]]
-    scoring_functions: list[str]
+    input_rows: list[dict[str, Any]] = Field(min_length=1)
+    scoring_functions: list[str] = Field(min_length=1)
     benchmark_config: BenchmarkConfig
 
 

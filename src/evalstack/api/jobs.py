@@ -1,0 +1,63 @@
+"""evalstack's own read-only view of every job, whichever front door created it.
+
+``GET /v1/evalstack/jobs`` lists jobs (newest first, ``front`` and ``limit`` optional) and
+``GET /v1/evalstack/jobs/{job_id}`` shows one with its cached result. The CLI's ``evalstack jobs``
+reads these. Errors use the Llama Stack family's body (``{"error": {"message": ...}}``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
+from evalstack.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from evalstack.server import Services
+    from evalstack.store.records import JobRecord
+
+
+def job_summary(job: JobRecord) -> dict[str, Any]:
+    """The fields of a job that a listing shows."""
+    return {
+        "id": job.id,
+        "front": job.front,
+        "status": job.status,
+        "benchmark_id": job.benchmark_id,
+        "provider_id": job.provider_id,
+        "error": job.error,
+        "progress": job.progress,
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "updated_at": job.updated_at.isoformat() if job.updated_at else None,
+    }
+
+
+def jobs_router(services: Services) -> APIRouter:
+    """Routes under ``/evalstack/jobs`` (mounted at ``/v1``)."""
+    router = APIRouter(route_class=LlamaStackRoute)
+
+    @router.get("/evalstack/jobs", tags=["evalstack"])
+    async def list_jobs(
+        front: Literal["llama_stack", "nemo"] | None = None,
+        limit: int | None = Query(default=None, ge=1),
+    ) -> dict[str, Any]:
+        jobs = await services.store.list_jobs(front)
+        if limit is not None:
+            jobs = jobs[:limit]
+        return {"data": [job_summary(j) for j in jobs]}
+
+    @router.get("/evalstack/jobs/{job_id}", tags=["evalstack"])
+    @not_found_status(404)
+    async def get_job(job_id: str) -> dict[str, Any]:
+        job = await services.store.get_job(job_id)
+        if job is None:
+            raise NotFoundError(f"Job {job_id} not found")
+        return {
+            **job_summary(job),
+            "result": job.result,
+            "samples_recorded": await services.store.count_samples(job_id),
+        }
+
+    return router

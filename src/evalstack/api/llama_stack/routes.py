@@ -1,0 +1,377 @@
+"""Routers of the Llama Stack Benchmarks, Eval, Scoring, ScoringFunctions, Datasets(IO) and Models APIs.
+
+Mounted under both prefix families (see :func:`include_llama_stack_api`):
+
+- ``/v1``: everything, for 0.2.x clients and the NVIDIA notebooks;
+- ``/v1alpha``: benchmarks and eval, ``/v1beta``: datasets and datasetio (0.7.x clients);
+  0.7.x clients use ``/v1`` for scoring, scoring functions and models.
+
+Ids may contain ``/`` and ``:``; 0.2.x clients send them raw, 0.7.x clients percent-encode ``/``
+as ``%2F``. Both work: id parameters are ``{x:path}`` and :class:`LlamaStackRoute` routes by the raw
+path when a ``/`` was encoded. The routes for ``.../jobs/{job_id}/result``, ``.../jobs/{job_id}``,
+``.../jobs`` and ``.../evaluations`` come before the bare ``/eval/benchmarks/{benchmark_id}``.
+
+``NotFoundError`` gives 404 on the models and datasets routes (as the 0.7 reference), and 400 on the
+benchmark, eval, job, scoring, scoring-function and dataset-rows routes (as the reference's
+``ValueError``); ``run_eval`` and ``evaluate_rows`` give 404 for an unknown candidate model (the
+benchmark itself was checked before, with a 400 "not served by provider").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, FastAPI, Query, Response
+
+from evalstack import __version__
+from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
+from evalstack.api.llama_stack.models import (
+    AppendRowsRequest,
+    Benchmark,
+    Dataset,
+    EvaluateResponse,
+    EvaluateRowsRequest,
+    Job,
+    Model,
+    PaginatedResponse,
+    RegisterBenchmarkRequest,
+    RegisterDatasetRequest,
+    RegisterModelRequest,
+    RegisterScoringFnRequest,
+    RunEvalRequest,
+    ScoreBatchRequest,
+    ScoreBatchResponse,
+    ScoreRequest,
+    ScoreResponse,
+    ScoringFn,
+)
+from evalstack.errors import InvalidInputError, NotFoundError, UnsupportedError
+
+if TYPE_CHECKING:
+    from evalstack.providers.base import EvalProvider
+    from evalstack.server import Services
+
+logger = logging.getLogger(__name__)
+
+# Keys whose values are secrets: never sent back by any API.
+_SECRET_KEYS = frozenset({"api_key", "apikey", "api-key", "authorization", "token", "secret"})
+
+
+def _router() -> APIRouter:
+    return APIRouter(route_class=LlamaStackRoute, strict_content_type=False)
+
+
+def _data(items: list[Any]) -> dict[str, Any]:
+    return {"data": [i.model_dump(mode="json") if hasattr(i, "model_dump") else i for i in items]}
+
+
+def _scrub(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if k.lower() not in _SECRET_KEYS}
+
+
+def public_model(model: Model) -> Model:
+    """A model as the API shows it: any key-like metadata entry removed."""
+    return model.model_copy(
+        update={"metadata": _scrub(model.metadata), "custom_metadata": _scrub(model.custom_metadata)}
+    )
+
+
+# ---- provider routing ---------------------------------------------------------------------------
+
+
+class ProviderRouter:
+    """Chooses the eval provider of a benchmark, as the Llama Stack routing table does."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    @property
+    def providers(self) -> Mapping[str, EvalProvider]:
+        return self._services.providers
+
+    def default_id(self) -> str:
+        """The provider named in messages when a benchmark is unknown."""
+        ids = list(self.providers)
+        if "local" in ids or not ids:
+            return "local"
+        return ids[0]
+
+    def for_registration(self, provider_id: str | None) -> EvalProvider:
+        """The provider that will serve a new benchmark."""
+        providers = self.providers
+        if provider_id is None:
+            if len(providers) == 1:
+                return next(iter(providers.values()))
+            if not providers:
+                raise InvalidInputError("No eval provider is configured on this server.")
+            raise InvalidInputError(
+                "No provider specified and multiple providers available. Please specify a provider_id."
+            )
+        provider = providers.get(provider_id)
+        if provider is None:
+            available = ", ".join(f"'{p}'" for p in providers) or "none"
+            raise InvalidInputError(
+                f"Provider '{provider_id}' not found. Available eval providers: {available}."
+            )
+        return provider
+
+    async def for_benchmark(self, benchmark_id: str) -> tuple[EvalProvider, Benchmark]:
+        """The provider serving a registered benchmark; 400 "not served by provider" otherwise."""
+        try:
+            benchmark = await self._services.registry.get_benchmark(benchmark_id)
+        except NotFoundError:
+            raise InvalidInputError(self._not_served(benchmark_id, self.default_id())) from None
+        provider = self.providers.get(benchmark.provider_id)
+        if provider is None:
+            raise InvalidInputError(self._not_served(benchmark_id, benchmark.provider_id))
+        return provider, benchmark
+
+    @staticmethod
+    def _not_served(benchmark_id: str, provider_id: str) -> str:
+        return (
+            f"Benchmark `{benchmark_id}` not served by provider: `{provider_id}`. "
+            "Make sure there is an Eval provider serving this benchmark."
+        )
+
+
+# ---- benchmarks and eval ------------------------------------------------------------------------
+
+
+def benchmarks_router(services: Services) -> APIRouter:
+    """Benchmarks and Eval routes (``/eval/benchmarks...``), the same under ``/v1`` and ``/v1alpha``."""
+    router = _router()
+    routing = ProviderRouter(services)
+    registry = services.registry
+
+    @router.get("/eval/benchmarks", tags=["benchmarks"])
+    async def list_benchmarks() -> dict[str, Any]:
+        return _data(await registry.list_benchmarks())
+
+    @router.post("/eval/benchmarks", tags=["benchmarks"])
+    async def register_benchmark(body: RegisterBenchmarkRequest) -> None:
+        provider = routing.for_registration(body.provider_id)
+        benchmark = Benchmark(
+            identifier=body.benchmark_id,
+            provider_resource_id=body.provider_benchmark_id or body.benchmark_id,
+            provider_id=provider.provider_id,
+            dataset_id=body.dataset_id,
+            scoring_functions=body.scoring_functions,
+            metadata=body.metadata or {},
+        )
+        # The provider first: if it refuses, nothing is registered.
+        await provider.register_benchmark(benchmark)
+        await registry.put_benchmark(benchmark)
+        return None
+
+    # Specific routes first: a raw (0.2.x) id may itself contain "/".
+    @router.get("/eval/benchmarks/{benchmark_id:path}/jobs/{job_id}/result", tags=["eval"])
+    async def job_result(benchmark_id: str, job_id: str) -> EvaluateResponse:
+        provider, _ = await routing.for_benchmark(benchmark_id)
+        return await provider.job_result(benchmark_id, job_id)
+
+    @router.get("/eval/benchmarks/{benchmark_id:path}/jobs/{job_id}", tags=["eval"])
+    async def job_status(benchmark_id: str, job_id: str) -> Job:
+        provider, _ = await routing.for_benchmark(benchmark_id)
+        return await provider.job_status(benchmark_id, job_id)
+
+    @router.delete("/eval/benchmarks/{benchmark_id:path}/jobs/{job_id}", tags=["eval"])
+    async def job_cancel(benchmark_id: str, job_id: str) -> None:
+        provider, _ = await routing.for_benchmark(benchmark_id)
+        await provider.job_cancel(benchmark_id, job_id)
+        return None
+
+    @router.post("/eval/benchmarks/{benchmark_id:path}/jobs", tags=["eval"])
+    @not_found_status(404)
+    async def run_eval(benchmark_id: str, body: RunEvalRequest) -> Job:
+        provider, _ = await routing.for_benchmark(benchmark_id)
+        return await provider.run_eval(benchmark_id, body.benchmark_config)
+
+    @router.post("/eval/benchmarks/{benchmark_id:path}/evaluations", tags=["eval"])
+    @not_found_status(404)
+    async def evaluate_rows(benchmark_id: str, body: EvaluateRowsRequest) -> EvaluateResponse:
+        provider, _ = await routing.for_benchmark(benchmark_id)
+        return await provider.evaluate_rows(
+            benchmark_id, body.input_rows, body.scoring_functions, body.benchmark_config
+        )
+
+    @router.get("/eval/benchmarks/{benchmark_id:path}", tags=["benchmarks"])
+    async def get_benchmark(benchmark_id: str) -> Benchmark:
+        return await registry.get_benchmark(benchmark_id)
+
+    @router.delete("/eval/benchmarks/{benchmark_id:path}", tags=["benchmarks"])
+    async def unregister_benchmark(benchmark_id: str) -> None:
+        benchmark = await registry.get_benchmark(benchmark_id)
+        provider = services.providers.get(benchmark.provider_id)
+        if provider is not None:
+            await provider.unregister_benchmark(benchmark_id)
+        else:
+            logger.warning(
+                "Benchmark %s belongs to provider %s, which is not configured; removing it from the registry",
+                benchmark_id,
+                benchmark.provider_id,
+            )
+        await registry.delete_benchmark(benchmark_id)
+        return None
+
+    return router
+
+
+# ---- scoring and scoring functions --------------------------------------------------------------
+
+
+def scoring_router(services: Services) -> APIRouter:
+    """Scoring and ScoringFunctions routes (``/v1`` only)."""
+    router = _router()
+    scoring = services.scoring
+
+    @router.post("/scoring/score", tags=["scoring"])
+    async def score(body: ScoreRequest) -> ScoreResponse:
+        results = await scoring.score(body.input_rows, dict(body.scoring_functions))
+        return ScoreResponse(results=results)
+
+    @router.post("/scoring/score-batch", tags=["scoring"])
+    async def score_batch(body: ScoreBatchRequest) -> ScoreBatchResponse:
+        if body.save_results_dataset:
+            raise UnsupportedError("save_results_dataset=true is not supported: results cannot be saved.")
+        rows = await services.registry.dataset_rows(body.dataset_id)
+        results = await scoring.score(rows, dict(body.scoring_functions))
+        return ScoreBatchResponse(dataset_id=None, results=results)
+
+    @router.get("/scoring-functions", tags=["scoring-functions"])
+    async def list_scoring_functions() -> dict[str, Any]:
+        return _data(await scoring.list_functions())
+
+    @router.get("/scoring-functions/{scoring_fn_id:path}", tags=["scoring-functions"])
+    async def get_scoring_function(scoring_fn_id: str) -> ScoringFn:
+        return await scoring.get_function(scoring_fn_id)
+
+    @router.post("/scoring-functions", tags=["scoring-functions"])
+    async def register_scoring_function(body: RegisterScoringFnRequest) -> None:
+        await scoring.register_function(body)
+        return None
+
+    @router.delete("/scoring-functions/{scoring_fn_id:path}", tags=["scoring-functions"])
+    async def unregister_scoring_function(scoring_fn_id: str) -> None:
+        await scoring.unregister_function(scoring_fn_id)
+        return None
+
+    return router
+
+
+# ---- datasets and datasetio ---------------------------------------------------------------------
+
+
+def datasets_router(services: Services, *, append_rows_status: int) -> APIRouter:
+    """Datasets and DatasetIO routes; append-rows answers ``append_rows_status`` (204 or 200 ``null``)."""
+    router = _router()
+    registry = services.registry
+
+    @router.post("/datasets", tags=["datasets"])
+    async def register_dataset(body: RegisterDatasetRequest) -> Dataset:
+        return await registry.register_dataset(body)
+
+    @router.get("/datasets", tags=["datasets"])
+    async def list_datasets() -> dict[str, Any]:
+        return _data(await registry.list_datasets())
+
+    @router.get("/datasets/{dataset_id:path}", tags=["datasets"])
+    @not_found_status(404)
+    async def get_dataset(dataset_id: str) -> Dataset:
+        return await registry.get_dataset(dataset_id)
+
+    @router.delete("/datasets/{dataset_id:path}", tags=["datasets"])
+    @not_found_status(404)
+    async def unregister_dataset(dataset_id: str) -> None:
+        await registry.unregister_dataset(dataset_id)
+        return None
+
+    @router.get("/datasetio/iterrows/{dataset_id:path}", tags=["datasetio"])
+    async def iterrows(
+        dataset_id: str,
+        start_index: int | None = Query(default=None, ge=0),
+        limit: int | None = Query(default=None, ge=-1),
+    ) -> PaginatedResponse:
+        return await registry.iterrows(dataset_id, start_index, limit)
+
+    if append_rows_status == 204:
+
+        @router.post("/datasetio/append-rows/{dataset_id:path}", status_code=204, tags=["datasetio"])
+        async def append_rows_204(dataset_id: str, body: AppendRowsRequest) -> Response:
+            await registry.append_rows(dataset_id, body.rows)
+            return Response(status_code=204)
+
+    else:
+
+        @router.post("/datasetio/append-rows/{dataset_id:path}", tags=["datasetio"])
+        async def append_rows(dataset_id: str, body: AppendRowsRequest) -> None:
+            await registry.append_rows(dataset_id, body.rows)
+            return None
+
+    return router
+
+
+# ---- models -------------------------------------------------------------------------------------
+
+
+def models_router(services: Services) -> APIRouter:
+    """Models routes (``/v1``). Responses carry the 0.2.x and 0.7.x field sets; keys are never shown."""
+    router = _router()
+    registry = services.registry
+
+    @router.get("/models", tags=["models"])
+    async def list_models() -> dict[str, Any]:
+        return _data([public_model(m) for m in await registry.list_models()])
+
+    @router.post("/models", tags=["models"])
+    async def register_model(body: RegisterModelRequest) -> Model:
+        if body.model_type == "embedding":
+            raise InvalidInputError("Only 'llm' models can be registered: evalstack does not use embeddings.")
+        model = await registry.register_model(
+            body.model_id,
+            body.provider_model_id,
+            dict(body.metadata or {}),
+            provider_id=body.provider_id,
+            model_type=body.model_type,
+        )
+        return public_model(model)
+
+    @router.get("/models/{model_id:path}", tags=["models"])
+    @not_found_status(404)
+    async def get_model(model_id: str) -> Model:
+        return public_model(await registry.get_model(model_id))
+
+    @router.delete("/models/{model_id:path}", tags=["models"])
+    @not_found_status(404)
+    async def unregister_model(model_id: str) -> None:
+        await registry.unregister_model(model_id)
+        return None
+
+    return router
+
+
+def meta_router() -> APIRouter:
+    """``/v1/health`` and ``/v1/version``, as Llama Stack servers answer them."""
+    router = _router()
+
+    @router.get("/health", tags=["inspect"])
+    async def health() -> dict[str, str]:
+        return {"status": "OK"}
+
+    @router.get("/version", tags=["inspect"])
+    async def version() -> dict[str, str]:
+        return {"version": __version__}
+
+    return router
+
+
+def include_llama_stack_api(app: FastAPI, services: Services) -> None:
+    """Mount every Llama Stack router on ``app`` under both prefix families."""
+    app.include_router(meta_router(), prefix="/v1")
+    for prefix in ("/v1", "/v1alpha"):
+        app.include_router(benchmarks_router(services), prefix=prefix)
+    app.include_router(datasets_router(services, append_rows_status=200), prefix="/v1")
+    app.include_router(datasets_router(services, append_rows_status=204), prefix="/v1beta")
+    app.include_router(scoring_router(services), prefix="/v1")
+    app.include_router(models_router(services), prefix="/v1")

@@ -1,0 +1,259 @@
+"""The ``evalstack`` command line: ``serve``, ``run``, ``models`` and ``jobs``.
+
+Heavy modules (the server, the engine, httpx) are imported inside the commands so that
+``evalstack --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(
+    name="evalstack",
+    help="An evaluation service for language models: the Llama Stack Eval API and the NeMo Evaluator API.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+jobs_app = typer.Typer(help="Jobs held by a running server.", invoke_without_command=True)
+app.add_typer(jobs_app, name="jobs")
+
+DEFAULT_URL = "http://127.0.0.1:8321"
+URL_OPTION = typer.Option(
+    DEFAULT_URL, "--url", envvar="EVALSTACK_URL", help="Base URL of a running evalstack server."
+)
+
+
+@app.command()
+def serve(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", exists=True, dir_okay=False, help="Settings file (YAML or JSON)."
+    ),
+    host: str | None = typer.Option(None, help="Interface to listen on [default: 127.0.0.1]."),
+    port: int | None = typer.Option(None, help="Port to listen on [default: 8321]."),
+    db: str | None = typer.Option(
+        None, "--db", help="SQLAlchemy database URL [default: sqlite file in the data directory]."
+    ),
+    log_level: str = typer.Option("info", help="Log level: debug, info, warning, error."),
+) -> None:
+    """Start the HTTP server."""
+    import logging
+
+    import uvicorn
+
+    from evalstack.config import load_settings
+    from evalstack.server import create_app
+
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if db is not None:
+        overrides["db_url"] = db
+    from evalstack.errors import EvalstackError
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(config, **overrides)
+        application = create_app(settings)
+    except (EvalstackError, ValueError, OSError) as exc:  # bad settings: say what is wrong, no traceback
+        typer.secho(f"Invalid settings: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level.lower())
+
+
+# ---- evalstack run ------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    benchmark_file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="A benchmark file (YAML or JSON) or a NeMo Evaluator config."
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="A registered model name, 'embedded', or an OpenAI-compatible base URL "
+        "(http://host:8000/v1, or http://host:8000/v1#model-name) [default: the embedded model].",
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate only the first N rows."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the full result as JSON here."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", exists=True, dir_okay=False, help="Settings file (YAML or JSON)."
+    ),
+    db: str | None = typer.Option(
+        None, "--db", help="SQLAlchemy database URL [default: sqlite file in the data directory]."
+    ),
+) -> None:
+    """Run one benchmark in-process, on the same engine and store as the server."""
+    import asyncio
+
+    from rich.console import Console
+
+    from evalstack.config import load_settings
+    from evalstack.errors import EvalstackError
+    from evalstack.local_run import render_table, run_file, write_output
+
+    console = Console()
+    try:
+        settings = load_settings(config, db_url=db)
+        outcome = asyncio.run(
+            run_file(benchmark_file, settings=settings, model=model, limit=limit, console=console)
+        )
+    except EvalstackError as exc:
+        typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    if output is not None:
+        write_output(outcome, output)
+        console.print(f"Full result written to {output}")
+    if outcome.job.status != "completed":
+        reason = outcome.job.error or "no reason recorded"
+        message = f"Job {outcome.job.id} ended {outcome.job.status}: {reason}"
+        typer.secho(message, fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    console.print(render_table(outcome))
+
+
+# -------------------------------------------------------------------------------------------------
+
+
+def _get(url: str, path: str, params: dict[str, Any] | None = None) -> Any:
+    """GET ``url + path`` and return the JSON body; exit with a readable message on any failure."""
+    import httpx
+
+    try:
+        response = httpx.get(url.rstrip("/") + path, params=params, timeout=30.0)
+    except httpx.HTTPError as exc:
+        typer.secho(f"Cannot reach the evalstack server at {url}: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except Exception:
+            message = response.text
+        typer.secho(f"{response.status_code}: {message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    return response.json()
+
+
+@app.command()
+def models(url: str = URL_OPTION) -> None:
+    """List the models a running server knows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    data = _get(url, "/v1/models").get("data", [])
+    table = Table(title=f"Models ({len(data)})")
+    for column in ("identifier", "provider model id", "provider", "base url"):
+        table.add_column(column)
+    for model in data:
+        meta = model.get("metadata") or {}
+        table.add_row(
+            str(model.get("identifier") or model.get("id")),
+            str(model.get("provider_resource_id") or ""),
+            str(model.get("provider_id") or ""),
+            str(meta.get("base_url") or ""),
+        )
+    Console().print(table)
+
+
+def _progress_text(progress: dict[str, Any]) -> str:
+    done, total = progress.get("samples_processed"), progress.get("samples_total")
+    if done is None:
+        return ""
+    text = f"{done}/{total}" if total else str(done)
+    if progress.get("errors"):
+        text += f" ({progress['errors']} errors)"
+    return text
+
+
+@jobs_app.callback()
+def jobs_default(ctx: typer.Context, url: str = URL_OPTION) -> None:
+    """List jobs (the default), or show one with `jobs show ID`."""
+    ctx.obj = url
+    if ctx.invoked_subcommand is None:
+        list_jobs(ctx, url=url, limit=50)
+
+
+def _jobs_url(ctx: typer.Context, url: str) -> str:
+    """The subcommand's --url, else the one given before it (`evalstack jobs --url U show ID`)."""
+    parent = ctx.obj if isinstance(ctx.obj, str) else None
+    return parent if url == DEFAULT_URL and parent else url
+
+
+@jobs_app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    url: str = URL_OPTION,
+    limit: int = typer.Option(50, min=1, help="Show at most this many jobs, newest first."),
+) -> None:
+    """List jobs, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    data = _get(_jobs_url(ctx, url), "/v1/evalstack/jobs", {"limit": limit}).get("data", [])
+    table = Table(title=f"Jobs ({len(data)})")
+    for column in ("id", "front", "status", "benchmark", "provider", "progress", "created"):
+        table.add_column(column)
+    for job in data:
+        table.add_row(
+            str(job["id"]),
+            str(job.get("front") or ""),
+            str(job.get("status") or ""),
+            str(job.get("benchmark_id") or ""),
+            str(job.get("provider_id") or ""),
+            _progress_text(job.get("progress") or {}),
+            str(job.get("created_at") or "")[:19],
+        )
+    Console().print(table)
+
+
+@jobs_app.command("show")
+def show_job(
+    ctx: typer.Context, job_id: str = typer.Argument(..., help="The job id."), url: str = URL_OPTION
+) -> None:
+    """Show one job: status, progress, error and its aggregated results."""
+    from rich.console import Console
+    from rich.table import Table
+
+    job = _get(_jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}")
+    console = Console()
+    table = Table(show_header=False, title=f"Job {job['id']}")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key in ("front", "status", "benchmark_id", "provider_id", "created_at", "updated_at"):
+        table.add_row(key, str(job.get(key) or ""))
+    table.add_row("progress", _progress_text(job.get("progress") or {}))
+    table.add_row("samples recorded", str(job.get("samples_recorded", "")))
+    if job.get("error"):
+        table.add_row("error", f"[red]{job['error']}[/red]")
+    console.print(table)
+    result = job.get("result")
+    if result:
+        console.print(_results_table(result) or json.dumps(result, indent=2)[:4000])
+
+
+def _results_table(result: dict[str, Any]) -> Any:
+    """Aggregated metrics of a Llama Stack result (``scores``) as a table; ``None`` for other shapes."""
+    from rich.table import Table
+
+    scores = result.get("scores")
+    if not isinstance(scores, dict):
+        return None
+    table = Table(title="Results")
+    for column in ("scoring function", "aggregation", "value"):
+        table.add_column(column)
+    for fn_id, scored in scores.items():
+        aggregated = (scored or {}).get("aggregated_results", {}) if isinstance(scored, dict) else {}
+        for name, value in aggregated.items():
+            table.add_row(fn_id, name, json.dumps(value) if not isinstance(value, str) else value)
+    return table
+
+
+if __name__ == "__main__":
+    app()
