@@ -23,10 +23,30 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evalstack.api.llama_stack.models import SamplingParams, ScoringFnParams
+from evalstack.api.llama_stack.models import (
+    GreedySamplingStrategy,
+    SamplingParams,
+    ScoringFnParams,
+    TopKSamplingStrategy,
+    TopPSamplingStrategy,
+)
 from evalstack.errors import InvalidInputError
+
+_STRATEGIES: dict[Any, type[BaseModel]] = {
+    "greedy": GreedySamplingStrategy,
+    "top_p": TopPSamplingStrategy,
+    "top_k": TopKSamplingStrategy,
+}
+
+
+def _reject_unknown(given: dict[str, Any], accepted: tuple[str, ...], where: str) -> None:
+    unknown = [key for key in given if key not in accepted]
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; accepted: {', '.join(accepted)}"
+        )
 
 
 class StrictModel(BaseModel):
@@ -60,6 +80,20 @@ class BenchmarkFile(StrictModel):
     system_message: str | None = None
     num_examples: int | None = Field(default=None, ge=1)
     parallelism: int | None = Field(default=None, ge=1, le=4096)
+
+    @field_validator("sampling_params", mode="before")
+    @classmethod
+    def _known_sampling_keys(cls, value: Any) -> Any:
+        """The wire model ignores unknown keys; in our own file a typo must not pass silently."""
+        if not isinstance(value, dict):
+            return value
+        _reject_unknown(value, tuple(SamplingParams.model_fields), "sampling_params")
+        strategy = value.get("strategy")
+        if isinstance(strategy, dict):
+            model = _STRATEGIES.get(strategy.get("type", "greedy"))
+            if model is not None:
+                _reject_unknown(strategy, tuple(model.model_fields), "sampling_params.strategy")
+        return value
 
     def scoring_params(self) -> dict[str, ScoringFnParams | None]:
         """Scoring functions as ``{fn_id: params or None}``."""
@@ -95,12 +129,16 @@ def parse_benchmark_file(document: dict[str, Any], source: Path) -> BenchmarkFil
     try:
         spec = BenchmarkFile.model_validate(document)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems: list[str] = []
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+            problem = f"{where}: {err['msg']}"
+            # An unknown key inside `dataset` is named with the keys accepted there.
+            if err["type"] == "extra_forbidden" and tuple(err["loc"][:-1]) == ("dataset",):
+                problem += f" (accepted in dataset: {', '.join(DatasetSpec.model_fields)})"
+            problems.append(problem)
         accepted = ", ".join(BenchmarkFile.model_fields)
-        raise InvalidInputError(f"{source}: {problems}. Accepted keys: {accepted}") from exc
+        raise InvalidInputError(f"{source}: {'; '.join(problems)}. Accepted keys: {accepted}") from exc
     if spec.benchmark_id is None:
         spec.benchmark_id = source.stem
     return spec

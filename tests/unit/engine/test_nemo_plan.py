@@ -431,9 +431,9 @@ async def test_a_template_that_fails_fails_only_its_sample(
     ("config", "target", "message"),
     [
         (
-            {"type": "mmlu"},
+            {"type": "bfclv3"},
             {"type": "rows", "rows": []},
-            "Config type 'mmlu' is not supported.*supported: custom",
+            "Config type 'bfclv3' is not supported.*supported: custom.*mmlu",
         ),
         ({"tasks": {}}, {"type": "rows", "rows": []}, "needs a 'type'"),
         (

@@ -1,0 +1,238 @@
+"""End to end: the custom-evaluation example of the original change's README on the local provider.
+
+    llama-stack-client 0.2.12 -> evalstack serve (providers: local only; hf_endpoint -> fake Hub)
+                              -> the fake model server
+
+The benchmark registration body is the README's JSON, verbatim. Its dataset,
+``hf://datasets/default/sample-basic-test/testing/testing.jsonl``, is served by our fake Hugging
+Face Hub; the candidate is a model registered through ``client.models.register`` on our fake model
+server. Expected BLEU scores are computed here with sacrebleu from the fake's answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sacrebleu
+import yaml
+from llama_stack_client import LlamaStackClient
+from tests.fakes.hf_hub import FakeHub
+from tests.fakes.model_server import FakeModelServer, free_port
+
+pytestmark = pytest.mark.slow
+
+# "Example for register a custom evaluation" from the original change's README, verbatim
+# (the body of POST /eval/benchmarks).
+SEED_REGISTER_BODY = json.loads(
+    """
+{
+"benchmark_id": "my-custom-benchmark",
+"dataset_id": "",
+"scoring_functions": [],
+"metadata": {
+"type": "custom",
+"params": {
+"parallelism": 8
+},
+"tasks": {
+"qa": {
+"type": "completion",
+"params": {
+"template": {
+"prompt": "{{prompt}}",
+"max_tokens": 200
+}
+},
+"dataset": {
+"files_url": "hf://datasets/default/sample-basic-test/testing/testing.jsonl"
+},
+"metrics": {
+"bleu": {
+"type": "bleu",
+"params": {
+"references": [
+"{{ideal_response}}"
+]
+}
+}
+}
+}
+}
+}
+}
+"""
+)
+
+BENCHMARK_ID = SEED_REGISTER_BODY["benchmark_id"]
+HUB_REPO = "default/sample-basic-test"
+HUB_PATH = "testing/testing.jsonl"
+
+ROWS = [
+    {"prompt": "What is the capital of France?", "ideal_response": "The capital of France is Paris."},
+    {"prompt": "What colour is a clear sky?", "ideal_response": "A clear sky is blue during the day."},
+    {"prompt": "How many legs does a spider have?", "ideal_response": "A spider has eight legs."},
+    {"prompt": "Which planet is the largest?", "ideal_response": "Jupiter is the largest planet of all."},
+    {"prompt": "What do bees make?", "ideal_response": "Bees make honey from the nectar of flowers."},
+]
+ANSWERS = {
+    ROWS[0]["prompt"]: "The capital of France is Paris.",  # exact
+    ROWS[1]["prompt"]: "The sky is blue during the day.",  # close
+    ROWS[2]["prompt"]: "Spiders have eight legs.",  # partial
+    ROWS[3]["prompt"]: "Jupiter is the largest planet of all.",  # exact
+    ROWS[4]["prompt"]: "zzz qqq xxx",  # nothing in common
+}
+
+
+def answer(prompt: str) -> str:
+    return ANSWERS.get(prompt.strip(), "unknown prompt")
+
+
+class ServerProcess:
+    """``evalstack serve`` in a subprocess with only the local provider and the fake Hub as hf_endpoint."""
+
+    def __init__(self, tmp: Path, hub_url: str) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = tmp / "evalstack.yaml"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "embedded_model": False,
+                    "hf_endpoint": hub_url,
+                    "providers": [{"provider_id": "local", "provider_type": "inline::local"}],
+                }
+            ),
+            encoding="utf-8",
+        )
+        self.log = tmp / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServerProcess:
+        env = {**os.environ, "EVALSTACK_DATA_HOME": str(self.tmp / "data")}
+        for name in ("NVIDIA_EVALUATOR_URL", "HF_ENDPOINT", "HF_HUB_OFFLINE", "EVALSTACK_DB_URL"):
+            env.pop(name, None)
+        command = [
+            sys.executable, "-m", "evalstack.cli", "serve",
+            "--config", str(self.config),
+            "--port", str(self.port),
+            "--db", f"sqlite:///{self.tmp / 'x.db'}",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"evalstack serve exited {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"evalstack serve did not start:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    with FakeHub() as fake_hub:
+        fake_hub.add_file(HUB_REPO, HUB_PATH, "".join(json.dumps(row) + "\n" for row in ROWS))
+        yield fake_hub
+
+
+@pytest.fixture
+def model() -> Iterator[FakeModelServer]:
+    with FakeModelServer(answer=answer, model_id="seed-candidate-v1") as server:
+        yield server
+
+
+@pytest.fixture
+def server(tmp_path: Path, hub: FakeHub) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path, hub.url).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_seed_custom_evaluation_runs_on_the_local_provider(
+    server: ServerProcess, hub: FakeHub, model: FakeModelServer
+) -> None:
+    client = LlamaStackClient(base_url=server.url, max_retries=0, timeout=30.0)
+    client.models.register(
+        model_id="seed-candidate",
+        provider_model_id=model.model_id,
+        metadata={"base_url": model.base_url},
+    )
+    client.benchmarks.register(**SEED_REGISTER_BODY)  # no provider_id: the only provider is used
+    registered = client.benchmarks.retrieve(BENCHMARK_ID)
+    assert registered.provider_id == "local"
+    assert registered.metadata == SEED_REGISTER_BODY["metadata"]
+
+    job = client.eval.run_eval(
+        BENCHMARK_ID,
+        benchmark_config={
+            "eval_candidate": {
+                "type": "model",
+                "model": "seed-candidate",
+                "sampling_params": {"strategy": {"type": "greedy"}, "max_tokens": 100},
+            },
+            "scoring_params": {},
+        },
+    )
+    assert job.status in ("scheduled", "in_progress")
+    deadline = time.monotonic() + 30
+    status: str = job.status
+    while status in ("scheduled", "in_progress"):
+        assert time.monotonic() < deadline, f"job {job.job_id} still {status}"
+        time.sleep(0.1)
+        status = client.eval.jobs.status(job.job_id, benchmark_id=BENCHMARK_ID).status
+    assert status == "completed", server.log.read_text()
+
+    # The dataset came from the fake Hub, and every row was one completion request for its prompt.
+    assert hub.downloads >= 1
+    assert set(model.paths) == {"/v1/completions"}
+    assert sorted(body["prompt"] for body in model.requests) == sorted(row["prompt"] for row in ROWS)
+    assert {body["model"] for body in model.requests} == {model.model_id}
+
+    result = client.eval.jobs.retrieve(job.job_id, benchmark_id=BENCHMARK_ID)
+    hypotheses = [answer(row["prompt"]) for row in ROWS]
+    references = [row["ideal_response"] for row in ROWS]
+    assert [g["generated_answer"] for g in result.generations] == hypotheses
+
+    sentence = [sacrebleu.sentence_bleu(h, [r]).score for h, r in zip(hypotheses, references, strict=True)]
+    corpus = sacrebleu.corpus_bleu(hypotheses, [references]).score
+    assert 0 < corpus < 100 and len(set(sentence)) > 2  # not a degenerate case
+
+    scored = result.scores[BENCHMARK_ID]
+    aggregated: dict[str, Any] = dict(scored.aggregated_results)
+    bleu = aggregated["tasks"]["qa"]["metrics"]["bleu"]["scores"]
+    assert bleu["sentence"]["value"] == pytest.approx(sum(sentence) / len(sentence), abs=1e-6)
+    assert bleu["corpus"]["value"] == pytest.approx(corpus, abs=1e-6)
+    assert bleu["sentence"]["stats"]["count"] == len(ROWS)
+
+    score_rows = [dict(row) for row in scored.score_rows]
+    assert len(score_rows) == len(ROWS)
+    assert [row["bleu.sentence"] for row in score_rows] == pytest.approx(sentence, abs=1e-6)
