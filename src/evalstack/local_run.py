@@ -27,7 +27,7 @@ from evalstack.api.llama_stack.models import (
 )
 from evalstack.benchmark_file import BenchmarkFile, is_nemo_config, parse_benchmark_file, read_document
 from evalstack.config import Settings
-from evalstack.errors import InvalidInputError
+from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.registry import EMBEDDED_MODEL_ID
 from evalstack.server import Services, build_services
 from evalstack.store.records import JobRecord, new_job_id
@@ -125,6 +125,18 @@ def _dataset_source(spec: BenchmarkFile, base: Path) -> RowsDataSource | URIData
     return URIDataSource(uri=spec.dataset.uri)
 
 
+async def _check_model(services: Services, model: str) -> None:
+    """Resolve ``--model`` now, with a hint that fits the command line."""
+    try:
+        await services.registry.resolve_model(model)
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"Model {model!r} not found. Pass 'embedded', an OpenAI-compatible base URL "
+            "(http://host:8000/v1, or http://host:8000/v1#model-name), "
+            "or a name listed by 'evalstack models'."
+        ) from exc
+
+
 async def _submit_benchmark_file(
     services: Services, spec: BenchmarkFile, source: Path, model: str, limit: int | None
 ) -> JobRecord:
@@ -154,7 +166,9 @@ async def _submit_benchmark_file(
         scoring_params={fn: params for fn, params in scoring.items() if params is not None},
         num_examples=limit or spec.num_examples,
     )
-    await services.registry.resolve_model(model)
+    for fn_id, params in scoring.items():  # an unknown function or bad params: say so before any job exists
+        await services.scoring.metric(fn_id, params)
+    await _check_model(services, model)
     job_spec: dict[str, Any] = {
         "benchmark": benchmark.model_dump(mode="json"),
         "benchmark_config": config.model_dump(mode="json"),
@@ -172,7 +186,7 @@ async def _submit_nemo_config(
 ) -> JobRecord:
     if limit is not None:
         config = {**config, "params": {**(config.get("params") or {}), "limit_samples": limit}}
-    await services.registry.resolve_model(model)
+    await _check_model(services, model)
     spec = {
         "config": config,
         "target": {"type": "model", "model": model},

@@ -429,7 +429,19 @@ def test_unknown_model_name_is_a_clear_error(ws: Workspace, fake: FakeModelServe
     run = ws.run(name, "--model", "no-such-model")
     assert run.returncode == 2, run.stdout + run.stderr
     assert "Model 'no-such-model' not found" in run.stderr
+    assert "evalstack models" in run.stderr
     assert "Traceback" not in run.stdout + run.stderr
+
+
+@pytest.mark.slow
+def test_unknown_scoring_function_is_rejected_before_any_job(ws: Workspace, fake: FakeModelServer) -> None:
+    name = write_bench(ws, "one.yaml", GOOD_DATASET + "scoring_functions: [basic::no-such-function]\n")
+    run = ws.run(name, "--model", fake.base_url)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "basic::no-such-function" in run.stderr
+    assert "basic::equality" in run.stderr  # the message lists what exists
+    assert "Traceback" not in run.stdout + run.stderr
+    assert fake.requests == []
 
 
 @pytest.mark.slow
