@@ -235,4 +235,4 @@ def test_seed_custom_evaluation_runs_on_the_local_provider(
 
     score_rows = [dict(row) for row in scored.score_rows]
     assert len(score_rows) == len(ROWS)
-    assert [row["bleu.sentence"] for row in score_rows] == pytest.approx(sentence, abs=1e-6)
+    assert [row["metrics"]["bleu"]["sentence"] for row in score_rows] == pytest.approx(sentence, abs=1e-6)

@@ -8,7 +8,7 @@ cancelled.
 A benchmark whose ``metadata`` is a NeMo Evaluator config (it has a ``type``) runs as that config
 with the candidate model as target. Its result has per-sample ``generations`` and
 ``scores[benchmark_id]`` whose ``aggregated_results`` is the NeMo results object (``tasks``,
-``groups``) and whose ``score_rows`` are each sample's scores flattened to ``"metric.score"`` keys.
+``groups``) and whose ``generations`` and ``score_rows`` are shaped by ``providers.nemo_rows``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from evalstack.engine.compile import is_nemo_config
 from evalstack.engine.llama_stack_plan import candidate_model, compile_llama_stack_plan
 from evalstack.engine.runner import ERROR_KIND_INFERENCE, JobWorker, all_failed_reason
 from evalstack.errors import InvalidInputError, NotFoundError, UnsupportedError, UpstreamError
+from evalstack.providers.nemo_rows import generation_row, score_row
 from evalstack.store.records import JobRecord, SampleRecord, new_job_id
 
 if TYPE_CHECKING:
@@ -47,20 +48,6 @@ STATUS_MAP: dict[str, JobStatus] = {
     "failed": JobStatus.failed,
     "cancelled": JobStatus.cancelled,
 }
-
-
-def flatten_scores(sample: SampleRecord) -> dict[str, Any]:
-    """One NeMo sample's scores as a flat score row: ``{"metric.score": value}`` (``error`` if it failed)."""
-    if sample.error is not None:
-        return {"score": None, "error": sample.error}
-    row: dict[str, Any] = {}
-    for metric, values in sample.scores.items():
-        if isinstance(values, dict):
-            for name, value in values.items():
-                row[f"{metric}.{name}"] = value
-        else:
-            row[metric] = values
-    return row
 
 
 def generation_of(sample: SampleRecord) -> dict[str, Any]:
@@ -161,10 +148,10 @@ class LocalEvalProvider:
         if is_nemo_config(benchmark.get("metadata")):
             samples = await self.worker.store.read_samples(job_id)
             return EvaluateResponse(
-                generations=[generation_of(s) for s in samples],
+                generations=[generation_row(s.task, s.item, s.output_text, s.error) for s in samples],
                 scores={
                     benchmark_id: ScoringResult(
-                        score_rows=[flatten_scores(s) for s in samples],
+                        score_rows=[score_row(s.task, s.scores, s.error) for s in samples],
                         aggregated_results=job.result or {},
                     )
                 },

@@ -43,6 +43,7 @@ from evalstack.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from evalstack.providers.nemo_rows import generation_row, score_row
 
 logger = logging.getLogger(__name__)
 
@@ -236,13 +237,7 @@ def _is_per_sample(content: Any) -> bool:
 
 def _sample_to_rows(task: str, record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     sample = record.get("sample") if isinstance(record.get("sample"), dict) else {}
-    generation: dict[str, Any] = {
-        "task": task,
-        "item": record.get("item"),
-        "generated_answer": sample.get("output_text") if sample else None,
-    }
-    if record.get("error"):
-        generation["error"] = record["error"]
+    output_text = sample.get("output_text") if sample else None
     metrics: dict[str, dict[str, Any]] = {}
     raw_metrics = record.get("metrics")
     if isinstance(raw_metrics, dict):
@@ -254,11 +249,8 @@ def _sample_to_rows(task: str, record: dict[str, Any]) -> tuple[dict[str, Any], 
                 str(name): (score.get("value") if isinstance(score, dict) else score)
                 for name, score in scores.items()
             }
-    row: dict[str, Any] = {"task": task, "metrics": metrics}
-    values = [v for scores in metrics.values() for v in scores.values()]
-    if len(values) == 1:
-        row["score"] = values[0]
-    return generation, row
+    error = record.get("error") or None
+    return generation_row(task, record.get("item"), output_text, error), score_row(task, metrics, error)
 
 
 class NVIDIAEvalImpl:

@@ -358,9 +358,12 @@ async def test_a_nemo_config_benchmark_runs_with_the_candidate_as_target(
 
     result = await env.provider.job_result("nemo-bench", job.job_id)
     _, subset = expected_scores(ROWS)
-    assert result.generations == [{"generated_answer": ANSWERS[row["input_query"]]} for row in ROWS]
+    assert [g["generated_answer"] for g in result.generations] == [ANSWERS[r["input_query"]] for r in ROWS]
+    assert [g["item"] for g in result.generations] == ROWS
     assert list(result.scores) == ["nemo-bench"]
-    assert result.scores["nemo-bench"].score_rows == [{"accuracy.string-check": v} for v in subset]
+    assert result.scores["nemo-bench"].score_rows == [
+        {"task": "qa", "metrics": {"accuracy": {"string-check": v}}, "score": v} for v in subset
+    ]
     aggregated = result.scores["nemo-bench"].aggregated_results
     assert set(aggregated) == {"tasks", "groups"}
     value = aggregated["tasks"]["qa"]["metrics"]["accuracy"]["scores"]["string-check"]["value"]
@@ -480,7 +483,9 @@ async def test_a_nemo_custom_config_benchmark_on_the_real_compiler(
     result = await env.provider.job_result("nemo-real", job.job_id)
     _, subset = expected_scores(ROWS)
     assert [g["generated_answer"] for g in result.generations] == [ANSWERS[r["input_query"]] for r in ROWS]
-    assert result.scores["nemo-real"].score_rows == [{"accuracy.string-check": v} for v in subset]
+    assert result.scores["nemo-real"].score_rows == [
+        {"task": "qa", "metrics": {"accuracy": {"string-check": v}}, "score": v} for v in subset
+    ]
     tasks = result.scores["nemo-real"].aggregated_results["tasks"]
     value = tasks["qa"]["metrics"]["accuracy"]["scores"]["string-check"]["value"]
     assert value == pytest.approx(sum(subset) / len(subset))
