@@ -18,7 +18,7 @@ $(STAMP_EMBEDDED): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP_DEV): pyproject.toml $(STAMP_EMBEDDED)
-	$(BIN)/pip install -q -e '.[dev,embedded]'
+	$(BIN)/pip install -q -e '.[dev,embedded,academic]'
 	touch $@
 
 demo: $(STAMP_EMBEDDED)

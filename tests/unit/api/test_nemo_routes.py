@@ -162,7 +162,7 @@ async def test_unknown_config_is_404(client: httpx.AsyncClient) -> None:
     [
         ({"name": "x", "tasks": {}}, ["body", "type"], "required"),
         ({"type": "custom", "tasks": {}, "taks": {}}, ["body", "taks"], "accepted keys"),
-        ({"type": "mmlu", "tasks": {}}, ["body", "type"], "custom"),
+        ({"type": "bfclv3", "tasks": {}}, ["body", "type"], "custom"),
         ({"type": "custom", "tasks": {"t": {"type": "nope"}}}, ["body"], "chat-completion, data"),
         ({"type": "custom", "tasks": {}, "name": "a/b"}, ["body", "name"], "pattern"),
         (

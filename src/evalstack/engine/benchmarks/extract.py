@@ -67,7 +67,7 @@ def extract_letter_flexible(
     In order: the strict form; the last ``answer is (X)`` / ``Answer: X`` / ``correct option is X``;
     the last ``(X)``; a line that starts with the label (``X. ...``); a single distinct stand-alone
     capital letter among the options (an ``A`` that starts a sentence, ``A cat``, does not count);
-    else the one option whose text the reply contains.
+    else the one option whose text the reply contains as whole words.
     """
     strict = extract_letter_strict(text, letters)
     if strict is not None:
@@ -93,8 +93,9 @@ def extract_letter_flexible(
     if len(alone) == 1:
         return alone.pop()
     if choices:
-        folded = _fold(reply)
-        found = [i for i, choice in enumerate(choices) if _fold(choice) and _fold(choice) in folded]
+        # Whole words only: an option "n" or "e" must not match inside "not" or "sure".
+        padded = f" {_fold(reply)} "
+        found = [i for i, choice in enumerate(choices) if _fold(choice) and f" {_fold(choice)} " in padded]
         if len(found) == 1 and found[0] < len(letters):
             return letters[found[0]]
     return None

@@ -2,8 +2,9 @@
 
 Prompt: ``Question: <question>\\nAnswer:``, preceded by 5 solved train examples (``num_fewshot``,
 default 5, lm-eval's default) in the same format, each answer the full reference solution ending
-``#### <number>``. lm-eval takes the first 5 train examples (``fewshot_sampler: first_n``, the
-default here too); ``fewshot_sampler: random`` draws them per item, seeded by ``fewshot_seed``.
+``#### <number>``. We take the first 5 train examples by default (``fewshot_sampler: first_n``, which
+lm-eval offers too); lm-eval 0.4.13's ``gsm8k`` draws 5 at random with seed 1234, which
+``fewshot_sampler: random`` (seeded by ``fewshot_seed``) does here.
 On chat endpoints the examples are earlier user/assistant turns (lm-eval's
 ``fewshot_as_multiturn``). Greedy (``temperature`` 0), ``max_tokens`` 256, stop at ``Question:``,
 ``</s>``, ``<|im_end|>``.

@@ -47,6 +47,13 @@ def test_letter_from_quoted_option_text() -> None:
     assert extract_letter_flexible("Either Paris or Rome.", ABCD, choices) is None
 
 
+def test_option_text_matches_whole_words_only() -> None:
+    # Short options such as "n" or "e" must not be found inside "not" or "sure".
+    assert extract_letter_flexible("I am not sure.", ABCD, ["n", "n+1", "2n", "n^2"]) is None
+    assert extract_letter_flexible("I am not sure.", ABCD, ["3", "e", "pi", "0"]) is None
+    assert extract_letter_flexible("It is e, of course.", ABCD, ["3", "e", "pi", "0"]) == "B"
+
+
 @pytest.mark.parametrize(
     ("text", "strict", "flexible"),
     [
