@@ -1,12 +1,11 @@
 """Runs untrusted generated code in a separate, limited process; never in the server process.
-
 Each run: a fresh temporary directory (deleted afterwards) as the working directory, ``python -I``
-(isolated: no user site, no environment-driven imports) with an empty environment, its own session
-(the whole process group is killed on timeout), and resource limits set in the child before exec:
-address space (``RLIMIT_AS``), CPU seconds (``RLIMIT_CPU``), file size, no core files (new
-processes are refused by the audit hook below, not by a limit). Network: a new network namespace
-through ``unshare -rn`` when the system allows it; in any case an audit hook installed before the program runs refuses sockets, subprocesses, ``fork``
-and ``exec``. A wall-clock timeout kills what is left.
+(isolated: no user site, no environment-driven imports) with an empty environment, its own session (the
+whole process group is killed on timeout), and resource limits set in the child before exec: address
+space (``RLIMIT_AS``), CPU seconds (``RLIMIT_CPU``), file size, no core files (new processes are refused
+by the audit hook below, not by a limit). Network: a new network namespace through ``unshare -rn`` when
+the system allows it; in any case an audit hook installed before the program runs refuses sockets,
+subprocesses, ``fork`` and ``exec``. A wall-clock timeout kills what is left.
 """
 
 from __future__ import annotations
