@@ -1,4 +1,5 @@
 """Runs untrusted generated code in a separate, limited process; never in the server process.
+
 Each run: a fresh temporary directory (deleted afterwards) as the working directory, ``python -I``
 (isolated: no user site, no environment-driven imports) with an empty environment, its own session (the
 whole process group is killed on timeout), and resource limits set in the child before exec: address
