@@ -6,14 +6,28 @@
 Answers are deterministic: ``"echo"`` returns the last user message (chat) or the prompt
 (completion); a callable ``answer(prompt) -> str`` computes the text; any other string is
 returned as is. Faults: ``fail_next(n, status, retry_after)`` answers the next ``n`` requests
-with that status; ``hang = True`` makes requests wait until the client gives up or
-``hang`` is cleared. ``requests`` holds every JSON body received; ``max_in_flight`` the most
-requests seen at once.
+with that status (``body=`` sends those raw bytes instead, e.g. broken JSON with status 200;
+``message=`` sets the error message); ``fail_first`` and ``status_sequence`` queue faults at
+start (a 200 in the sequence is a normal answer). ``hang = True`` makes requests wait until the
+client disconnects or ``hang`` is cleared. ``requests`` holds every JSON body received (``paths``
+and ``headers`` the matching route and lower-cased headers); ``models_requests`` counts
+``GET /v1/models``; ``max_in_flight`` is the most requests seen at once.
+
+Log-probabilities: a completion request with ``echo`` and ``logprobs`` gets, like OpenAI's legacy
+completions, ``choices[0].text`` = prompt + generated text and ``choices[0].logprobs`` with
+``tokens``, ``token_logprobs``, ``top_logprobs`` and ``text_offset`` over both. Tokens are
+``fake_tokens(text)`` (each run of non-space characters with the whitespace before it); the first
+token's log-probability is ``None`` (nothing precedes it), every other token's is
+``logprob_fn(token)`` (default ``default_logprob``), and each token is its own top choice. The
+generated part is the answer cut to ``max_tokens`` tokens (``max_tokens: 0`` generates nothing).
+A chat request with ``logprobs: true`` gets ``choices[0].logprobs.content`` for the answer tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import socket
 import threading
 import time
@@ -27,6 +41,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 Answer = str | Callable[[str], str]
+LogprobFn = Callable[[str], float]
+
+_TOKEN = re.compile(r"\s*\S+|\s+")
+
+
+def fake_tokens(text: str) -> list[str]:
+    """How the fake server splits text into tokens: each word with the whitespace before it."""
+    return _TOKEN.findall(text)
+
+
+def default_logprob(token: str) -> float:
+    """A deterministic log-probability in [-5, -1) for a token."""
+    digest = int(hashlib.sha256(token.encode()).hexdigest()[:8], 16)
+    return -1.0 - (digest % 1000) / 250.0
 
 
 def free_port() -> int:
@@ -50,6 +78,17 @@ def prompt_of(body: dict[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else str(prompt)
 
 
+class _Fault:
+    """One injected failure."""
+
+    def __init__(self, status: int, retry_after: float | str | None = None, body: bytes | None = None,
+                 message: str | None = None) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
+        self.message = message
+
+
 class FakeModelServer:
     """A controllable OpenAI-compatible server running in a background thread."""
 
@@ -60,17 +99,22 @@ class FakeModelServer:
         fail_first: int = 0,
         status_sequence: list[int] | None = None,
         model_id: str = "fake-model",
+        logprob_fn: LogprobFn | None = None,
     ) -> None:
         self.answer: Answer = answer
         self.latency = latency
         self.model_id = model_id
         self.hang = False
+        self.logprob_fn: LogprobFn = logprob_fn or default_logprob
         self.requests: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.models_requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._faults: list[tuple[int, float | None]] = [(500, None)] * fail_first
-        self._faults += [(status, None) for status in status_sequence or []]
+        self._faults: list[_Fault | None] = [_Fault(500)] * fail_first
+        self._faults += [None if status == 200 else _Fault(status) for status in status_sequence or []]
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._server: uvicorn.Server | None = None
@@ -81,13 +125,25 @@ class FakeModelServer:
     def set_answer(self, answer: Answer) -> None:
         self.answer = answer
 
-    def fail_next(self, n: int, status: int = 500, retry_after: float | None = None) -> None:
+    def fail_next(
+        self,
+        n: int,
+        status: int = 500,
+        retry_after: float | str | None = None,
+        *,
+        body: bytes | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Answer the next ``n`` requests with ``status`` (and ``Retry-After``, raw ``body``, ``message``)."""
         with self._lock:
-            self._faults.extend([(status, retry_after)] * n)
+            self._faults.extend([_Fault(status, retry_after, body, message)] * n)
 
     def reset_stats(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.paths.clear()
+            self.headers.clear()
+            self.models_requests = 0
             self.max_in_flight = 0
 
     def text_for(self, body: dict[str, Any]) -> str:
@@ -99,21 +155,29 @@ class FakeModelServer:
     # ---- HTTP ----------------------------------------------------------------------------
 
     async def _generate(self, request: Request) -> Response:
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": {"message": "request body is not JSON"}}, 400)
         with self._lock:
             self.requests.append(body)
+            self.paths.append(request.url.path)
+            self.headers.append({k.lower(): v for k, v in request.headers.items()})
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             fault = self._faults.pop(0) if self._faults else None
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
-            while self.hang:
+            while self.hang and not await request.is_disconnected():
                 await asyncio.sleep(0.02)
             if fault is not None:
-                status, retry_after = fault
-                headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-                return JSONResponse({"error": {"message": f"injected {status}"}}, status, headers=headers)
+                headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                if fault.body is not None:
+                    return Response(fault.body, fault.status, headers=headers, media_type="application/json")
+                message = fault.message or f"injected {fault.status}"
+                error = {"message": message, "type": "injected", "code": fault.status}
+                return JSONResponse({"error": error}, fault.status, headers=headers)
             text = self.text_for(body)
             return JSONResponse(self._completion(request.url.path, body, text))
         finally:
@@ -126,12 +190,38 @@ class FakeModelServer:
         common = {"created": int(time.time()), "model": body.get("model", self.model_id), "usage": usage}
         if path.endswith("/chat/completions"):
             message = {"role": "assistant", "content": text}
-            choice = {"index": 0, "finish_reason": "stop", "message": message}
+            choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "message": message}
+            if body.get("logprobs"):
+                content = [{"token": t, "logprob": self.logprob_fn(t), "bytes": list(t.encode()),
+                            "top_logprobs": []} for t in fake_tokens(text)]
+                choice["logprobs"] = {"content": content}
             return {"id": "chatcmpl-fake", "object": "chat.completion", "choices": [choice], **common}
-        choice = {"index": 0, "finish_reason": "stop", "text": text, "logprobs": None}
+        logprobs = None
+        if body.get("echo") and body.get("logprobs") not in (None, False):
+            prompt = body.get("prompt", "")
+            prompt = prompt if isinstance(prompt, str) else str(prompt)
+            max_tokens = body.get("max_tokens")
+            generated = fake_tokens(text)
+            if isinstance(max_tokens, int):
+                generated = generated[:max_tokens]
+            text = prompt + "".join(generated)
+            logprobs = self._echo_logprobs(text)
+        choice = {"index": 0, "finish_reason": "stop", "text": text, "logprobs": logprobs}
         return {"id": "cmpl-fake", "object": "text_completion", "choices": [choice], **common}
 
+    def _echo_logprobs(self, text: str) -> dict[str, Any]:
+        tokens = fake_tokens(text)
+        values: list[float | None] = [None] + [self.logprob_fn(t) for t in tokens[1:]]
+        offsets, at = [], 0
+        for token in tokens:
+            offsets.append(at)
+            at += len(token)
+        top = [None if v is None else {t: v} for t, v in zip(tokens, values, strict=True)]
+        return {"tokens": tokens, "token_logprobs": values, "top_logprobs": top, "text_offset": offsets}
+
     async def _models(self, request: Request) -> Response:
+        with self._lock:
+            self.models_requests += 1
         data = [{"id": self.model_id, "object": "model", "created": 0, "owned_by": "fake"}]
         return JSONResponse({"object": "list", "data": data})
 

@@ -1,0 +1,301 @@
+"""A client for OpenAI-compatible model servers (vLLM, NIM, Ollama, TGI, OpenAI itself).
+
+One :class:`OpenAIClient` per endpoint holds one pool of keep-alive connections sized to the caller's
+parallelism. Transient failures (connection errors, timeouts, HTTP 408/429/5xx, bodies that are not an
+OpenAI response) are retried with exponential backoff and jitter, honouring ``Retry-After``; other 4xx
+answers fail at once with the server's message. Cancellation is never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import math
+import random
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from evalstack.errors import InvalidInputError
+from evalstack.inference.base import InferenceError, InferenceRequest, InferenceResult, ModelEndpoint
+from evalstack.inference.feedback import OVERLOAD_STATUSES, report_overload
+from evalstack.inference.http11 import Http11Transport, HttpxTransport, Origin, Transport, TransportError
+
+logger = logging.getLogger(__name__)
+
+TransportKind = Literal["auto", "native", "httpx"]
+T = TypeVar("T")
+
+_CHAT = "/chat/completions"
+_COMPLETIONS = "/completions"
+_RETRY_STATUSES = frozenset({408, 429})
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_PARSE_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError)
+
+
+class OpenAIClient:
+    """Sends chat and completion requests to one OpenAI-compatible endpoint.
+
+    ``endpoint.base_url`` is either the API root (``http://host:8000/v1``) or a full route ending in
+    ``/chat/completions`` or ``/completions`` (as NeMo targets give it); the other route is derived.
+    An empty ``endpoint.model`` is discovered once from ``GET {root}/models`` (the first id).
+
+    ``transport``: ``"native"`` is the built-in HTTP/1.1 pool (fast), ``"httpx"`` uses httpx (proxies,
+    environment settings), ``"auto"`` picks httpx only when a proxy applies to the endpoint's host.
+    """
+
+    def __init__(
+        self,
+        endpoint: ModelEndpoint,
+        *,
+        max_retries: int = 5,
+        timeout: float = 600.0,
+        max_connections: int = 256,
+        connect_timeout: float = 10.0,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        retry_after_max: float = 60.0,
+        transport: TransportKind = "auto",
+    ) -> None:
+        if max_retries < 0:
+            raise InvalidInputError(f"max_retries must be 0 or more, got {max_retries}")
+        if timeout <= 0:
+            raise InvalidInputError(f"timeout must be positive, got {timeout}")
+        self.endpoint = endpoint
+        self.chat_url, self.completions_url, self.models_url = _routes(endpoint.base_url)
+        origin = Origin(self.chat_url)
+        self._chat_target = _target(self.chat_url)
+        self._completions_target = _target(self.completions_url)
+        self._models_target = _target(self.models_url)
+        self._max_retries = max_retries
+        self._timeout = timeout
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._retry_after_max = retry_after_max
+        self._model = endpoint.model
+        self._discovery_lock = asyncio.Lock()
+        headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+        if transport == "auto":
+            transport = "httpx" if _proxied(origin) else "native"
+        self._transport: Transport
+        if transport == "native":
+            self._transport = Http11Transport(
+                origin, headers=headers, max_connections=max_connections, connect_timeout=connect_timeout
+            )
+        elif transport == "httpx":
+            self._transport = HttpxTransport(
+                origin, headers=headers, max_connections=max_connections, connect_timeout=connect_timeout
+            )
+        else:
+            raise InvalidInputError(f"transport must be 'auto', 'native' or 'httpx', got {transport!r}")
+        self.transport_kind: str = transport
+
+    @property
+    def model(self) -> str:
+        """The model name sent with requests ("" until discovered)."""
+        return self._model
+
+    async def generate(self, request: InferenceRequest) -> InferenceResult:
+        """Send one chat or completion request; raise InferenceError when it cannot be answered."""
+        model = self._model or await self.discover_model()
+        if request.kind == "chat":
+            payload: dict[str, Any] = {"model": model, "messages": request.messages}
+            target, url, parse = self._chat_target, self.chat_url, _parse_chat
+        elif request.kind == "completion":
+            payload = {"model": model, "prompt": request.prompt}
+            target, url, parse = self._completions_target, self.completions_url, _parse_completion
+        else:
+            raise InferenceError(f"unknown request kind {request.kind!r}; expected 'chat' or 'completion'")
+        params = request.params
+        if params:
+            for key, value in params.items():
+                if value is not None and key != "stream":
+                    payload[key] = value
+        try:
+            body = _encode(payload).encode()
+        except (TypeError, ValueError) as exc:
+            raise InferenceError(f"request for {url} cannot be sent as JSON: {exc}") from None
+        return await self._call("POST", target, url, body, parse)
+
+    async def discover_model(self) -> str:
+        """Ask the server which model it serves (``GET {root}/models``, first id), once."""
+        async with self._discovery_lock:
+            if not self._model:
+                self._model = await self._call(
+                    "GET", self._models_target, self.models_url, None, _parse_models
+                )
+                logger.info("%s serves model %r", self.models_url, self._model)
+        return self._model
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._transport.aclose()
+
+    async def _call(
+        self, method: str, target: str, url: str, body: bytes | None, parse: Callable[[Any], T]
+    ) -> T:
+        attempts = 0
+        while True:
+            attempts += 1
+            retry_after: float | None = None
+            try:
+                resp = await self._transport.request(method, target, body, self._timeout)
+            except TransportError as exc:
+                if exc.kind == "closed":
+                    raise InferenceError(f"{method} {url} not sent: {exc}") from None
+                problem = str(exc)
+            else:
+                status = resp.status
+                if 200 <= status < 300:
+                    try:
+                        return parse(json.loads(resp.body))
+                    except _PARSE_ERRORS as exc:
+                        problem = (
+                            f"unparseable response body ({type(exc).__name__}: {exc}): {_snippet(resp.body)}"
+                        )
+                elif status >= 500 or status in _RETRY_STATUSES:
+                    problem = f"HTTP {status}: {_server_message(resp.body)}"
+                    retry_after = _retry_after(resp.headers.get("retry-after"))
+                    if status in OVERLOAD_STATUSES:
+                        report_overload(status)  # adaptive concurrency backs off
+                else:
+                    raise InferenceError(
+                        f"{method} {url} was rejected with HTTP {status}: {_server_message(resp.body)}"
+                        f"{_hint(status)}"
+                    )
+            if attempts > self._max_retries:
+                raise InferenceError(
+                    f"{method} {url} failed after {attempts} attempt(s); last error: {problem}"
+                )
+            if retry_after is not None:
+                delay = min(retry_after, self._retry_after_max) * (1.0 + 0.1 * random.random())
+            else:
+                delay = min(self._backoff_max, self._backoff_base * 2.0 ** (attempts - 1))
+                delay *= 0.5 + 0.5 * random.random()
+            logger.info(
+                "retrying %s %s in %.2fs (attempt %d of %d): %s",
+                method,
+                url,
+                delay,
+                attempts + 1,
+                self._max_retries + 1,
+                problem,
+            )
+            await asyncio.sleep(delay)
+
+
+def _routes(base_url: str | None) -> tuple[str, str, str]:
+    """Chat, completions and models URLs from an API root or a full route."""
+    if not base_url or not isinstance(base_url, str):
+        raise InvalidInputError("an OpenAI-compatible endpoint needs a base_url such as http://host:8000/v1")
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidInputError(
+            f"base_url must be an http(s) URL such as http://host:8000/v1 (or a full .../chat/completions "
+            f"route), got {base_url!r}"
+        )
+    path = parts.path.rstrip("/")
+    for route in (_CHAT, _COMPLETIONS):
+        if path.endswith(route):
+            path = path[: -len(route)]
+            break
+    root = f"{parts.scheme}://{parts.netloc}{path}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{root}{_CHAT}{query}", f"{root}{_COMPLETIONS}{query}", f"{root}/models{query}"
+
+
+def _target(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
+
+
+def _proxied(origin: Origin) -> bool:
+    proxies = urllib.request.getproxies()
+    return origin.scheme in proxies and not urllib.request.proxy_bypass(origin.host)
+
+
+def _parse_chat(data: Any) -> InferenceResult:
+    choice = data["choices"][0]
+    content = choice["message"].get("content")
+    if content is None:  # tool calls or a refusal carry no text
+        text = ""
+    elif isinstance(content, str):
+        text = content
+    else:  # a list of content parts
+        text = "".join(part.get("text") or "" for part in content if isinstance(part, dict))
+    return InferenceResult(text, choice.get("finish_reason"), data)
+
+
+def _parse_completion(data: Any) -> InferenceResult:
+    choice = data["choices"][0]
+    text = choice["text"]
+    if not isinstance(text, str):
+        raise TypeError(f"choices[0].text is {type(text).__name__}, not a string")
+    return InferenceResult(text, choice.get("finish_reason"), data)
+
+
+def _parse_models(data: Any) -> str:
+    models = data["data"]
+    if not models:
+        raise InferenceError("the server lists no models; give the model name explicitly")
+    model = models[0]["id"]
+    if not isinstance(model, str) or not model:
+        raise TypeError("data[0].id is not a model name")
+    return model
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date); None if absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _server_message(body: bytes) -> str:
+    """The error message a server put in its body (OpenAI, FastAPI and plain-text shapes)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return _snippet(body) or "(empty body)"
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str) and error:
+            return error
+        for key in ("message", "detail"):
+            value = data.get(key)
+            if value:
+                return value if isinstance(value, str) else json.dumps(value)[:500]
+    return json.dumps(data)[:500]
+
+
+def _snippet(body: bytes, limit: int = 300) -> str:
+    text = body[: limit + 1].decode("utf-8", errors="replace").strip()
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _hint(status: int) -> str:
+    if status == 404:
+        return (
+            " (check the endpoint URL: it should be the API root such as http://host:8000/v1, or a full "
+            "/chat/completions or /completions route, and the model name must exist there)"
+        )
+    if status in (401, 403):
+        return " (check the API key)"
+    return ""
