@@ -14,20 +14,18 @@ import json
 import logging
 import math
 import random
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import InferenceError, InferenceRequest, InferenceResult, ModelEndpoint
 from evalstack.inference.feedback import OVERLOAD_STATUSES, report_overload
-from evalstack.inference.http11 import Http11Transport, HttpxTransport, Origin, Transport, TransportError
+from evalstack.inference.transport import AiohttpTransport, Transport, TransportError
 
 logger = logging.getLogger(__name__)
 
-TransportKind = Literal["auto", "native", "httpx"]
 T = TypeVar("T")
 
 _CHAT = "/chat/completions"
@@ -43,9 +41,8 @@ class OpenAIClient:
     ``endpoint.base_url`` is either the API root (``http://host:8000/v1``) or a full route ending in
     ``/chat/completions`` or ``/completions`` (as NeMo targets give it); the other route is derived.
     An empty ``endpoint.model`` is discovered once from ``GET {root}/models`` (the first id).
-
-    ``transport``: ``"native"`` is the built-in HTTP/1.1 pool (fast), ``"httpx"`` uses httpx (proxies,
-    environment settings), ``"auto"`` picks httpx only when a proxy applies to the endpoint's host.
+    Requests go through :class:`~evalstack.inference.transport.AiohttpTransport` (proxies from the
+    environment are honoured).
     """
 
     def __init__(
@@ -59,7 +56,6 @@ class OpenAIClient:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         retry_after_max: float = 60.0,
-        transport: TransportKind = "auto",
     ) -> None:
         if max_retries < 0:
             raise InvalidInputError(f"max_retries must be 0 or more, got {max_retries}")
@@ -67,7 +63,6 @@ class OpenAIClient:
             raise InvalidInputError(f"timeout must be positive, got {timeout}")
         self.endpoint = endpoint
         self.chat_url, self.completions_url, self.models_url = _routes(endpoint.base_url)
-        origin = Origin(self.chat_url)
         self._chat_target = _target(self.chat_url)
         self._completions_target = _target(self.completions_url)
         self._models_target = _target(self.models_url)
@@ -79,20 +74,9 @@ class OpenAIClient:
         self._model = endpoint.model
         self._discovery_lock = asyncio.Lock()
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
-        if transport == "auto":
-            transport = "httpx" if _proxied(origin) else "native"
-        self._transport: Transport
-        if transport == "native":
-            self._transport = Http11Transport(
-                origin, headers=headers, max_connections=max_connections, connect_timeout=connect_timeout
-            )
-        elif transport == "httpx":
-            self._transport = HttpxTransport(
-                origin, headers=headers, max_connections=max_connections, connect_timeout=connect_timeout
-            )
-        else:
-            raise InvalidInputError(f"transport must be 'auto', 'native' or 'httpx', got {transport!r}")
-        self.transport_kind: str = transport
+        self._transport: Transport = AiohttpTransport(
+            self.chat_url, headers=headers, max_connections=max_connections, connect_timeout=connect_timeout
+        )
 
     @property
     def model(self) -> str:
@@ -211,11 +195,6 @@ def _routes(base_url: str | None) -> tuple[str, str, str]:
 def _target(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
-
-
-def _proxied(origin: Origin) -> bool:
-    proxies = urllib.request.getproxies()
-    return origin.scheme in proxies and not urllib.request.proxy_bypass(origin.host)
 
 
 def _parse_chat(data: Any) -> InferenceResult:

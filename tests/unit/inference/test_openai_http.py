@@ -17,8 +17,6 @@ from evalstack.inference.base import InferenceError, InferenceRequest, ModelEndp
 from evalstack.inference.openai_http import OpenAIClient, _retry_after, _routes
 from tests.fakes.model_server import FakeModelServer, default_logprob, fake_tokens
 
-TRANSPORTS = ["native", "httpx"]
-
 
 def chat(text: str, **params: object) -> InferenceRequest:
     return InferenceRequest(kind="chat", messages=[{"role": "user", "content": text}], params=dict(params))
@@ -26,7 +24,6 @@ def chat(text: str, **params: object) -> InferenceRequest:
 
 def client_for(
     server: FakeModelServer,
-    transport: str = "native",
     *,
     model: str = "fake-model",
     api_key: str | None = None,
@@ -38,12 +35,7 @@ def client_for(
     )
     settings: dict[str, float] = {"backoff_base": 0.01, "max_retries": 3, "timeout": 10.0}
     settings.update(kwargs)
-    return OpenAIClient(endpoint, transport=transport, **settings)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    return OpenAIClient(endpoint, **settings)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -52,8 +44,8 @@ def server() -> Iterator[FakeModelServer]:
         yield srv
 
 
-async def test_chat_and_completion_answers_and_request_body(server: FakeModelServer, transport: str) -> None:
-    client = client_for(server, transport)
+async def test_chat_and_completion_answers_and_request_body(server: FakeModelServer) -> None:
+    client = client_for(server)
     try:
         result = await client.generate(chat("Hello there", max_tokens=12, temperature=None, top_p=0.9))
         assert result.text == "Hello there"
@@ -101,9 +93,9 @@ def test_route_forms() -> None:
         _routes("localhost:8000/v1")
 
 
-async def test_retries_429_honouring_retry_after_seconds(server: FakeModelServer, transport: str) -> None:
+async def test_retries_429_honouring_retry_after_seconds(server: FakeModelServer) -> None:
     server.fail_next(1, status=429, retry_after=0.4)
-    client = client_for(server, transport)
+    client = client_for(server)
     try:
         start = time.monotonic()
         result = await client.generate(chat("after the wait"))
@@ -134,9 +126,9 @@ async def test_retry_after_is_capped(server: FakeModelServer) -> None:
         await client.aclose()
 
 
-async def test_server_error_then_success(server: FakeModelServer, transport: str) -> None:
+async def test_server_error_then_success(server: FakeModelServer) -> None:
     server.fail_next(2, status=500)
-    client = client_for(server, transport)
+    client = client_for(server)
     try:
         result = await client.generate(chat("third time lucky"))
     finally:
@@ -145,10 +137,10 @@ async def test_server_error_then_success(server: FakeModelServer, transport: str
     assert len(server.requests) == 3
 
 
-async def test_garbage_body_is_retried(server: FakeModelServer, transport: str) -> None:
+async def test_garbage_body_is_retried(server: FakeModelServer) -> None:
     server.fail_next(1, status=200, body=b'{"choices": [ this is not json')
     server.fail_next(1, status=200, body=b'{"object": "something else"}')
-    client = client_for(server, transport)
+    client = client_for(server)
     try:
         result = await client.generate(chat("clean answer"))
     finally:
@@ -172,10 +164,10 @@ async def test_gives_up_after_max_retries_saying_what_happened(server: FakeModel
 
 
 async def test_bad_request_is_not_retried_and_keeps_the_server_message(
-    server: FakeModelServer, transport: str
+    server: FakeModelServer,
 ) -> None:
     server.fail_next(1, status=400, message="max_tokens must be at most 4096")
-    client = client_for(server, transport)
+    client = client_for(server)
     try:
         with pytest.raises(InferenceError, match=r"400.*max_tokens must be at most 4096"):
             await client.generate(chat("too long", max_tokens=100000))
@@ -184,12 +176,12 @@ async def test_bad_request_is_not_retried_and_keeps_the_server_message(
     assert len(server.requests) == 1
 
 
-async def test_connection_refused_names_the_url(transport: str) -> None:
+async def test_connection_refused_names_the_url() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound but not listening: connections are refused
         endpoint = ModelEndpoint(kind="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1")
-        client = OpenAIClient(endpoint, max_retries=1, backoff_base=0.01, transport=transport)  # type: ignore[arg-type]
+        client = OpenAIClient(endpoint, max_retries=1, backoff_base=0.01)
         try:
             with pytest.raises(InferenceError) as info:
                 await client.generate(chat("anyone?"))
@@ -211,10 +203,10 @@ async def test_timeout_is_retried_then_reported(server: FakeModelServer) -> None
 
 
 async def test_cancellation_propagates_promptly_while_the_server_hangs(
-    server: FakeModelServer, transport: str
+    server: FakeModelServer,
 ) -> None:
     server.hang = True
-    client = client_for(server, transport)
+    client = client_for(server)
     try:
         task = asyncio.create_task(client.generate(chat("hang on")))
         deadline = time.monotonic() + 5
@@ -238,8 +230,8 @@ async def test_cancellation_propagates_promptly_while_the_server_hangs(
         await client.aclose()
 
 
-async def test_api_key_is_sent_as_bearer_token(server: FakeModelServer, transport: str) -> None:
-    client = client_for(server, transport, api_key="sk-secret")
+async def test_api_key_is_sent_as_bearer_token(server: FakeModelServer) -> None:
+    client = client_for(server, api_key="sk-secret")
     try:
         await client.generate(chat("auth"))
     finally:
@@ -247,8 +239,8 @@ async def test_api_key_is_sent_as_bearer_token(server: FakeModelServer, transpor
     assert server.headers[0]["authorization"] == "Bearer sk-secret"
 
 
-async def test_model_is_discovered_once_when_not_given(server: FakeModelServer, transport: str) -> None:
-    client = client_for(server, transport, model="")
+async def test_model_is_discovered_once_when_not_given(server: FakeModelServer) -> None:
+    client = client_for(server, model="")
     try:
         results = await asyncio.gather(*(client.generate(chat(f"q{i}")) for i in range(5)))
     finally:
