@@ -1,8 +1,8 @@
 """NeMo Evaluator v1 configs and targets, compiled into the engine's :class:`EvalPlan`.
 
-Config types: ``custom`` (tasks of type ``completion``, ``chat-completion`` and ``data``). Other types
-(``mmlu``, ``gsm8k``...) are rejected with the list of supported ones; academic benchmarks plug in
-through :data:`CONFIG_COMPILERS`.
+Config types: ``custom`` (tasks of type ``completion``, ``chat-completion`` and ``data``) and the
+academic types of :mod:`evalstack.engine.benchmarks` (``mmlu``, ``gsm8k``...), registered in
+:data:`CONFIG_COMPILERS`; any other type is rejected with the list of supported ones.
 
 Target types: ``model`` (an ``api_endpoint`` object, or a name the registry resolves), ``rows`` (inline
 rows), ``dataset`` (a Dataset object, or a dataset registered in evalstack), ``cached_outputs``
@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from evalstack.engine.benchmarks import ACADEMIC_TYPES, compile_academic_plan, is_academic
 from evalstack.engine.datasets import load_rows
 from evalstack.engine.metrics.nemo import nemo_metric
 from evalstack.engine.metrics.nemo_base import (
@@ -593,7 +594,28 @@ def _check_groups(groups: Mapping[str, NemoGroup], tasks: set[str], where: str) 
         _check_groups(group.groups or {}, tasks, f"{where}.{name}.groups")
 
 
-CONFIG_COMPILERS: dict[str, ConfigCompiler] = {"custom": _compile_custom}
+async def _compile_academic(
+    config: NemoConfig,
+    target: NemoTarget,
+    *,
+    registry: ModelResolver | Any,
+    clients: ClientSource | None,
+    settings: Settings,
+) -> EvalPlan:
+    """An academic type's entry: :func:`compile_nemo_plan` routes these configs before parsing them."""
+    return await compile_nemo_plan(
+        config.model_dump(exclude_none=True),
+        target.model_dump(exclude_none=True),
+        registry=registry,
+        clients=clients,
+        settings=settings,
+    )
+
+
+CONFIG_COMPILERS: dict[str, ConfigCompiler] = {
+    "custom": _compile_custom,
+    **{name: _compile_academic for name in ACADEMIC_TYPES},
+}
 """Config type to compiler: ``async (NemoConfig, NemoTarget, *, registry, clients, settings) -> EvalPlan``.
 
 Academic benchmark types (``mmlu``, ``gsm8k``...) plug in here, one entry per type, with a compiler
@@ -613,6 +635,12 @@ async def compile_nemo_plan(
     Raises InvalidInputError for a malformed or unsupported config or target (naming the field and
     what is accepted) and NotFoundError for a model or dataset reference that names nothing.
     """
+    if isinstance(config, Mapping) and is_academic(str(config.get("type", ""))):
+        parsed_target = parse_target(target)
+        if parsed_target.type != "model" or parsed_target.model is None:
+            raise InvalidInputError("Academic benchmarks need a target of type 'model'.")
+        endpoint = await resolve_model_spec(parsed_target.model, registry, "target.model")
+        return await compile_academic_plan(dict(config), endpoint, settings=settings, clients=clients)
     parsed_config = parse_config(config)
     parsed_target = parse_target(target)
     compiler = CONFIG_COMPILERS.get(parsed_config.type)
