@@ -15,16 +15,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from pydantic import ValidationError
 
 from evalstack import __version__
-from evalstack.api.jobs import jobs_router
-from evalstack.api.llama_stack.routes import include_llama_stack_api
 from evalstack.config import ProviderEntry, Settings
 from evalstack.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI  # imported in create_app: `evalstack run` builds services without it
+
     from evalstack.engine.plan import EvalPlan
     from evalstack.engine.runner import JobWorker
     from evalstack.engine.scoring import ScoringService
@@ -173,6 +172,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             yield
         finally:
             await services.stop()
+
+    from fastapi import FastAPI
+
+    from evalstack.api.jobs import jobs_router
+    from evalstack.api.llama_stack.routes import include_llama_stack_api
 
     app = FastAPI(title="evalstack", version=__version__, lifespan=lifespan)
     app.state.services = services

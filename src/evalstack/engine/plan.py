@@ -69,3 +69,6 @@ class EvalPlan:
     parallelism: int = 16
     max_retries: int = 5
     request_timeout: float = 600.0
+    # AIMD between 1 and ``parallelism``: back off on 429/503 and rising latency, grow back when the
+    # endpoint keeps up (engine.adaptive); the history lands in job.progress["concurrency"].
+    adaptive_concurrency: bool = False

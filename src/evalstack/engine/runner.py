@@ -20,9 +20,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from evalstack.engine.adaptive import AdaptiveConcurrency
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.errors import EvalstackError, NotFoundError, UpstreamError
 from evalstack.inference.base import InferenceError, ModelClient, ModelEndpoint
+from evalstack.inference.feedback import overload_listener
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleRecord
 
 logger = logging.getLogger(__name__)
@@ -84,11 +86,12 @@ class RunProgress:
     task_status: dict[str, TaskState] = field(default_factory=dict)
     cancelled: bool = False
     started: float = field(default_factory=time.monotonic)
+    concurrency: AdaptiveConcurrency | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy for ``job.progress`` and progress listeners."""
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        return {
+        snapshot: dict[str, Any] = {
             "samples_processed": self.samples_processed,
             "samples_total": self.samples_total,
             "errors": self.errors,
@@ -96,6 +99,9 @@ class RunProgress:
             "task_status": dict(self.task_status),
             "elapsed_s": round(elapsed, 3),
         }
+        if self.concurrency is not None:
+            snapshot["concurrency"] = self.concurrency.snapshot()
+        return snapshot
 
 
 @dataclass
@@ -188,6 +194,8 @@ async def run_plan(
         )
 
     parallelism = max(int(plan.parallelism), 1)
+    controller = AdaptiveConcurrency(parallelism) if plan.adaptive_concurrency else None
+    progress.concurrency = controller
     queue: asyncio.Queue[tuple[int, int, dict[str, Any]] | None] = asyncio.Queue(maxsize=2 * parallelism)
     loop = asyncio.get_running_loop()
     last_report = loop.time()
@@ -246,13 +254,33 @@ async def run_plan(
         for _ in range(parallelism):
             await queue.put(None)
 
+    async def paced(position: int, index: int, row: dict[str, Any]) -> SampleRecord:
+        """One sample under the adaptive limit, feeding its latency back to the controller."""
+        assert controller is not None
+        await controller.limiter.acquire()
+        started = time.monotonic()
+        try:
+            sample = await _process_sample(plan.tasks[position], client, index, row)
+        finally:
+            controller.limiter.release()
+        if sample.error is None:
+            controller.on_success(time.monotonic() - started)
+        else:
+            controller.on_failure()
+        return sample
+
     async def work() -> None:
+        if controller is not None:  # each worker runs in its own task, so its own context
+            overload_listener.set(controller.on_overload)
         while True:
             entry = await queue.get()
             if entry is None:
                 return
             position, index, row = entry
-            sample = await _process_sample(plan.tasks[position], client, index, row)
+            if controller is None:
+                sample = await _process_sample(plan.tasks[position], client, index, row)
+            else:
+                sample = await paced(position, index, row)
             await sink(sample)
             count = counters[position]
             count.done += 1
@@ -413,6 +441,8 @@ class JobWorker:
     Lifecycle: ``submit`` -> created -> pending (waiting for a slot) -> running -> completed | failed
     (``job.error`` says why); ``cancel`` -> cancelling -> cancelled. ``stop`` leaves running jobs
     as they are (flushed) so that ``start`` resumes them, skipping the samples already recorded.
+    ``adaptive_concurrency`` turns AIMD concurrency (``engine.adaptive``) on for every job; a plan can
+    ask for it on its own. Its history is kept in ``job.progress["concurrency"]``.
     """
 
     def __init__(
@@ -426,6 +456,7 @@ class JobWorker:
         flush_interval: float = 0.25,
         progress_interval: float = 0.5,
         cancel_timeout: float = 10.0,
+        adaptive_concurrency: bool = False,
     ) -> None:
         self.store = store
         self.clients = clients
@@ -435,6 +466,7 @@ class JobWorker:
         self.flush_interval = flush_interval
         self.progress_interval = progress_interval
         self.cancel_timeout = cancel_timeout
+        self.adaptive_concurrency = adaptive_concurrency  # on for every job, whatever its plan says
         self._slots = asyncio.Semaphore(self.max_running_jobs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_events: dict[str, asyncio.Event] = {}
@@ -591,6 +623,8 @@ class JobWorker:
         await self.store.update_job(job_id, status="running")
         try:
             plan = await self.compile_job(job)
+            if self.adaptive_concurrency:
+                plan.adaptive_concurrency = True
         except EvalstackError as exc:
             await self._fail(job_id, exc.message)
             return

@@ -12,9 +12,11 @@ import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # numpy itself is imported when statistics are computed, not at start-up
+    import numpy as np
+    import numpy.typing as npt
 
 ScoreStats = dict[str, float | int | None]
 
@@ -27,6 +29,8 @@ _THREADS = min(4, os.cpu_count() or 1)
 
 def finite_array(values: Sequence[float | None]) -> tuple[npt.NDArray[np.float64], int]:
     """The finite values as a float array, and how many values were None or NaN."""
+    import numpy as np
+
     array = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     mask = np.isnan(array)
     return array[~mask], int(mask.sum())
@@ -34,6 +38,8 @@ def finite_array(values: Sequence[float | None]) -> tuple[npt.NDArray[np.float64
 
 def score_stats(values: Sequence[float | None]) -> ScoreStats:
     """``count, sum, sum_squared, min, max, mean, variance, stddev, stderr, nan_count`` of ``values``."""
+    import numpy as np
+
     finite, nan_count = finite_array(values)
     n = int(finite.size)
     if n == 0:
@@ -72,6 +78,8 @@ def _resample_means(finite: npt.NDArray[np.float64], resamples: int, seed: int) 
 
     Each chunk has its own generator spawned from ``seed``, so the result does not depend on scheduling.
     """
+    import numpy as np
+
     n = int(finite.size)
     values = finite.astype(np.float32)  # half the memory traffic of the gather; sums stay float64
     per_chunk = max(1, _CHUNK_ELEMENTS // n)
@@ -105,6 +113,8 @@ def bootstrap_ci(
     Deterministic for a given ``seed``. Values with few distinct levels (0/1 scores, judge ratings)
     are resampled through multinomial counts per level; others by resampling indices in chunks.
     """
+    import numpy as np
+
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
     if resamples < 1:

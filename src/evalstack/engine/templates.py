@@ -166,10 +166,51 @@ def _fields_hint(context: Mapping[str, Any]) -> str:
     return f"The row has the fields: {shown or '(none)'}; use item.<field> or <field>{extra}."
 
 
+# A template that is one variable path with optional trim/lower/upper filters ("{{ item.prompt }}",
+# "{{ sample.output_text | trim }}") renders without Jinja: same text, a fraction of the cost.
+_SIMPLE = re.compile(
+    r"^\{\{-?\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*((?:\|\s*(?:trim|lower|upper)\s*)*)-?\}\}$"
+)
+_FILTERS: dict[str, Any] = {"trim": str.strip, "lower": str.lower, "upper": str.upper}
+_MISSING = object()
+
+
+@lru_cache(maxsize=4096)
+def _simple_template(source: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """``(path, filters)`` of a one-variable template, else None."""
+    match = _SIMPLE.match(source)
+    if match is None:
+        return None
+    filters = tuple(f.strip() for f in match.group(2).split("|") if f.strip())
+    return tuple(match.group(1).split(".")), filters
+
+
+def _render_simple(path: tuple[str, ...], filters: tuple[str, ...], context: Mapping[str, Any]) -> Any:
+    """The rendered text, or ``_MISSING`` when Jinja must decide (missing keys, non-mapping values)."""
+    value: Any = context
+    for part in path:
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    if not isinstance(value, str | int | float) and value is not None:
+        return _MISSING  # lists, dicts, objects: leave their text to Jinja
+    if not filters:
+        return "" if value is None else str(value)
+    text = str(value)
+    for name in filters:
+        text = _FILTERS[name](text)
+    return text
+
+
 def render_text(source: str, context: Mapping[str, Any]) -> str:
     """Render one template string to text."""
     if not is_template(source):
         return source
+    simple = _simple_template(source)
+    if simple is not None:
+        text = _render_simple(simple[0], simple[1], context)
+        if text is not _MISSING:
+            return str(text)
     template = compile_template(source)
     try:
         # One plain dict of globals and variables, shared with the template: Template.render would

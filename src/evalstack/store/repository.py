@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import re
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar, cast, get_args
 
 from sqlalchemy import Engine, Table, create_engine, delete, event, func, insert, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -67,6 +67,22 @@ def _json_dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def _compact_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A decoded JSON object whose keys and short string values are interned.
+
+    A job's samples repeat the same keys (``choices``, ``message``...) and short values (``stop``,
+    the model name) in every record; sharing one copy of each halves the memory of reading a large
+    job's samples back.
+    """
+    return {
+        sys.intern(key): sys.intern(value) if type(value) is str and len(value) <= 32 else value
+        for key, value in pairs
+    }
+
+
+_json_loads = json.JSONDecoder(object_pairs_hook=_compact_object).decode
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -98,20 +114,6 @@ def _job_record(row: JobRow) -> JobRecord:
         provider_id=row.provider_id,
         created_at=_aware(row.created_at),
         updated_at=_aware(row.updated_at),
-    )
-
-
-def _sample_record(row: SampleRow) -> SampleRecord:
-    return SampleRecord(
-        task=row.task,
-        index=row.index,
-        item=row.item,
-        output_text=row.output_text,
-        response=row.response,
-        finish_reason=row.finish_reason,
-        scores=row.scores or {},
-        error=row.error,
-        extra=row.extra or {},
     )
 
 
@@ -188,6 +190,7 @@ class Store:
         kwargs: dict[str, Any] = {}
         if backend in _JSON_DIALECTS:
             kwargs["json_serializer"] = _json_dumps
+            kwargs["json_deserializer"] = _json_loads
         if backend == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False}
             if self._sqlite_in_memory(url):
@@ -483,6 +486,8 @@ class Store:
                     index_elements=["job_id", "task", "index"]
                 )
             elif dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as postgresql_insert  # not on SQLite's path
+
                 statement = postgresql_insert(_SAMPLES).on_conflict_do_nothing(
                     index_elements=["job_id", "task", "index"]
                 )
@@ -502,12 +507,19 @@ class Store:
         return await self._run(self._read_samples, job_id, task)
 
     def _read_samples(self, job_id: str, task: str | None) -> list[SampleRecord]:
-        query = select(SampleRow).where(SampleRow.job_id == job_id)
+        # Core rows, not ORM objects: a job's samples are read whole at the end of every run.
+        c = _SAMPLES.c
+        query = select(
+            c.task, c["index"], c.item, c.output_text, c.response, c.finish_reason, c.scores, c.error, c.extra
+        ).where(c.job_id == job_id)
         if task is not None:
-            query = query.where(SampleRow.task == task)
+            query = query.where(c.task == task)
         with self._session() as session:
-            rows = session.scalars(query.order_by(SampleRow.task, SampleRow.index))
-            return [_sample_record(row) for row in rows]
+            rows = session.execute(query.order_by(c.task, c["index"]))
+            return [
+                SampleRecord(task, index, item, text, response, finish, scores or {}, error, extra or {})
+                for task, index, item, text, response, finish, scores, error, extra in rows
+            ]
 
     async def recorded_indices(self, job_id: str) -> dict[str, set[int]]:
         """For each task of the job, the indices of the samples already recorded."""

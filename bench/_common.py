@@ -1,0 +1,184 @@
+"""Helpers shared by the benchmark scripts: the stand-in model server, peak memory, tables, medians.
+
+The model server is ``openai_stub.py`` (standard library only; ``--answer hash`` picks one of A-D
+from a hash of the prompt, ``--latency-ms`` delays every answer, ``GET /stats`` reports the most
+requests in flight). By default it is looked up at ``../shared/tools/openai_stub.py`` next to the
+repository; ``--stub PATH`` or the ``EVALSTACK_STUB`` environment variable name another copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+DEFAULT_STUB = SHARED / "tools" / "openai_stub.py"
+DEFAULT_MMLU = SHARED / "data" / "mmlu" / "test.jsonl"
+
+
+def stub_path(given: str | None = None) -> Path:
+    """The stub script: ``given``, else ``$EVALSTACK_STUB``, else ``../shared/tools/openai_stub.py``."""
+    path = Path(given or os.environ.get("EVALSTACK_STUB") or DEFAULT_STUB)
+    if not path.is_file():
+        raise SystemExit(
+            f"model server stub not found at {path}; pass --stub PATH (openai_stub.py) or set EVALSTACK_STUB"
+        )
+    return path
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Stub:
+    """The stand-in model server in a subprocess; a context manager."""
+
+    def __init__(
+        self, script: Path, *, latency_ms: float = 0.0, answer: str = "hash", port: int | None = None
+    ) -> None:
+        self.script = script
+        self.latency_ms = latency_ms
+        self.answer = answer
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's root URL (no ``/v1``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI API root (``.../v1``)."""
+        return f"{self.url}/v1"
+
+    def __enter__(self) -> Stub:
+        cmd = [
+            sys.executable,
+            str(self.script),
+            "--port",
+            str(self.port),
+            "--answer",
+            self.answer,
+            "--latency-ms",
+            str(self.latency_ms),
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                self.stats()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"the stub exited at start ({' '.join(cmd)})") from None
+                time.sleep(0.05)
+        raise SystemExit("the stub did not answer within 15 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /stats``: requests seen, most in flight at once."""
+        with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
+
+    def reset(self) -> None:
+        """Zero the stub's counters."""
+        req = urllib.request.Request(f"{self.url}/stats/reset", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            resp.read()
+
+
+def self_peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class ChildRun:
+    """A finished command: wall seconds, exit code, peak RSS (MB), captured output."""
+
+    wall: float
+    returncode: int
+    peak_rss_mb: float
+    stdout: str
+    stderr: str
+
+
+def run_child(
+    cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 1800
+) -> ChildRun:
+    """Run ``cmd``: wall time from spawn to exit, and peak RSS from ``wait4`` (the child and its reaped
+    children)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env, cwd=cwd)
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.01)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return ChildRun(
+            wall,
+            proc.returncode,
+            usage.ru_maxrss / 1024,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
+
+
+def median(values: Sequence[float]) -> float:
+    """The median, or NaN for no values."""
+    return statistics.median(values) if values else float("nan")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table with right-aligned columns (Markdown-compatible)."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:.5f}" if abs(value) < 1 else f"{value:,.1f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
