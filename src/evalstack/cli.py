@@ -89,6 +89,11 @@ def run(
     db: str | None = typer.Option(
         None, "--db", help="SQLAlchemy database URL [default: sqlite file in the data directory]."
     ),
+    adaptive_concurrency: bool = typer.Option(
+        False,
+        "--adaptive-concurrency",
+        help="Back off on 429s and rising latency, grow again while the endpoint keeps up (AIMD).",
+    ),
 ) -> None:
     """Run one benchmark in-process, on the same engine and store as the server."""
     import asyncio
@@ -101,7 +106,7 @@ def run(
 
     console = Console()
     try:
-        settings = load_settings(config, db_url=db)
+        settings = load_settings(config, db_url=db, adaptive_concurrency=adaptive_concurrency or None)
         outcome = asyncio.run(
             run_file(benchmark_file, settings=settings, model=model, limit=limit, console=console)
         )

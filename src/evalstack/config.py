@@ -123,6 +123,11 @@ class Settings(_Strict):
     default_parallelism: int = Field(default=16, ge=1)
     """How many model requests a job keeps in flight unless it asks for another number."""
 
+    adaptive_concurrency: bool = False
+    """Adapt each job's concurrency to the endpoint (AIMD): halve on 429/503 or when latency doubles, grow
+    by one per round trip while it keeps up, never above the job's parallelism. The history is kept in
+    the job's ``progress.concurrency``. ``evalstack run --adaptive-concurrency`` turns it on for one run."""
+
     data_roots: list[Path] = Field(default_factory=list)
     """Folders whose files may be registered as datasets by path or ``file://`` URL; nothing outside
     them can be read. Default: the working directory and ``data_dir``."""

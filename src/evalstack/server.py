@@ -129,7 +129,7 @@ def build_services(settings: Settings) -> Services:
     async def compile_for_worker(job: JobRecord) -> EvalPlan:
         return await compile_job(job, registry, scoring, settings, clients)
 
-    worker = JobWorker(store, clients, compile_for_worker)
+    worker = JobWorker(store, clients, compile_for_worker, adaptive_concurrency=settings.adaptive_concurrency)
     services = Services(
         settings=settings, store=store, registry=registry, clients=clients, scoring=scoring, worker=worker
     )
