@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +27,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from llama_stack_client import LlamaStackClient
-from tests.fakes.model_server import FakeModelServer, free_port
+from tests.fakes.model_server import FakeModelServer
+from tests.fakes.serving import BackgroundServer, free_port
 
 from evalstack.config import Settings
 from evalstack.server import create_app
@@ -206,21 +205,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, data_env: None) -> Iterator
     """``create_app(settings)`` served by uvicorn on a free port in a background thread."""
     home = tmp_path_factory.mktemp("academic-e2e")
     settings = Settings(data_dir=home, embedded_model=False, data_roots=[home])
-    port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not running.started:
-        assert thread.is_alive(), "evalstack server exited during startup"
-        assert time.monotonic() < deadline, "evalstack server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        running.should_exit = True
-        thread.join(timeout=30)
+    app = create_app(settings)
+    with BackgroundServer(
+        app, free_port(), name="evalstack server", start_timeout=30, stop_timeout=30
+    ) as running:
+        yield running.url
 
 
 # ---- the three front doors ----------------------------------------------------------------------

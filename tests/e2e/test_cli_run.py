@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import sacrebleu
 import yaml
-from tests.fakes.model_server import FakeModelServer, free_port
+from tests.fakes.model_server import FakeModelServer
+from tests.fakes.serving import free_port
 
 from evalstack.benchmark_file import parse_benchmark_file, read_document
 from evalstack.store.repository import Store

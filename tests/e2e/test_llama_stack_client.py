@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 import pytest
 from llama_stack_client import BadRequestError, LlamaStackClient, NotFoundError
-from tests.fakes.model_server import FakeModelServer, free_port
+from tests.fakes.model_server import FakeModelServer
+from tests.fakes.serving import free_port
 
 pytestmark = pytest.mark.slow
 

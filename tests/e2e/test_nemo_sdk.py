@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -19,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from nemo_microservices import ConflictError, NeMoMicroservices, NotFoundError, UnprocessableEntityError
-from tests.fakes.model_server import FakeModelServer, free_port
+from tests.fakes.model_server import FakeModelServer
+from tests.fakes.serving import BackgroundServer, free_port
 
 from evalstack.config import Settings
 from evalstack.server import create_app
@@ -83,45 +82,24 @@ def model_target(model: FakeModelServer) -> Any:
 # ---- the server under test ----------------------------------------------------------------------
 
 
-class ThreadedServer:
-    """``create_app(settings)`` served by uvicorn on a free port in a background thread."""
-
-    def __init__(self, data_dir: Path) -> None:
-        settings = Settings(data_dir=data_dir, embedded_model=False, data_roots=[data_dir])
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> ThreadedServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive(), "evalstack server exited during startup"
-            assert time.monotonic() < deadline, "evalstack server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("nemo-e2e")
 
 
 @pytest.fixture(scope="module")
-def server(data_dir: Path) -> Iterator[ThreadedServer]:
-    with ThreadedServer(data_dir) as running:
+def server(data_dir: Path) -> Iterator[BackgroundServer]:
+    """``create_app(settings)`` served by uvicorn on a free port in a background thread."""
+    settings = Settings(data_dir=data_dir, embedded_model=False, data_roots=[data_dir])
+    with BackgroundServer(
+        create_app(settings), free_port(), name="evalstack server", start_timeout=30, stop_timeout=30
+    ) as running:
         yield running
 
 
 @pytest.fixture
-def client(server: ThreadedServer) -> Iterator[NeMoMicroservices]:
-    with NeMoMicroservices(base_url=server.base_url) as sdk:
+def client(server: BackgroundServer) -> Iterator[NeMoMicroservices]:
+    with NeMoMicroservices(base_url=server.url) as sdk:
         yield sdk
 
 

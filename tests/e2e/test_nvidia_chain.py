@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,10 +20,10 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-import uvicorn
 from llama_stack_client import BadRequestError, LlamaStackClient
 from tests.fakes.hf_hub import FakeHub
-from tests.fakes.model_server import FakeModelServer, free_port
+from tests.fakes.model_server import FakeModelServer
+from tests.fakes.serving import BackgroundServer, free_port
 
 from evalstack.config import ProviderEntry, Settings
 from evalstack.server import create_app
@@ -78,32 +77,11 @@ def wait_for(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 
     return value
 
 
-class ServerThread:
-    """An evalstack app served by uvicorn on a loopback port, in a background thread."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.url = f"http://127.0.0.1:{settings.port}"
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def __enter__(self) -> ServerThread:
-        self._thread.start()
-        deadline = time.monotonic() + 60
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError(f"evalstack server at {self.url} failed to start")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"evalstack server at {self.url} did not start in time")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
+def serve(settings: Settings) -> BackgroundServer:
+    """An evalstack app for ``settings``, to be served on its port in a background thread."""
+    return BackgroundServer(
+        create_app(settings), settings.port, name="evalstack server", start_timeout=60, stop_timeout=30
+    )
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> str:
@@ -113,8 +91,8 @@ def _jsonl(rows: list[dict[str, Any]]) -> str:
 @dataclass
 class Chain:
     model: FakeModelServer
-    a: ServerThread
-    b: ServerThread
+    a: BackgroundServer
+    b: BackgroundServer
     client: LlamaStackClient
     config: dict[str, Any]
 
@@ -141,7 +119,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
             providers=[ProviderEntry(provider_id="local", provider_type="inline::local")],
             hf_endpoint=hub.url,
         )
-        with ServerThread(b_settings) as b:
+        with serve(b_settings) as b:
             a_settings = Settings(
                 data_dir=tmp / "a",
                 port=free_port(),
@@ -155,7 +133,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
                     ),
                 ],
             )
-            with ServerThread(a_settings) as a:
+            with serve(a_settings) as a:
                 # B evaluates the target model by name: register it there, on the fake model server.
                 LlamaStackClient(base_url=b.url).models.register(
                     model_id="candidate",

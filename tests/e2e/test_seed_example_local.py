@@ -27,7 +27,8 @@ import sacrebleu
 import yaml
 from llama_stack_client import LlamaStackClient
 from tests.fakes.hf_hub import FakeHub
-from tests.fakes.model_server import FakeModelServer, free_port
+from tests.fakes.model_server import FakeModelServer
+from tests.fakes.serving import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -233,6 +234,6 @@ def test_seed_custom_evaluation_runs_on_the_local_provider(
     assert bleu["corpus"]["value"] == pytest.approx(corpus, abs=1e-6)
     assert bleu["sentence"]["stats"]["count"] == len(ROWS)
 
-    score_rows = [dict(row) for row in scored.score_rows]
+    score_rows: list[dict[str, Any]] = [dict(row) for row in scored.score_rows]
     assert len(score_rows) == len(ROWS)
     assert [row["metrics"]["bleu"]["sentence"] for row in score_rows] == pytest.approx(sentence, abs=1e-6)

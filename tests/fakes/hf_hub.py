@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.model_server import free_port
+from tests.fakes.serving import BackgroundServer, free_port
 
 
 def _blob_sha(content: bytes) -> str:
@@ -48,8 +46,7 @@ class FakeHub:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundServer | None = None
 
     # ---- content -------------------------------------------------------------------------
 
@@ -172,22 +169,12 @@ class FakeHub:
     # ---- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> FakeHub:
-        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake hub did not start")
-            time.sleep(0.01)
+        self._server = BackgroundServer(self._app(), self.port, name="fake hub").start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._server.stop()
 
     def __enter__(self) -> FakeHub:
         return self.start()

@@ -28,17 +28,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.serving import BackgroundServer, free_port
 
 Answer = str | Callable[[str], str]
 LogprobFn = Callable[[str], float]
@@ -55,13 +55,6 @@ def default_logprob(token: str) -> float:
     """A deterministic log-probability in [-5, -1) for a token."""
     digest = int(hashlib.sha256(token.encode()).hexdigest()[:8], 16)
     return -1.0 - (digest % 1000) / 250.0
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def prompt_of(body: dict[str, Any]) -> str:
@@ -81,8 +74,13 @@ def prompt_of(body: dict[str, Any]) -> str:
 class _Fault:
     """One injected failure."""
 
-    def __init__(self, status: int, retry_after: float | str | None = None, body: bytes | None = None,
-                 message: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        retry_after: float | str | None = None,
+        body: bytes | None = None,
+        message: str | None = None,
+    ) -> None:
         self.status = status
         self.retry_after = retry_after
         self.body = body
@@ -117,8 +115,7 @@ class FakeModelServer:
         self._faults += [None if status == 200 else _Fault(status) for status in status_sequence or []]
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundServer | None = None
 
     # ---- control -------------------------------------------------------------------------
 
@@ -192,8 +189,10 @@ class FakeModelServer:
             message = {"role": "assistant", "content": text}
             choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "message": message}
             if body.get("logprobs"):
-                content = [{"token": t, "logprob": self.logprob_fn(t), "bytes": list(t.encode()),
-                            "top_logprobs": []} for t in fake_tokens(text)]
+                content = [
+                    {"token": t, "logprob": self.logprob_fn(t), "bytes": list(t.encode()), "top_logprobs": []}
+                    for t in fake_tokens(text)
+                ]
                 choice["logprobs"] = {"content": content}
             return {"id": "chatcmpl-fake", "object": "chat.completion", "choices": [choice], **common}
         logprobs = None
@@ -237,23 +236,13 @@ class FakeModelServer:
     # ---- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> FakeModelServer:
-        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake model server did not start")
-            time.sleep(0.01)
+        self._server = BackgroundServer(self._app(), self.port, name="fake model server").start()
         return self
 
     def stop(self) -> None:
         self.hang = False
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._server.stop()
 
     def __enter__(self) -> FakeModelServer:
         return self.start()

@@ -91,19 +91,6 @@ OUTPUT_FIELDS = (
     "completion",
     "model_output",
 )
-_ENTITY_FIELDS = {
-    "id",
-    "name",
-    "namespace",
-    "description",
-    "project",
-    "custom_fields",
-    "ownership",
-    "created_at",
-    "updated_at",
-    "schema_version",
-    "type_prefix",
-}
 
 
 # ------------------------------------------------------------------------------------------ shapes
@@ -171,15 +158,14 @@ class NemoGroup(_Public):
     groups: dict[str, NemoGroup] | None = None
 
 
-class NemoConfig(BaseModel):
-    """An evaluation config (v1): ``type`` plus params, tasks and groups; entity fields pass through."""
+class NemoEntity(BaseModel):
+    """The entity fields every config and target carries; they pass through unchecked.
+
+    Everything else in a config or target body belongs to the type-specific part.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    type: str = Field(min_length=1)
-    params: NemoParams | None = None
-    tasks: dict[str, NemoTask] | None = None
-    groups: dict[str, NemoGroup] | None = None
     id: str | None = None
     name: str | None = None
     namespace: str | None = None
@@ -191,6 +177,19 @@ class NemoConfig(BaseModel):
     updated_at: Any = None
     schema_version: str | None = None
     type_prefix: str | None = None
+
+
+ENTITY_FIELDS: frozenset[str] = frozenset(NemoEntity.model_fields)
+"""Keys every config and target entity carries (``id``, ``name``, ``namespace``...)."""
+
+
+class NemoConfig(NemoEntity):
+    """An evaluation config (v1): ``type`` plus params, tasks and groups; entity fields pass through."""
+
+    type: str = Field(min_length=1)
+    params: NemoParams | None = None
+    tasks: dict[str, NemoTask] | None = None
+    groups: dict[str, NemoGroup] | None = None
 
     @model_validator(mode="after")
     def _custom_task_types(self) -> NemoConfig:
@@ -207,10 +206,8 @@ class NemoConfig(BaseModel):
         return self
 
 
-class NemoTarget(BaseModel):
+class NemoTarget(NemoEntity):
     """An evaluation target (v1); entity fields pass through."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: str = Field(min_length=1)
     model: str | dict[str, Any] | None = None
@@ -219,17 +216,6 @@ class NemoTarget(BaseModel):
     cached_outputs: dict[str, Any] | None = None
     retriever: dict[str, Any] | None = None
     rag: dict[str, Any] | None = None
-    id: str | None = None
-    name: str | None = None
-    namespace: str | None = None
-    description: str | None = None
-    project: str | None = None
-    custom_fields: dict[str, Any] | None = None
-    ownership: dict[str, Any] | None = None
-    created_at: Any = None
-    updated_at: Any = None
-    schema_version: str | None = None
-    type_prefix: str | None = None
 
 
 def _validation_message(exc: ValidationError, what: str) -> str:

@@ -2,13 +2,13 @@
 
 Jobs are ``JobRecord(front="llama_stack")`` run in the background by the ``JobWorker``; their
 samples and results live in the store, so they survive a restart. Internal statuses map to Llama
-Stack's: created/pending -> scheduled, running/cancelling -> in_progress, completed, failed,
-cancelled.
+Stack's through ``providers.nemo_shapes.STATUS_MAP``: created/pending -> scheduled,
+running/cancelling -> in_progress, completed, failed, cancelled.
 
 A benchmark whose ``metadata`` is a NeMo Evaluator config (it has a ``type``) runs as that config
 with the candidate model as target. Its result has per-sample ``generations`` and
 ``scores[benchmark_id]`` whose ``aggregated_results`` is the NeMo results object (``tasks``,
-``groups``) and whose ``generations`` and ``score_rows`` are shaped by ``providers.nemo_rows``.
+``groups``) and whose ``generations`` and ``score_rows`` are shaped by ``providers.nemo_shapes``.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from evalstack.api.llama_stack.models import (
     BenchmarkConfig,
     EvaluateResponse,
     Job,
-    JobStatus,
     ScoringResult,
 )
 from evalstack.engine.compile import is_nemo_config
 from evalstack.engine.llama_stack_plan import candidate_model, compile_llama_stack_plan
 from evalstack.engine.runner import ERROR_KIND_INFERENCE, JobWorker, all_failed_reason
 from evalstack.errors import InvalidInputError, NotFoundError, UnsupportedError, UpstreamError
-from evalstack.providers.nemo_rows import generation_row, score_row
+from evalstack.providers.nemo_shapes import STATUS_MAP, generation_row, score_row
 from evalstack.store.records import JobRecord, SampleRecord, new_job_id
 
 if TYPE_CHECKING:
@@ -38,16 +37,6 @@ if TYPE_CHECKING:
     from evalstack.registry import Registry
 
 logger = logging.getLogger(__name__)
-
-STATUS_MAP: dict[str, JobStatus] = {
-    "created": JobStatus.scheduled,
-    "pending": JobStatus.scheduled,
-    "running": JobStatus.in_progress,
-    "cancelling": JobStatus.in_progress,
-    "completed": JobStatus.completed,
-    "failed": JobStatus.failed,
-    "cancelled": JobStatus.cancelled,
-}
 
 
 def generation_of(sample: SampleRecord) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from evalstack.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from evalstack.providers.nemo_rows import generation_row, score_row
+from evalstack.providers.nemo_shapes import STATUS_MAP, generation_row, score_row
 
 logger = logging.getLogger(__name__)
 
@@ -84,17 +84,6 @@ Hugging Face repository (``meta-llama/Llama-3.1-8B-Instruct``); both become the 
 services use (``meta/llama-3.1-8b-instruct``). Matching is exact and case-sensitive. Any other
 model id, an NVIDIA id included, is sent to the evaluator unchanged.
 """
-
-# NeMo job status -> Llama Stack job status. Anything not listed is reported as failed.
-_STATUS_MAP: dict[str, JobStatus] = {
-    "created": JobStatus.scheduled,
-    "pending": JobStatus.scheduled,
-    "running": JobStatus.in_progress,
-    "cancelling": JobStatus.in_progress,
-    "completed": JobStatus.completed,
-    "failed": JobStatus.failed,
-    "cancelled": JobStatus.cancelled,
-}
 
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _IDEMPOTENT_METHODS = frozenset({"GET", "DELETE", "PATCH", "PUT"})
@@ -492,7 +481,8 @@ class NVIDIAEvalImpl:
         with self._job_not_found(job_id):
             job = await self._evaluator_get(f"/v1/evaluation/jobs/{job_id}")
         raw = job.get("status") if isinstance(job, dict) else None
-        status = _STATUS_MAP.get(str(raw).lower()) if raw is not None else None
+        # A status STATUS_MAP does not know is reported as failed, with the reason kept.
+        status = STATUS_MAP.get(str(raw).lower()) if raw is not None else None
         if status is None:
             reason = f"NeMo Evaluator reported status {raw!r}, which evalstack does not know"
             logger.warning("job %s: %s; reporting it as failed", job_id, reason)

@@ -24,22 +24,7 @@ SortField = Literal["created_at", "-created_at"]
 
 DEFAULT_NAMESPACE = "default"
 
-# Keys every entity carries; everything else in a config or target body belongs to the engine's model.
-ENTITY_FIELDS: frozenset[str] = frozenset(
-    {
-        "id",
-        "name",
-        "namespace",
-        "description",
-        "project",
-        "custom_fields",
-        "ownership",
-        "created_at",
-        "updated_at",
-        "schema_version",
-        "type_prefix",
-    }
-)
+# The entity keys themselves are ``evalstack.engine.nemo_plan.ENTITY_FIELDS`` (the engine owns them).
 # Entity keys the server assigns; a client may echo them back (a GET body re-posted) but they are ignored.
 SERVER_FIELDS: frozenset[str] = frozenset({"id", "created_at", "updated_at", "schema_version", "type_prefix"})
 

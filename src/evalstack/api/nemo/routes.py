@@ -22,7 +22,6 @@ from evalstack.api.nemo.errors import NemoRoute, from_validation_error, invalid
 from evalstack.api.nemo.listing import ListQuery, envelope, paginate, parse_list_query
 from evalstack.api.nemo.models import (
     DEFAULT_NAMESPACE,
-    ENTITY_FIELDS,
     SERVER_FIELDS,
     DeleteResponse,
     EvaluationConfig,
@@ -118,7 +117,7 @@ class NemoEvaluatorAPI:
         Checks the shape, the config ``type`` (against the engine's compilers), each task's ``params``
         and the target's type-specific fields. Metrics and datasets are checked when a job compiles.
         """
-        part = {k: v for k, v in body.items() if k not in ENTITY_FIELDS and v is not None}
+        part = {k: v for k, v in body.items() if k not in nemo_plan.ENTITY_FIELDS and v is not None}
         if kind == "config" and isinstance(part.get("tasks"), list):
             raise invalid(
                 "tasks is a list (the early-access format); map task names to tasks: "

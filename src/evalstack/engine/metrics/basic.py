@@ -68,16 +68,18 @@ def field_text(row: Mapping[str, Any], field: str, fn_id: str) -> str:
     )
 
 
-def compile_regexes(regexes: Sequence[str], fn_id: str) -> list[re.Pattern[str]]:
-    """Compile ``parsing_regexes``; a bad one gives an ``InvalidInputError`` quoting it."""
+def compile_regexes(regexes: Sequence[str], fn_id: str, what: str = "parsing regex") -> list[re.Pattern[str]]:
+    """Compile a scoring function's regexes (``parsing_regexes`` unless ``what`` names others).
+
+    A bad one gives an ``InvalidInputError`` naming the function, ``what`` and the pattern.
+    """
     compiled = []
     for pattern in regexes:
         try:
             compiled.append(re.compile(pattern))
         except (re.error, TypeError) as exc:
             raise InvalidInputError(
-                f"Scoring function '{fn_id}': parsing regex {pattern!r} "
-                f"is not a valid regular expression: {exc}."
+                f"Scoring function '{fn_id}': {what} {pattern!r} is not a valid regular expression: {exc}."
             ) from exc
     return compiled
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from evalstack.engine.metrics.basic import compile_regexes
 from evalstack.errors import InvalidInputError, NotFoundError, UpstreamError
 from evalstack.inference.base import InferenceError, InferenceRequest, ModelClient, ModelEndpoint
 
@@ -110,20 +111,6 @@ def render_prompt(template: str, fields: Sequence[str], row: Mapping[str, Any], 
         ) from exc
 
 
-def compile_score_regexes(regexes: Sequence[str], fn_id: str) -> list[re.Pattern[str]]:
-    """Compile ``judge_score_regexes``; a bad one gives an ``InvalidInputError`` quoting it."""
-    compiled = []
-    for pattern in regexes:
-        try:
-            compiled.append(re.compile(pattern))
-        except (re.error, TypeError) as exc:
-            raise InvalidInputError(
-                f"Scoring function '{fn_id}': judge score regex {pattern!r} "
-                f"is not a valid regular expression: {exc}."
-            ) from exc
-    return compiled
-
-
 def parse_judge_score(reply: str, regexes: Sequence[re.Pattern[str]]) -> float | str | None:
     """What the first matching regex captures: a float when numeric, else the text; ``None`` if none match."""
     for regex in regexes:
@@ -192,7 +179,7 @@ def check_judge_settings(
         )
     chosen = DEFAULT_PROMPT_TEMPLATE if template is None else template
     fields = template_fields(chosen, fn_id)
-    return chosen, fields, compile_score_regexes(score_regexes, fn_id)
+    return chosen, fields, compile_regexes(score_regexes, fn_id, "judge score regex")
 
 
 async def build_judge(

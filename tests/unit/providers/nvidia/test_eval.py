@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import threading
 import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +17,6 @@ from typing import Any
 from unittest.mock import MagicMock, patch
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -45,7 +43,7 @@ from evalstack.providers.nvidia import (
     map_model_id,
     parse_per_sample_results,
 )
-from tests.fakes.model_server import free_port
+from tests.fakes.serving import BackgroundServer, free_port
 
 MOCK_DATASET_ID = "default/test-dataset"
 MOCK_BENCHMARK_ID = "test-benchmark"
@@ -375,8 +373,7 @@ class FakeNeMoEvaluator:
         self.epoch = 0
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundServer | None = None
 
     def _app(self) -> FastAPI:
         app = FastAPI()
@@ -465,22 +462,12 @@ class FakeNeMoEvaluator:
         return app
 
     def start(self) -> FakeNeMoEvaluator:
-        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake NeMo Evaluator did not start")
-            time.sleep(0.01)
+        self._server = BackgroundServer(self._app(), self.port, name="fake NeMo Evaluator").start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._server.stop()
 
     def paths(self, method: str | None = None) -> list[str]:
         return [p for m, p, _, _ in self.state.requests if method is None or m == method]

@@ -1,7 +1,13 @@
-"""Per-sample rows of a NeMo-config benchmark as the Llama Stack API returns them.
+"""NeMo Evaluator shapes as the Llama Stack API returns them; both eval providers use these.
 
-Both providers (the local engine and a remote NeMo Evaluator) shape them the same way, so a client
-reads ``generations`` and ``score_rows`` of a NeMo-config benchmark alike whichever ran it:
+The local engine (whose jobs use NeMo's status vocabulary) and a remote NeMo Evaluator report the
+same things the same way, so a client reads a NeMo-config benchmark alike whichever provider ran it.
+
+Job statuses (:data:`STATUS_MAP`): created/pending -> scheduled, running/cancelling -> in_progress,
+completed, failed, cancelled. A status not in the map is the caller's to handle (the nvidia provider
+reports it as failed).
+
+Per-sample rows of a NeMo-config benchmark:
 
 - generation: ``{"task", "item", "generated_answer"}`` (+ ``"error"`` when the sample failed)
 - score row: ``{"task", "metrics": {metric: {score: value}}}`` plus ``"score"`` when the sample has
@@ -12,6 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from evalstack.api.llama_stack.models import JobStatus
+
+STATUS_MAP: dict[str, JobStatus] = {
+    "created": JobStatus.scheduled,
+    "pending": JobStatus.scheduled,
+    "running": JobStatus.in_progress,
+    "cancelling": JobStatus.in_progress,
+    "completed": JobStatus.completed,
+    "failed": JobStatus.failed,
+    "cancelled": JobStatus.cancelled,
+}
+"""NeMo job status (lowercase, as NeMo and evalstack's own job records spell it) -> Llama Stack job status."""
 
 
 def generation_row(task: str, item: Any, output_text: str | None, error: str | None = None) -> dict[str, Any]:
