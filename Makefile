@@ -31,8 +31,11 @@ lint: $(STAMP_DEV)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
+# Figures, not tests: the peers run in their own environments under bench/.peers (set up once).
 bench: $(STAMP_DEV)
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/peers.py
 
 serve: $(STAMP_EMBEDDED)
 	$(BIN)/evalstack serve

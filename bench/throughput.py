@@ -1,6 +1,6 @@
 """Throughput of the engine in-process: a 10,000-row NeMo custom job at several concurrency levels.
 
-    python bench/throughput.py [--rows 10000] [--levels 16,64,256] [--latency-ms 20] [--stub PATH]
+    python bench/throughput.py [--rows 10000] [--levels 16,64,256] [--latency-ms 200] [--stub PATH]
 
 Each level runs in a fresh subprocess (so peak RSS is that level's), through the same services as
 the server (store, registry, JobWorker, batched writes): one ``chat-completion`` task, the row's
@@ -102,7 +102,13 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--levels", default="16,64,256", help="comma-separated concurrency levels")
-    parser.add_argument("--latency-ms", type=float, default=20.0, help="stub latency per request")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=200.0,
+        help="stub latency per request (a model server's; at 20 ms, 256 in flight would need 12,800 "
+        "requests/s, more than two cores serve)",
+    )
     parser.add_argument("--stub", help="path of openai_stub.py (default ../shared/tools/openai_stub.py)")
     parser.add_argument("--one-level", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
