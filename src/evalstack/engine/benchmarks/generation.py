@@ -75,7 +75,7 @@ class Xsum:
 
         async def load() -> list[dict[str, Any]]:
             items = await rows.rows()
-            return items[: opts.limit] if opts.limit is not None else items
+            return items[: opts.limit]  # a None limit keeps every row
 
         def build(item: Mapping[str, Any]) -> InferenceRequest:
             text = f"###\nArticle: {item['document']}\n\nSummarize the above article in 1 sentence.\n"
@@ -167,7 +167,7 @@ class Wmt22EnDe:
 
         async def load() -> list[dict[str, Any]]:
             items: list[dict[str, Any]] = await memo.get()
-            return items[: opts.limit] if opts.limit is not None else items
+            return items[: opts.limit]  # a None limit keeps every row
 
         def build(item: Mapping[str, Any]) -> InferenceRequest:
             text = f"Translate the following English text into German.\n\nEnglish: {item['source']}\nGerman:"

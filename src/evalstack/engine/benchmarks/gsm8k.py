@@ -99,7 +99,7 @@ class Gsm8k:
             items = await rows.rows()
             if k > 0:
                 state["pool"] = await rows.pool()
-            return items[: opts.limit] if opts.limit is not None else items
+            return items[: opts.limit]  # a None limit keeps every row
 
         def build(item: Mapping[str, Any]) -> InferenceRequest:
             shots = select_fewshot(

@@ -108,7 +108,7 @@ class IfEval:
 
         async def load() -> list[dict[str, Any]]:
             items = await rows.rows()
-            return items[: opts.limit] if opts.limit is not None else items
+            return items[: opts.limit]  # a None limit keeps every row
 
         def build(item: Mapping[str, Any]) -> InferenceRequest:
             params = request_params(opts, max_tokens=1280, stop=None)

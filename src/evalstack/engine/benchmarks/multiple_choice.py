@@ -252,7 +252,7 @@ class McSpec:
                 if subject is not None:
                     pool = [item for item in pool if item.get("subject") == subject]
                 state["pool"] = pool
-            return items[: opts.limit] if opts.limit is not None else items
+            return items[: opts.limit]  # a None limit keeps every row
 
         def shots(item: Mapping[str, Any]) -> list[dict[str, Any]]:
             return select_fewshot(
