@@ -227,6 +227,16 @@ class Model(WireModel):
     custom_metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class ProviderInfo(WireModel):
+    """A provider as ``GET /v1/providers`` lists it (the 0.2.x ``ProviderInfo`` shape)."""
+
+    api: str
+    provider_id: str
+    provider_type: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    health: dict[str, Any] = Field(default_factory=dict)
+
+
 # ---- request bodies ---------------------------------------------------------------------------
 
 

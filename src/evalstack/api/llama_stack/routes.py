@@ -36,6 +36,7 @@ from evalstack.api.llama_stack.models import (
     Job,
     Model,
     PaginatedResponse,
+    ProviderInfo,
     RegisterBenchmarkRequest,
     RegisterDatasetRequest,
     RegisterModelRequest,
@@ -69,6 +70,15 @@ def _data(items: list[Any]) -> dict[str, Any]:
 
 def _scrub(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k.lower() not in _SECRET_KEYS}
+
+
+def _scrub_deep(value: Any) -> Any:
+    """``value`` with every secret-named key removed, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: _scrub_deep(v) for k, v in value.items() if str(k).lower() not in _SECRET_KEYS}
+    if isinstance(value, list):
+        return [_scrub_deep(v) for v in value]
+    return value
 
 
 def public_model(model: Model) -> Model:
@@ -263,13 +273,35 @@ def scoring_router(services: Services) -> APIRouter:
 # ---- datasets and datasetio ---------------------------------------------------------------------
 
 
-def datasets_router(services: Services, *, append_rows_status: int) -> APIRouter:
-    """Datasets and DatasetIO routes; append-rows answers ``append_rows_status`` (204 or 200 ``null``)."""
+# What 0.7.x servers (``/v1beta``) accept as a dataset purpose; 0.2.x (``/v1``) also took post-training.
+V1BETA_PURPOSES = ("eval/question-answer", "eval/messages-answer")
+# The ``url`` of a 0.2.x iterrows page: the literal route template, as 0.2 servers send it.
+V1_ITERROWS_URL = "/v1/datasetio/iterrows/{dataset_id:path}"
+
+
+def datasets_router(
+    services: Services,
+    *,
+    append_rows_status: int,
+    purposes: tuple[str, ...] | None = None,
+    iterrows_url: str | None = None,
+) -> APIRouter:
+    """Datasets and DatasetIO routes of one API generation.
+
+    ``append_rows_status``: 204, or 200 with ``null``; ``purposes``: the dataset purposes accepted
+    (``None``: every purpose of the wire model); ``iterrows_url``: the ``url`` of iterrows pages.
+    """
     router = _router()
     registry = services.registry
 
     @router.post("/datasets", tags=["datasets"])
     async def register_dataset(body: RegisterDatasetRequest) -> Dataset:
+        if purposes is not None and body.purpose not in purposes:
+            accepted = ", ".join(f"'{p}'" for p in purposes)
+            raise InvalidInputError(
+                f"purpose '{body.purpose}' is not accepted here; accepted: {accepted}. "
+                "(Llama Stack 0.2.x clients, under /v1, may also register 'post-training/messages'.)"
+            )
         return await registry.register_dataset(body)
 
     @router.get("/datasets", tags=["datasets"])
@@ -293,7 +325,8 @@ def datasets_router(services: Services, *, append_rows_status: int) -> APIRouter
         start_index: int | None = Query(default=None, ge=0),
         limit: int | None = Query(default=None, ge=-1),
     ) -> PaginatedResponse:
-        return await registry.iterrows(dataset_id, start_index, limit)
+        page = await registry.iterrows(dataset_id, start_index, limit)
+        return page.model_copy(update={"url": iterrows_url})
 
     if append_rows_status == 204:
 
@@ -351,6 +384,78 @@ def models_router(services: Services) -> APIRouter:
     return router
 
 
+# ---- providers ----------------------------------------------------------------------------------
+
+_HEALTH_OK: dict[str, Any] = {"status": "OK"}
+
+
+def _eval_provider_info(services: Services, provider: EvalProvider) -> ProviderInfo:
+    """An eval provider as listed: its config (no secrets) and, for remote ones, an unchecked health."""
+    config: Any = getattr(provider, "config", None)
+    if hasattr(config, "model_dump"):
+        shown = config.model_dump(mode="json")
+    else:
+        entry = next((e for e in services.settings.providers if e.provider_id == provider.provider_id), None)
+        shown = dict(entry.config) if entry is not None else {}
+    if provider.provider_type.startswith("remote::"):
+        health: dict[str, Any] = {
+            "status": "Not Implemented",
+            "message": "The remote service is not probed when providers are listed.",
+        }
+    else:
+        health = dict(_HEALTH_OK)
+    return ProviderInfo(
+        api="eval",
+        provider_id=provider.provider_id,
+        provider_type=provider.provider_type,
+        config=_scrub_deep(shown),
+        health=health,
+    )
+
+
+def list_provider_infos(services: Services) -> list[ProviderInfo]:
+    """Every provider this server routes to: eval, scoring, datasetio and inference."""
+    from evalstack.engine.scoring import BASIC_PROVIDER, JUDGE_PROVIDER
+    from evalstack.registry import EMBEDDED_PROVIDER_ID, HTTP_PROVIDER_ID
+
+    infos = [_eval_provider_info(services, p) for p in services.providers.values()]
+    fixed: list[tuple[str, str, str]] = [
+        ("scoring", BASIC_PROVIDER, "inline::basic"),
+        ("scoring", JUDGE_PROVIDER, "inline::llm-as-judge"),
+        ("datasetio", "localfs", "inline::localfs"),
+        ("datasetio", "huggingface", "remote::huggingface"),
+        ("inference", HTTP_PROVIDER_ID, "remote::openai"),
+    ]
+    if services.settings.embedded_model:
+        fixed.append(("inference", EMBEDDED_PROVIDER_ID, "inline::embedded"))
+    infos += [
+        ProviderInfo(api=api, provider_id=pid, provider_type=ptype, config={}, health=dict(_HEALTH_OK))
+        for api, pid, ptype in fixed
+    ]
+    return infos
+
+
+def providers_router(services: Services) -> APIRouter:
+    """``/v1/providers`` (``client.providers.list()`` / ``.retrieve(id)``)."""
+    router = _router()
+
+    @router.get("/providers", tags=["providers"])
+    async def list_providers() -> dict[str, Any]:
+        return _data(list_provider_infos(services))
+
+    @router.get("/providers/{provider_id}", tags=["providers"])
+    async def get_provider(provider_id: str) -> ProviderInfo:
+        infos = list_provider_infos(services)
+        # Eval providers come first, so a configured id shadows a fixed one of the same name.
+        for info in infos:
+            if info.provider_id == provider_id:
+                return info
+        available = ", ".join(sorted({f"'{i.provider_id}'" for i in infos}))
+        raise NotFoundError(f"Provider '{provider_id}' not found. Available providers: {available}.")
+
+    return router
+
+
 def meta_router() -> APIRouter:
     """``/v1/health`` and ``/v1/version``, as Llama Stack servers answer them."""
     router = _router()
@@ -371,7 +476,12 @@ def include_llama_stack_api(app: FastAPI, services: Services) -> None:
     app.include_router(meta_router(), prefix="/v1")
     for prefix in ("/v1", "/v1alpha"):
         app.include_router(benchmarks_router(services), prefix=prefix)
-    app.include_router(datasets_router(services, append_rows_status=200), prefix="/v1")
-    app.include_router(datasets_router(services, append_rows_status=204), prefix="/v1beta")
+    app.include_router(
+        datasets_router(services, append_rows_status=200, iterrows_url=V1_ITERROWS_URL), prefix="/v1"
+    )
+    app.include_router(
+        datasets_router(services, append_rows_status=204, purposes=V1BETA_PURPOSES), prefix="/v1beta"
+    )
     app.include_router(scoring_router(services), prefix="/v1")
     app.include_router(models_router(services), prefix="/v1")
+    app.include_router(providers_router(services), prefix="/v1")
