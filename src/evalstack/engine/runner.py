@@ -15,14 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from evalstack.engine.adaptive import AdaptiveConcurrency
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
-from evalstack.errors import EvalstackError, NotFoundError, UpstreamError
+from evalstack.errors import ConflictError, EvalstackError, NotFoundError, UpstreamError
 from evalstack.inference.base import InferenceError, ModelClient, ModelEndpoint
 from evalstack.inference.feedback import overload_listener
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleRecord
@@ -37,6 +40,9 @@ TaskState = str  # "pending" | "running" | "completed" | "failed"
 Sink = Callable[[SampleRecord], Awaitable[None]]
 ProgressCallback = Callable[["RunProgress"], None]
 JobProgressListener = Callable[[str, dict[str, Any]], None]
+
+# Statuses a worker may still move a job out of; a final write never overwrites anything else.
+ACTIVE_STATUSES: frozenset[str] = frozenset({"created", "pending", "running", "cancelling"})
 
 
 class ClientSource(Protocol):
@@ -61,7 +67,21 @@ class JobStore(Protocol):
 
     async def list_jobs(self, front: str | None = None) -> list[JobRecord]: ...
 
-    async def update_job(self, job_id: str, **changes: Any) -> JobRecord: ...
+    async def update_job(
+        self, job_id: str, *, expected_status: Collection[str] | None = None, **changes: Any
+    ) -> JobRecord: ...
+
+    async def job_ids(self, statuses: Collection[str]) -> list[str]: ...
+
+    async def job_statuses(self, job_ids: Collection[str]) -> dict[str, str]: ...
+
+    async def claim_job(
+        self, job_id: str, owner: str, ttl: float, *, owner_gone: Callable[[str], bool] | None = None
+    ) -> bool: ...
+
+    async def renew_job_leases(self, owner: str, job_ids: Collection[str], ttl: float) -> set[str]: ...
+
+    async def release_job(self, job_id: str, owner: str) -> None: ...
 
     async def add_samples(self, job_id: str, samples: Sequence[SampleRecord]) -> None: ...
 
@@ -435,6 +455,29 @@ def all_failed_reason(samples: Sequence[SampleRecord]) -> str | None:
 CompileJob = Callable[[JobRecord], Awaitable[EvalPlan]]
 
 
+def worker_identity() -> str:
+    """``host:pid:token``: names one worker of one process in job leases."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_gone(owner: str) -> bool:
+    """True when a lease holder is a process of this host that no longer exists (killed, crashed)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, but not ours to signal
+        return False
+    return False
+
+
 class JobWorker:
     """Runs the store's jobs in the background, at most ``max_running_jobs`` at once (FIFO).
 
@@ -443,6 +486,12 @@ class JobWorker:
     as they are (flushed) so that ``start`` resumes them, skipping the samples already recorded.
     ``adaptive_concurrency`` turns AIMD concurrency (``engine.adaptive``) on for every job; a plan can
     ask for it on its own. Its history is kept in ``job.progress["concurrency"]``.
+
+    Several processes may share one store (two servers, or ``evalstack run`` beside a server): a job
+    runs only in the worker that holds its lease (``Store.claim_job``), renewed every
+    ``monitor_interval`` seconds and lapsing after ``lease_ttl`` (at once when the holder is a dead
+    process of this host). Every ``lease_ttl / 3`` seconds a worker adopts unfinished jobs nobody
+    holds, and a cancel made through another process reaches the holder through the job's status.
     """
 
     def __init__(
@@ -457,6 +506,8 @@ class JobWorker:
         progress_interval: float = 0.5,
         cancel_timeout: float = 10.0,
         adaptive_concurrency: bool = False,
+        lease_ttl: float = 30.0,
+        monitor_interval: float = 1.0,
     ) -> None:
         self.store = store
         self.clients = clients
@@ -474,6 +525,11 @@ class JobWorker:
         self._progress_writes: dict[str, asyncio.Task[Any]] = {}
         self._listeners: list[JobProgressListener] = []
         self._started = False
+        self.lease_ttl = lease_ttl
+        self.monitor_interval = monitor_interval
+        self.owner = worker_identity()
+        self._owned: set[str] = set()
+        self._monitor: asyncio.Task[None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -482,17 +538,22 @@ class JobWorker:
         if self._started:
             return
         self._started = True
-        jobs = await self.store.list_jobs()
-        for job in sorted(jobs, key=lambda j: (j.created_at is None, j.created_at or 0)):
-            if job.status == "cancelling":
-                await self.store.update_job(job.id, status="cancelled")
-            elif job.status in ("created", "pending", "running"):
-                logger.info("resuming job %s (%s)", job.id, job.status)
-                self._schedule(job.id)
+        for job_id in await self.store.job_ids(["cancelling"]):  # cancels a crash interrupted
+            if await self.store.claim_job(job_id, self.owner, self.lease_ttl, owner_gone=owner_is_gone):
+                try:
+                    await self._set_status(job_id, status="cancelled")
+                finally:
+                    await self.store.release_job(job_id, self.owner)
+        await self._adopt(log=True)
+        self._monitor = asyncio.create_task(self._watch(), name="job-leases")
 
     async def stop(self) -> None:
         """Stop every job task; their buffered samples are flushed and their status kept for resume."""
         self._started = False
+        if self._monitor is not None:
+            monitor, self._monitor = self._monitor, None
+            monitor.cancel()
+            await asyncio.gather(monitor, return_exceptions=True)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -529,15 +590,33 @@ class JobWorker:
             return job
         task = self._tasks.get(job_id)
         if job_id in self._running and task is not None:
-            await self.store.update_job(job_id, status="cancelling")
+            if not await self._set_status(job_id, status="cancelling"):
+                return await self.get(job_id)
             self._cancel_events.setdefault(job_id, asyncio.Event()).set()
             await asyncio.wait({task}, timeout=self.cancel_timeout)
             return await self.get(job_id)
-        # Not started yet (waiting for a slot) or not ours: nothing runs, so it is cancelled now.
-        if task is not None:
+        if task is not None:  # ours, waiting for a slot: nothing runs, so it is cancelled now
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        return await self.store.update_job(job_id, status="cancelled")
+        elif not await self.store.claim_job(job_id, self.owner, self.lease_ttl, owner_gone=owner_is_gone):
+            # Another process runs it: it sees ``cancelling`` within a second and stops.
+            if await self._set_status(job_id, status="cancelling"):
+                return await self._wait_elsewhere(job_id)
+            return await self.get(job_id)
+        try:
+            await self._set_status(job_id, status="cancelled")
+        finally:
+            await self.store.release_job(job_id, self.owner)
+        return await self.get(job_id)
+
+    async def _wait_elsewhere(self, job_id: str) -> JobRecord:
+        """Poll a job another process runs until it is finished or ``cancel_timeout`` passed."""
+        deadline = time.monotonic() + self.cancel_timeout
+        while True:
+            job = await self.get(job_id)
+            if job.status in TERMINAL_STATUSES or time.monotonic() >= deadline:
+                return job
+            await asyncio.sleep(0.05)
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Wait until the job is finished (or ``timeout`` passed) and return its record."""
@@ -593,12 +672,21 @@ class JobWorker:
         task.add_done_callback(forget)
 
     async def _run_job(self, job_id: str) -> None:
+        claimed = False
         try:
+            claimed = await self.store.claim_job(job_id, self.owner, self.lease_ttl, owner_gone=owner_is_gone)
+            if not claimed:
+                logger.debug("job %s is run by another process", job_id)
+                return
+            self._owned.add(job_id)
             job = await self.store.get_job(job_id)
-            if job is None:
+            if job is None or job.status in TERMINAL_STATUSES:
+                return
+            if job.status == "cancelling":
+                await self._set_status(job_id, status="cancelled")
                 return
             if job.status == "created":
-                job = await self.store.update_job(job_id, status="pending")
+                await self._set_status(job_id, status="pending")
             async with self._slots:
                 self._running.add(job_id)
                 try:
@@ -610,17 +698,67 @@ class JobWorker:
         except Exception as exc:  # the store itself failed: record what we can
             logger.exception("job %s crashed", job_id)
             with contextlib.suppress(Exception):
-                await self.store.update_job(job_id, status="failed", error=f"internal error: {exc}")
+                await self._set_status(job_id, status="failed", error=f"internal error: {exc}")
+        finally:
+            self._owned.discard(job_id)
+            if claimed:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.store.release_job(job_id, self.owner))
+
+    async def _set_status(self, job_id: str, **changes: Any) -> bool:
+        """Write a status change unless the job left the active statuses meanwhile (False then)."""
+        try:
+            await self.store.update_job(job_id, expected_status=ACTIVE_STATUSES, **changes)
+        except ConflictError as exc:
+            logger.info("job %s: not changed to %s: %s", job_id, changes.get("status"), exc.message)
+            return False
+        return True
+
+    async def _adopt(self, *, log: bool = False) -> None:
+        """Schedule the unfinished jobs of the store that no task of ours handles yet.
+
+        ``_run_job`` claims each first, so a job another live process runs is left alone.
+        """
+        for job_id in await self.store.job_ids(ACTIVE_STATUSES):
+            if job_id not in self._tasks:
+                if log:
+                    logger.info("resuming job %s", job_id)
+                self._schedule(job_id)
+
+    async def _watch(self) -> None:
+        """Renew our leases, pass on cancels made elsewhere, adopt orphaned jobs; until stopped."""
+        loop = asyncio.get_running_loop()
+        next_adoption = loop.time() + self.lease_ttl / 3
+        while True:
+            await asyncio.sleep(self.monitor_interval)
+            try:
+                owned = set(self._owned)
+                held = await self.store.renew_job_leases(self.owner, owned, self.lease_ttl)
+                for job_id in owned - held:
+                    task = self._tasks.get(job_id)
+                    if job_id in self._owned and task is not None:
+                        logger.warning("job %s: lease lost to another process; stopping here", job_id)
+                        task.cancel()
+                statuses = await self.store.job_statuses(held & self._running)
+                for job_id, status in statuses.items():
+                    if status not in ("running", "pending", "created"):
+                        self._cancel_events.setdefault(job_id, asyncio.Event()).set()
+                if loop.time() >= next_adoption:
+                    next_adoption = loop.time() + self.lease_ttl / 3
+                    await self._adopt()
+            except Exception:
+                logger.warning("checking job leases failed", exc_info=True)
 
     async def _execute(self, job_id: str) -> None:
         job = await self.get(job_id)
         event = self._cancel_events.setdefault(job_id, asyncio.Event())
-        if job.status == "cancelling" or event.is_set():
-            await self.store.update_job(job_id, status="cancelled")
-            return
         if job.status in TERMINAL_STATUSES:
             return
-        await self.store.update_job(job_id, status="running")
+        if job.status == "cancelling" or event.is_set():
+            await self._set_status(job_id, status="cancelled")
+            return
+        if not await self._set_status(job_id, status="running"):
+            return
         try:
             plan = await self.compile_job(job)
             if self.adaptive_concurrency:
@@ -670,7 +808,7 @@ class JobWorker:
             return
         assert progress is not None
         if progress.cancelled:
-            await self.store.update_job(job_id, status="cancelled", progress=snapshot)
+            await self._set_status(job_id, status="cancelled", progress=snapshot)
             return
         await self._finish(job_id, plan, snapshot)
 
@@ -694,14 +832,14 @@ class JobWorker:
         changes: dict[str, Any] = {"status": "completed", "result": result, "error": None}
         if snapshot is not None:
             changes["progress"] = snapshot
-        await self.store.update_job(job_id, **changes)
+        await self._set_status(job_id, **changes)
 
     async def _fail(self, job_id: str, reason: str, snapshot: dict[str, Any] | None = None) -> None:
         logger.info("job %s failed: %s", job_id, reason)
         changes: dict[str, Any] = {"status": "failed", "error": reason}
         if snapshot is not None:
             changes["progress"] = snapshot
-        await self.store.update_job(job_id, **changes)
+        await self._set_status(job_id, **changes)
 
     def _on_progress(self, job_id: str, progress: RunProgress) -> None:
         """Throttled by run_plan; writes the snapshot unless a write is still in flight."""

@@ -14,23 +14,23 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast, get_args
 
-from sqlalchemy import Engine, Table, create_engine, delete, event, func, insert, select
+from sqlalchemy import Engine, Table, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
 from evalstack.store.records import JobRecord, JobStatus, SampleRecord
-from evalstack.store.tables import Base, DatasetRowRow, JobRow, ResourceRow, SampleRow
+from evalstack.store.tables import Base, DatasetRowRow, JobLeaseRow, JobRow, ResourceRow, SampleRow
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ _JOB_STATUSES: frozenset[str] = frozenset(get_args(JobStatus))
 _JSON_DIALECTS = frozenset({"sqlite", "postgresql", "mysql", "mariadb"})
 _SAMPLES = cast(Table, SampleRow.__table__)
 _DATASET_ROWS = cast(Table, DatasetRowRow.__table__)
+_LEASES = cast(Table, JobLeaseRow.__table__)
 
 
 def _now() -> datetime:
@@ -426,10 +427,15 @@ class Store:
         with self._session() as session:
             return [_job_record(row) for row in session.scalars(query.order_by(JobRow.seq.desc()))]
 
-    async def update_job(self, job_id: str, **changes: Any) -> JobRecord:
+    async def update_job(
+        self, job_id: str, *, expected_status: Collection[str] | None = None, **changes: Any
+    ) -> JobRecord:
         """Change some fields of a job (see ``JOB_FIELDS_UPDATABLE``) and bump ``updated_at``.
 
-        Raises NotFoundError for an unknown job, TypeError for a field that cannot change.
+        With ``expected_status`` the change is made only while the job's status is one of those
+        (checked in the same transaction), else ConflictError: a status change cannot overwrite
+        one made meanwhile by another task or process. Raises NotFoundError for an unknown job,
+        TypeError for a field that cannot change.
         """
         unknown = set(changes) - JOB_FIELDS_UPDATABLE
         if unknown:
@@ -441,13 +447,24 @@ class Store:
             raise ValueError(
                 f"Unknown job status {changes['status']!r}; accepted: {', '.join(sorted(_JOB_STATUSES))}"
             )
-        return await self._run(self._update_job, job_id, changes)
+        expected = None if expected_status is None else frozenset(expected_status)
+        return await self._run(self._update_job, job_id, changes, expected)
 
-    def _update_job(self, job_id: str, changes: dict[str, Any]) -> JobRecord:
+    def _update_job(
+        self, job_id: str, changes: dict[str, Any], expected: frozenset[str] | None = None
+    ) -> JobRecord:
         with self._session() as session, session.begin():
+            if expected is not None:
+                # Take the write lock before reading, so the check and the change are one step
+                # even against another process (SQLite reads outside a write lock see old data).
+                session.execute(update(JobRow).where(JobRow.id == job_id).values(status=JobRow.status))
             row = session.scalars(select(JobRow).where(JobRow.id == job_id)).one_or_none()
             if row is None:
                 raise NotFoundError(f"Job '{job_id}' not found")
+            if expected is not None and row.status not in expected:
+                raise ConflictError(
+                    f"Job '{job_id}' is {row.status}; expected {' or '.join(sorted(expected))}"
+                )
             for name, value in changes.items():
                 setattr(row, name, {} if name == "progress" and value is None else value)
             row.updated_at = _now()
@@ -460,8 +477,100 @@ class Store:
     def _delete_job(self, job_id: str) -> bool:
         with self._session() as session, session.begin():
             session.execute(delete(SampleRow).where(SampleRow.job_id == job_id))
+            session.execute(delete(JobLeaseRow).where(JobLeaseRow.job_id == job_id))
             result = session.execute(delete(JobRow).where(JobRow.id == job_id))
             return bool(getattr(result, "rowcount", 0))
+
+    async def job_ids(self, statuses: Collection[str]) -> list[str]:
+        """Ids of the jobs in one of ``statuses``, oldest first (a light query for the worker)."""
+        return await self._run(self._job_ids, list(statuses))
+
+    def _job_ids(self, statuses: list[str]) -> list[str]:
+        query = select(JobRow.id).where(JobRow.status.in_(statuses)).order_by(JobRow.seq)
+        with self._session() as session:
+            return list(session.scalars(query))
+
+    async def job_statuses(self, job_ids: Collection[str]) -> dict[str, str]:
+        """The status of each of ``job_ids`` that exists."""
+        if not job_ids:
+            return {}
+        return await self._run(self._job_statuses, list(job_ids))
+
+    def _job_statuses(self, job_ids: list[str]) -> dict[str, str]:
+        with self._session() as session:
+            rows = session.execute(select(JobRow.id, JobRow.status).where(JobRow.id.in_(job_ids)))
+            return {job_id: status for job_id, status in rows.tuples()}
+
+    # ---- job leases: one worker process runs a job at a time -----------------------------------
+
+    async def claim_job(
+        self,
+        job_id: str,
+        owner: str,
+        ttl: float,
+        *,
+        owner_gone: Callable[[str], bool] | None = None,
+    ) -> bool:
+        """Claim the right to run ``job_id`` for ``ttl`` seconds; True if ``owner`` now holds it.
+
+        The claim succeeds when nobody holds the job, when ``owner`` already does (it is renewed),
+        when the holder's lease expired, or when ``owner_gone(holder)`` says the holder is dead
+        (e.g. a killed process on this host). Atomic, also between processes.
+        """
+        return await self._run(self._claim_job, job_id, owner, ttl, owner_gone)
+
+    def _claim_job(
+        self, job_id: str, owner: str, ttl: float, owner_gone: Callable[[str], bool] | None
+    ) -> bool:
+        now = _now()
+        until = now + timedelta(seconds=ttl)
+        lease = JobLeaseRow.__table__.c
+        try:
+            with self._session() as session, session.begin():
+                taken = session.execute(
+                    update(_LEASES)
+                    .where(lease.job_id == job_id, or_(lease.owner == owner, lease.expires_at < now))
+                    .values(owner=owner, expires_at=until)
+                )
+                if getattr(taken, "rowcount", 0):
+                    return True
+                holder = session.scalar(select(lease.owner).where(lease.job_id == job_id))
+                if holder is None:
+                    session.execute(insert(_LEASES), {"job_id": job_id, "owner": owner, "expires_at": until})
+                    return True
+                if owner_gone is not None and owner_gone(holder):
+                    taken = session.execute(
+                        update(_LEASES)
+                        .where(lease.job_id == job_id, lease.owner == holder)
+                        .values(owner=owner, expires_at=until)
+                    )
+                    return bool(getattr(taken, "rowcount", 0))
+                return False
+        except IntegrityError:  # another process inserted its lease first
+            return False
+
+    async def renew_job_leases(self, owner: str, job_ids: Collection[str], ttl: float) -> set[str]:
+        """Extend ``owner``'s leases on ``job_ids``; returns the ids it still holds."""
+        if not job_ids:
+            return set()
+        return await self._run(self._renew_job_leases, owner, list(job_ids), ttl)
+
+    def _renew_job_leases(self, owner: str, job_ids: list[str], ttl: float) -> set[str]:
+        lease = JobLeaseRow.__table__.c
+        mine = (lease.owner == owner, lease.job_id.in_(job_ids))
+        with self._session() as session, session.begin():
+            session.execute(update(_LEASES).where(*mine).values(expires_at=_now() + timedelta(seconds=ttl)))
+            return set(session.scalars(select(lease.job_id).where(*mine)))
+
+    async def release_job(self, job_id: str, owner: str) -> None:
+        """Give up ``owner``'s lease on ``job_id`` (nothing happens if it holds none)."""
+        await self._run(self._release_job, job_id, owner)
+
+    def _release_job(self, job_id: str, owner: str) -> None:
+        with self._session() as session, session.begin():
+            session.execute(
+                delete(JobLeaseRow).where(JobLeaseRow.job_id == job_id, JobLeaseRow.owner == owner)
+            )
 
     # ---- samples --------------------------------------------------------------------------------
 

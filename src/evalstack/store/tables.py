@@ -95,3 +95,17 @@ class SampleRow(Base):
     scores: Mapped[dict[str, Any]] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class JobLeaseRow(Base):
+    """Which worker process runs a job, and until when its claim holds (see ``Store.claim_job``).
+
+    A separate table (not columns of ``jobs``), so databases made before leases existed get it
+    from ``create_all`` without a migration.
+    """
+
+    __tablename__ = "job_leases"
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,452 @@
+"""Durability end to end: ``evalstack serve`` in subprocesses, killed, cut off from its model, cancelled,
+loaded with concurrent jobs and sharing its SQLite file with a second server.
+
+The promise under test: a crash, a kill or a model server that fails never loses finished work or
+corrupts stored results. Every NeMo job here is a custom chat task against our fake model server,
+whose answers (and so the expected scores) are computed here from a rule, never read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.fakes.model_server import FakeModelServer, prompt_of
+from tests.fakes.serving import free_port
+
+from evalstack.errors import ConflictError
+from evalstack.store.records import JobRecord, SampleRecord, new_job_id
+from evalstack.store.repository import Store
+
+pytestmark = pytest.mark.slow
+
+START_TIMEOUT = 30.0
+
+
+def answer(prompt: str) -> str:
+    """The fake model: right for even N, wrong for odd N."""
+    match = re.search(r"What is (\d+) squared\?", prompt)
+    if match is None:
+        return "I do not understand."
+    n = int(match.group(1))
+    return str(n * n) if n % 2 == 0 else "no idea"
+
+
+def rows_for(count: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"question": f"What is {n} squared?", "answer": str(n * n)} for n in range(start, start + count)]
+
+
+def write_dataset(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def job_body(dataset: Path, model: FakeModelServer, *, parallelism: int, **params: Any) -> dict[str, Any]:
+    """A NeMo job with an inline custom config (one chat task, string-check) and target."""
+    config = {
+        "type": "custom",
+        "params": {"parallelism": parallelism, "max_tokens": 16, **params},
+        "tasks": {
+            "qa": {
+                "type": "chat-completion",
+                "params": {"template": {"messages": [{"role": "user", "content": "{{item.question}}"}]}},
+                "dataset": {"files_url": dataset.as_uri()},
+                "metrics": {
+                    "accuracy": {
+                        "type": "string-check",
+                        "params": {"check": ["{{sample.output_text | trim}}", "equals", "{{item.answer}}"]},
+                    }
+                },
+            }
+        },
+    }
+    endpoint = {"url": f"{model.base_url}/chat/completions", "model_id": model.model_id, "format": "openai"}
+    return {"config": config, "target": {"type": "model", "model": {"api_endpoint": endpoint}}}
+
+
+def expected_accuracy(rows: list[dict[str, Any]]) -> float:
+    return sum(answer(r["question"]) == r["answer"] for r in rows) / len(rows)
+
+
+class Server:
+    """``python -m evalstack.cli serve`` on a free port over a given SQLite file."""
+
+    def __init__(self, tmp: Path, db: Path, name: str = "server") -> None:
+        self.tmp = tmp
+        self.db_url = f"sqlite:///{db}"
+        self.config = tmp / f"{name}.yaml"
+        self.config.write_text(f"embedded_model: false\ndata_roots: [{json.dumps(str(tmp))}]\n")
+        self.log = tmp / f"{name}.log"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(timeout=30.0)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        self.port = free_port()
+        env = {**os.environ, "EVALSTACK_DATA_HOME": str(self.tmp / "data"), "HF_HUB_OFFLINE": "1"}
+        env.pop("NVIDIA_EVALUATOR_URL", None)
+        cmd = [sys.executable, "-m", "evalstack.cli", "serve", "--config", str(self.config)]
+        cmd += ["--port", str(self.port), "--db", self.db_url, "--log-level", "warning"]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"evalstack serve exited with {self.proc.returncode}:\n{self.log.read_text()}"
+                )
+            try:
+                if self.http.get(f"{self.url}/v1/health", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop(kill=True)
+        raise RuntimeError(f"evalstack serve did not start:\n{self.log.read_text()}")
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    # ---- API helpers ---------------------------------------------------------------------------
+
+    def create_job(self, body: dict[str, Any]) -> str:
+        response = self.http.post(f"{self.url}/v1/evaluation/jobs", json=body)
+        assert response.status_code == 200, response.text
+        return str(response.json()["id"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.http.get(f"{self.url}/v1/evaluation/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def recorded(self, job_id: str) -> int:
+        return int(self.http.get(f"{self.url}/v1/evalstack/jobs/{job_id}").json()["samples_recorded"])
+
+    def wait_recorded(self, job_id: str, at_least: int, timeout: float = 15.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            recorded = self.recorded(job_id)
+            if recorded >= at_least:
+                return recorded
+            time.sleep(0.02)
+        raise AssertionError(f"job {job_id} recorded fewer than {at_least} samples in {timeout}s")
+
+    def wait_done(self, job_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job["status"] in ("completed", "failed", "cancelled"):
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} did not finish in {timeout}s: {self.job(job_id)}")
+
+    def results(self, job_id: str) -> dict[str, Any]:
+        response = self.http.get(f"{self.url}/v1/evaluation/jobs/{job_id}/results")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+
+def read_samples(db: Path, job_id: str) -> list[SampleRecord]:
+    """The job's stored samples, read with a Store of our own (the servers may be running)."""
+
+    async def read() -> list[SampleRecord]:
+        async with Store(f"sqlite:///{db}") as store:
+            return await store.read_samples(job_id)
+
+    return asyncio.run(read())
+
+
+def sample_view(sample: SampleRecord) -> tuple[Any, ...]:
+    """What a sample says, without volatile parts (response ids and timestamps)."""
+    return (sample.task, sample.index, sample.item, sample.output_text, sample.scores, sample.error)
+
+
+def accuracy_of(results: dict[str, Any]) -> float:
+    return float(results["tasks"]["qa"]["metrics"]["accuracy"]["scores"]["string-check"]["value"])
+
+
+def prompt_counts(fake: FakeModelServer) -> Counter[str]:
+    return Counter(prompt_of(body) for body in list(fake.requests))
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeModelServer]:
+    with FakeModelServer(answer=answer) as server:
+        yield server
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "evalstack.db"
+
+
+@pytest.fixture
+def server(tmp_path: Path, db: Path) -> Iterator[Server]:
+    running = Server(tmp_path, db).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+# ---- (a) kill -9 mid-run -------------------------------------------------------------------------
+
+
+def test_kill_9_mid_job_resumes_without_asking_again_and_matches_a_clean_run(
+    server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
+) -> None:
+    rows = rows_for(40)
+    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
+    fake.latency = 0.1
+    job_id = server.create_job(job_body(dataset, fake, parallelism=4))
+    server.wait_recorded(job_id, 8)
+    server.stop(kill=True)
+
+    before = {(s.task, s.index): sample_view(s) for s in read_samples(db, job_id)}
+    assert 8 <= len(before) < len(rows), len(before)
+    recorded_prompts = {rows[index]["question"] for _, index in before}
+    fake.reset_stats()
+    fake.latency = 0.0
+    server.start()
+    job = server.wait_done(job_id)
+    assert job["status"] == "completed", job["status_details"]
+
+    asked = prompt_counts(fake)
+    assert not recorded_prompts & set(asked), "the model was asked again for samples recorded before the kill"
+    assert max(asked.values()) == 1, "a sample was asked twice after the restart"
+    assert set(asked) == {r["question"] for r in rows} - recorded_prompts
+    after = read_samples(db, job_id)
+    assert len(after) == len(rows)
+    assert {(s.task, s.index): sample_view(s) for s in after if (s.task, s.index) in before} == before
+
+    clean_id = server.create_job(job_body(dataset, fake, parallelism=4))
+    assert server.wait_done(clean_id)["status"] == "completed"
+    resumed, clean = server.results(job_id), server.results(clean_id)
+    assert resumed["tasks"] == clean["tasks"]
+    assert resumed["groups"] == clean["groups"]
+    assert accuracy_of(resumed) == pytest.approx(expected_accuracy(rows))
+    assert [sample_view(s)[1:] for s in after] == [sample_view(s)[1:] for s in read_samples(db, clean_id)]
+
+
+# ---- (b) the model server dies mid-job -----------------------------------------------------------
+
+
+def test_model_server_dying_mid_job_records_infrastructure_errors_and_keeps_earlier_samples(
+    server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
+) -> None:
+    rows = rows_for(30)
+    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
+    fake.latency = 0.1
+    body = job_body(dataset, fake, parallelism=2, max_retries=1, request_timeout=2)
+    job_id = server.create_job(body)
+    server.wait_recorded(job_id, 6)
+    fake.stop()
+    before = {(s.task, s.index): sample_view(s) for s in read_samples(db, job_id)}
+    assert all(view[-1] is None for view in before.values())
+
+    job = server.wait_done(job_id, timeout=20)
+    samples = read_samples(db, job_id)
+    assert len(samples) == len(rows)
+    assert len({(s.task, s.index) for s in samples}) == len(rows)
+    assert {(s.task, s.index): sample_view(s) for s in samples if (s.task, s.index) in before} == before
+    failed = [s for s in samples if s.error is not None]
+    assert failed, "no sample failed although the model server was gone"
+    assert all(s.extra.get("error_kind") == "inference" for s in failed)
+    assert all(s.scores == {} for s in failed), "an infrastructure error was scored as a wrong answer"
+    # Some samples succeeded, so the job completes; its status says how many failed.
+    assert job["status"] == "completed", job
+    message = job["status_details"]["message"]
+    assert message == f"Completed: {len(rows)} samples processed, {len(failed)} failed"
+    task = server.results(job_id)["tasks"]["qa"]
+    ok = [s for s in samples if s.error is None]
+    assert task["data"] == {"samples": len(rows), "samples_failed": len(failed)}
+    score = task["metrics"]["accuracy"]["scores"]["string-check"]
+    assert score["stats"]["count"] == len(ok)
+    assert score["value"] == pytest.approx(expected_accuracy([s.item for s in ok]))
+
+    # A restart neither re-runs nor duplicates the finished job's samples.
+    server.stop(kill=True)
+    server.start()
+    assert server.job(job_id)["status"] == job["status"]
+    time.sleep(0.5)
+    assert len(read_samples(db, job_id)) == len(rows)
+
+
+# ---- (c) cancel mid-run --------------------------------------------------------------------------
+
+
+def test_cancelled_job_keeps_its_finished_samples_readable(
+    server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
+) -> None:
+    rows = rows_for(40)
+    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
+    fake.latency = 0.1
+    job_id = server.create_job(job_body(dataset, fake, parallelism=2))
+    seen = server.wait_recorded(job_id, 6)
+    response = server.http.post(f"{server.url}/v1/evaluation/jobs/{job_id}/cancel")
+    assert response.status_code == 200, response.text
+    job = server.wait_done(job_id, timeout=10)
+    assert job["status"] == "cancelled"
+
+    samples = read_samples(db, job_id)
+    assert seen <= len(samples) < len(rows)
+    assert all(s.error is None and s.output_text == answer(s.item["question"]) for s in samples)
+    assert server.recorded(job_id) == len(samples)
+    assert job["status_details"]["samples_processed"] >= len(samples) - 2  # the final snapshot
+
+    # Aggregated results are for completed jobs only; the per-sample outputs are downloadable.
+    assert server.http.get(f"{server.url}/v1/evaluation/jobs/{job_id}/results").status_code == 409
+    download = server.http.get(f"{server.url}/v1/evaluation/jobs/{job_id}/download-results")
+    assert download.status_code == 200, download.text
+    with zipfile.ZipFile(io.BytesIO(download.content)) as zipped:
+        per_sample = [
+            json.loads(zipped.read(name))
+            for name in zipped.namelist()
+            if name.endswith("results.json") and name != "results.json"
+        ]
+    assert len(per_sample) == 1 and len(per_sample[0]["qa"]) == len(samples)
+
+    # Cancelled stays cancelled across a restart, samples untouched.
+    server.stop()
+    server.start()
+    assert server.job(job_id)["status"] == "cancelled"
+    assert [sample_view(s) for s in read_samples(db, job_id)] == [sample_view(s) for s in samples]
+
+
+# ---- (d) concurrent jobs on one SQLite file ------------------------------------------------------
+
+
+def test_concurrent_jobs_under_load_keep_exact_counts(
+    server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
+) -> None:
+    sizes = [300, 250, 200]
+    jobs: list[tuple[str, list[dict[str, Any]]]] = []
+    for number, size in enumerate(sizes):
+        rows = rows_for(size, start=1000 * (number + 1))
+        dataset = write_dataset(tmp_path / f"load-{number}.jsonl", rows)
+        jobs.append((server.create_job(job_body(dataset, fake, parallelism=16)), rows))
+    for job_id, rows in jobs:
+        job = server.wait_done(job_id, timeout=30)
+        assert job["status"] == "completed", job["status_details"]
+        samples = read_samples(db, job_id)
+        assert [s.index for s in samples] == list(range(len(rows)))
+        assert [s.item for s in samples] == rows, "a job holds another job's samples"
+        assert all(s.output_text == answer(s.item["question"]) for s in samples)
+        assert server.recorded(job_id) == len(rows)
+        assert accuracy_of(server.results(job_id)) == pytest.approx(expected_accuracy(rows))
+    assert sum(prompt_counts(fake).values()) == sum(sizes)
+
+
+# ---- (e) a second server on the same SQLite file -------------------------------------------------
+
+
+def test_second_server_on_the_same_file_reads_and_does_not_run_a_live_job_twice(
+    server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
+) -> None:
+    rows = rows_for(120)
+    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
+    fake.latency = 0.1
+    job_id = server.create_job(job_body(dataset, fake, parallelism=4))
+    server.wait_recorded(job_id, 4)
+    second = Server(tmp_path, db, name="second").start()
+    try:
+        # Reads through the second server see the first one's live job.
+        assert second.job(job_id)["status"] == "running"
+        assert second.recorded(job_id) >= 4
+        # Both write at once: a job of the second server runs while the first one's continues.
+        other_rows = rows_for(60, start=500)
+        other_id = second.create_job(
+            job_body(write_dataset(tmp_path / "other.jsonl", other_rows), fake, parallelism=8)
+        )
+        assert second.wait_done(other_id)["status"] == "completed"
+        assert server.wait_done(job_id)["status"] == "completed"
+        assert second.job(job_id)["status"] == "completed"
+    finally:
+        second.stop()
+    asked = prompt_counts(fake)
+    assert max(asked.values()) == 1, f"a live job was run twice: {[p for p, n in asked.items() if n > 1][:5]}"
+    assert len(read_samples(db, job_id)) == len(rows)
+    assert len(read_samples(db, other_id)) == len(other_rows)
+    assert accuracy_of(server.results(job_id)) == pytest.approx(expected_accuracy(rows))
+
+
+def test_a_cancel_through_the_second_server_stops_the_job_where_it_runs(
+    server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
+) -> None:
+    rows = rows_for(200)
+    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
+    fake.latency = 0.1
+    job_id = server.create_job(job_body(dataset, fake, parallelism=2))
+    second = Server(tmp_path, db, name="second").start()
+    try:
+        server.wait_recorded(job_id, 4)
+        response = second.http.post(f"{second.url}/v1/evaluation/jobs/{job_id}/cancel")
+        assert response.status_code == 200, response.text
+        assert server.wait_done(job_id, timeout=10)["status"] == "cancelled"
+        settled = len(fake.requests)
+        time.sleep(1.5)  # more than the holder's lease check: it must have stopped asking
+        assert len(fake.requests) == settled
+        assert second.job(job_id)["status"] == "cancelled"
+        samples = read_samples(db, job_id)
+        assert 4 <= len(samples) < len(rows)
+        assert server.recorded(job_id) == len(samples)
+    finally:
+        second.stop()
+
+
+# ---- the store's guards --------------------------------------------------------------------------
+
+
+async def test_job_leases_let_one_owner_run_a_job_and_a_dead_one_be_replaced(db: Path) -> None:
+    async with Store(f"sqlite:///{db}") as first, Store(f"sqlite:///{db}") as second:
+        job = await first.create_job(JobRecord(id=new_job_id(), front="nemo", spec={}))
+        assert await first.claim_job(job.id, "a", ttl=30)
+        assert not await second.claim_job(job.id, "b", ttl=30)
+        assert await first.claim_job(job.id, "a", ttl=30)  # renewing one's own claim
+        assert await first.renew_job_leases("a", [job.id], ttl=30) == {job.id}
+        assert await second.renew_job_leases("b", [job.id], ttl=30) == set()
+        assert not await second.claim_job(job.id, "b", ttl=30, owner_gone=lambda owner: owner == "x")
+        assert await second.claim_job(job.id, "b", ttl=30, owner_gone=lambda owner: owner == "a")
+        await first.release_job(job.id, "a")  # not a's any more: nothing happens
+        assert not await first.claim_job(job.id, "a", ttl=30)
+        await second.release_job(job.id, "b")
+        assert await first.claim_job(job.id, "a", ttl=0.01)
+        await asyncio.sleep(0.05)
+        assert await second.claim_job(job.id, "b", ttl=30)  # a's lease expired
+
+
+async def test_a_guarded_status_change_never_overwrites_a_finished_job(db: Path) -> None:
+    async with Store(f"sqlite:///{db}") as store:
+        job = await store.create_job(JobRecord(id=new_job_id(), front="nemo", spec={}, status="running"))
+        await store.update_job(job.id, status="completed", result={"ok": 1})
+        with pytest.raises(ConflictError, match="is completed"):
+            await store.update_job(job.id, expected_status={"running", "cancelling"}, status="cancelling")
+        after = await store.get_job(job.id)
+        assert after is not None and after.status == "completed" and after.result == {"ok": 1}
