@@ -41,9 +41,11 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from evalstack.engine import datasets
 from evalstack.engine.benchmarks import ACADEMIC_TYPES, compile_academic_plan, is_academic
 from evalstack.engine.datasets import load_rows
 from evalstack.engine.metrics.nemo import nemo_metric
@@ -346,6 +348,30 @@ def read_output(row: Mapping[str, Any]) -> SampleOutput:
     return SampleOutput(text, response_dict)
 
 
+def check_files_url(files_url: str, settings: Settings, where: str) -> None:
+    """Check a dataset location without reading it, so a bad one fails the job's creation, not its run.
+
+    Local paths and ``file://`` URLs must lie under the data roots and exist; ``hf://`` style URLs must
+    parse; other schemes than those :func:`load_rows` reads are rejected. Errors are prefixed with ``where``.
+    """
+    url = files_url.strip()
+    scheme = urlparse(url).scheme.lower()
+    try:
+        if url.startswith(("hf://", "huggingface://", "nds:")):
+            datasets.parse_hf_url(url)
+        elif url.startswith("data:") or scheme in ("http", "https"):
+            return
+        elif scheme in ("", "file") or datasets._looks_like_windows_drive(url):
+            datasets._resolve_local(url, settings)
+        else:
+            raise InvalidInputError(
+                f"Dataset URL {url!r} has an unsupported scheme {scheme!r}; "
+                f"accepted: {datasets._ACCEPTED_URLS}."
+            )
+    except (InvalidInputError, NotFoundError) as exc:
+        raise type(exc)(f"{where}: {exc.message}", detail=exc.detail) from None
+
+
 async def _dataset_source(
     dataset: str | NemoDataset,
     *,
@@ -546,7 +572,10 @@ async def _compile_custom(
                     f"{where} is a {task.type} task: params.template needs {key!r} "
                     f'(e.g. {{"template": {{"{key}": ...}}}}).'
                 )
-            check_templates(template)
+            try:
+                check_templates(template)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{where} params.template: {exc.message}") from None
             request_params = _request_params([config_params, params])
             plan.build_request = _request_builder(kind, dict(template), request_params, where)
         plans.append(plan)
@@ -554,6 +583,7 @@ async def _compile_custom(
 
     groups = config.groups or {}
     _check_groups(groups, set(compiled), "config.groups")
+    _check_dataset_files(config, target, settings)
 
     def summarize(samples: Mapping[str, Sequence[SampleRecord]]) -> dict[str, Any]:
         return summarize_results(compiled, groups, samples)
@@ -566,6 +596,18 @@ async def _compile_custom(
         max_retries=max_retries,
         request_timeout=request_timeout,
     )
+
+
+def _check_dataset_files(config: NemoConfig, target: NemoTarget, settings: Settings) -> None:
+    """Locate every dataset file the plan will read (see :func:`check_files_url`), after the other checks."""
+    if target.type == "cached_outputs":
+        url = str((target.cached_outputs or {})["files_url"])
+        check_files_url(url, settings, "target.cached_outputs.files_url")
+    elif target.type == "dataset" and isinstance(target.dataset, NemoDataset):
+        check_files_url(target.dataset.files_url, settings, "target.dataset.files_url")
+    for name, task in (config.tasks or {}).items():
+        if isinstance(task.dataset, NemoDataset):
+            check_files_url(task.dataset.files_url, settings, f"Task {name!r} dataset.files_url")
 
 
 def _check_groups(groups: Mapping[str, NemoGroup], tasks: set[str], where: str) -> None:

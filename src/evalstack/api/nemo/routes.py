@@ -44,6 +44,9 @@ from evalstack.api.nemo.models import (
     utc_now,
 )
 from evalstack.engine import nemo_plan
+from evalstack.engine.metrics.nemo import nemo_metric
+from evalstack.engine.metrics.nemo_base import MetricDeps, resolve_model_spec
+from evalstack.engine.templates import check_templates
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleRecord, new_job_id
 
@@ -111,13 +114,18 @@ class NemoEvaluatorAPI:
 
     # ---- validation ---------------------------------------------------------------------------
 
-    def check_engine_model(self, kind: Kind, body: Mapping[str, Any], loc: list[str | int]) -> None:
+    async def check_engine_model(self, kind: Kind, body: Mapping[str, Any], loc: list[str | int]) -> None:
         """Validate a config or target with the engine's models: 422 naming the field and what is accepted.
 
-        Checks the shape, the config ``type`` (against the engine's compilers), each task's ``params``
-        and the target's type-specific fields. Metrics and datasets are checked when a job compiles.
+        Checks the shape, the config ``type`` (against the engine's compilers), each task's ``params``,
+        template syntax and metrics, and the target's type-specific fields (an ``api_endpoint`` model
+        included). Model and dataset references are resolved, and dataset files located, when a job
+        compiles: a stored config or target may name what is registered later.
         """
         part = {k: v for k, v in body.items() if k not in nemo_plan.ENTITY_FIELDS and v is not None}
+        if "type" not in part:
+            supported = nemo_plan.CONFIG_COMPILERS if kind == "config" else nemo_plan.TARGET_TYPES
+            raise invalid(f"type is required; supported {kind} types: {', '.join(supported)}", [*loc, "type"])
         if kind == "config" and isinstance(part.get("tasks"), list):
             raise invalid(
                 "tasks is a list (the early-access format); map task names to tasks: "
@@ -127,37 +135,60 @@ class NemoEvaluatorAPI:
         try:
             _ENGINE_MODELS[kind].model_validate(part)
         except ValidationError as exc:
-            raise from_validation_error(exc, loc) from None
+            raise from_validation_error(exc, loc, model=_ENGINE_MODELS[kind]) from None
         if kind == "config":
-            supported = list(nemo_plan.CONFIG_COMPILERS)
-            if part["type"] not in supported:
-                raise invalid(
-                    f"config type {part['type']!r} is not supported by the local engine; "
-                    f"supported: {', '.join(supported)}",
-                    [*loc, "type"],
-                )
-            for name, task in (part.get("tasks") or {}).items():
-                try:
-                    nemo_plan.NemoTaskParams.model_validate(task.get("params") or {})
-                except ValidationError as exc:
-                    raise from_validation_error(exc, [*loc, "tasks", name, "params"]) from None
+            await self._check_config_parts(part, loc)
         else:
             try:
-                nemo_plan.parse_target(part)
+                parsed = nemo_plan.parse_target(part)
+                if parsed.type == "model" and isinstance(parsed.model, Mapping):
+                    await resolve_model_spec(parsed.model, None, "target.model")
             except InvalidInputError as exc:
-                raise invalid(exc.message, loc) from None
+                raise invalid(
+                    exc.message, [*loc, "model"] if "target.model" in exc.message else loc
+                ) from None
 
-    def parse_inline(self, kind: Kind, body: Mapping[str, Any], loc: list[str | int]) -> dict[str, Any]:
+    async def _check_config_parts(self, part: Mapping[str, Any], loc: list[str | int]) -> None:
+        """The config ``type``, and each task's params, template syntax and metrics."""
+        supported = list(nemo_plan.CONFIG_COMPILERS)
+        if part["type"] not in supported:
+            raise invalid(
+                f"config type {part['type']!r} is not supported by the local engine; "
+                f"supported: {', '.join(supported)}",
+                [*loc, "type"],
+            )
+        deps = MetricDeps(registry=self.services.registry, clients=self.services.clients)
+        for name, task in (part.get("tasks") or {}).items():
+            where = [*loc, "tasks", name]
+            try:
+                params = nemo_plan.NemoTaskParams.model_validate(task.get("params") or {})
+            except ValidationError as exc:
+                raise from_validation_error(exc, [*where, "params"], model=nemo_plan.NemoTaskParams) from None
+            try:
+                check_templates(params.template)
+            except InvalidInputError as exc:
+                raise invalid(f"task {name!r}: {exc.message}", [*where, "params", "template"]) from None
+            if part["type"] != "custom":
+                continue
+            for metric_name, spec in (task.get("metrics") or {}).items():
+                try:
+                    await nemo_metric(metric_name, spec, deps)
+                except NotFoundError:
+                    pass  # a judge model registered later; the job's compile resolves it
+                except InvalidInputError as exc:
+                    raise invalid(f"task {name!r}: {exc.message}", [*where, "metrics", metric_name]) from None
+
+    async def parse_inline(self, kind: Kind, body: Mapping[str, Any], loc: list[str | int]) -> dict[str, Any]:
         """An inline config or target of a job body, checked like a created entity (not stored)."""
         model = _BODY_MODELS[kind]
         try:
             parsed = model.model_validate(body)
         except ValidationError as exc:
-            raise from_validation_error(exc, loc, accepted=list(model.model_fields)) from None
+            raise from_validation_error(exc, loc, accepted=list(model.model_fields), model=model) from None
         entity = {
             k: v for k, v in parsed.model_dump(mode="json", exclude_unset=True).items() if v is not None
         }
-        self.check_engine_model(kind, entity, loc)
+        await self.check_engine_model(kind, entity, loc)
         return {k: v for k, v in entity.items() if k not in SERVER_FIELDS}
 
     async def resolve(self, kind: Kind, value: str | dict[str, Any], namespace: str) -> dict[str, Any]:
@@ -171,7 +202,7 @@ class NemoEvaluatorAPI:
                     f"{_LABEL[kind]} '{ref}' not found; create it with POST /v1/evaluation/{kind}s "
                     f"or pass the {kind} inline"
                 ) from None
-        return self.parse_inline(kind, value, ["body", kind])
+        return await self.parse_inline(kind, value, ["body", kind])
 
     # ---- configs and targets ------------------------------------------------------------------
 
@@ -184,7 +215,7 @@ class NemoEvaluatorAPI:
 
     async def create_entity(self, kind: Kind, body: BaseModel) -> dict[str, Any]:
         given = {k: v for k, v in body.model_dump(mode="json", exclude_unset=True).items() if v is not None}
-        self.check_engine_model(kind, given, ["body"])
+        await self.check_engine_model(kind, given, ["body"])
         entity_id = new_entity_id(kind)
         now = isoformat(utc_now())
         entity = {k: v for k, v in given.items() if k not in SERVER_FIELDS}
@@ -212,7 +243,7 @@ class NemoEvaluatorAPI:
         async with self._entity_lock:
             current = await self.get_entity(kind, namespace, name)
             updated = {**current, **changes, "updated_at": isoformat(utc_now())}
-            self.check_engine_model(kind, updated, ["body"])
+            await self.check_engine_model(kind, updated, ["body"])
             old_ref, new_ref = f"{namespace}/{name}", f"{updated['namespace']}/{updated['name']}"
             if new_ref == old_ref:
                 await self.services.registry.put_nemo(kind, updated, replace=True)
@@ -251,6 +282,16 @@ class NemoEvaluatorAPI:
     async def compile(self, config: dict[str, Any], target: dict[str, Any]) -> EvalPlan:
         """The job's plan; compiled once at creation so a bad config or target fails the request."""
         services = self.services
+        model = target.get("model")
+        if target.get("type") == "model" and isinstance(model, str):
+            try:
+                await resolve_model_spec(model, services.registry, "target.model")
+            except NotFoundError:
+                raise NotFoundError(
+                    f"target.model: model {model!r} is not registered in evalstack; register it first "
+                    '(POST /v1/models) or give the target an endpoint: {"api_endpoint": {"url": ..., '
+                    '"model_id": ...}}'
+                ) from None
         return await nemo_plan.compile_nemo_plan(
             config, target, registry=services.registry, clients=services.clients, settings=services.settings
         )
