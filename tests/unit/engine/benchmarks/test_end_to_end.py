@@ -185,7 +185,11 @@ async def test_missing_dataset_names_where_it_looked(tmp_path: Path, monkeypatch
     from evalstack.inference.base import ModelEndpoint
 
     monkeypatch.setenv("EVALSTACK_DATA_DIR", str(tmp_path / "nowhere"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Offline for this test only: huggingface_hub reads the environment once, at import, so setting
+    # HF_HUB_OFFLINE here would leak into every later test if this were its first import.
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     settings = Settings(data_dir=tmp_path, data_roots=[tmp_path], hf_endpoint="http://127.0.0.1:9")
     endpoint = ModelEndpoint(kind="openai", model="m", base_url="http://127.0.0.1:9/v1")
     plan = await compile_academic_plan({"type": "boolq"}, endpoint, settings=settings, clients=None)
