@@ -11,11 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import zipfile
 from collections import Counter
@@ -26,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.fakes.model_server import FakeModelServer, prompt_of
-from tests.fakes.serving import free_port
+from tests.fakes.serving import ServeProcess
 
 from evalstack.errors import ConflictError
 from evalstack.store.records import JobRecord, SampleRecord, new_job_id
@@ -82,59 +78,13 @@ def expected_accuracy(rows: list[dict[str, Any]]) -> float:
     return sum(answer(r["question"]) == r["answer"] for r in rows) / len(rows)
 
 
-class Server:
-    """``python -m evalstack.cli serve`` on a free port over a given SQLite file."""
+class Server(ServeProcess):
+    """``evalstack serve`` over a given SQLite file, with an HTTP client for the NeMo API."""
 
     def __init__(self, tmp: Path, db: Path, name: str = "server") -> None:
-        self.tmp = tmp
-        self.db_url = f"sqlite:///{db}"
-        self.config = tmp / f"{name}.yaml"
-        self.config.write_text(f"embedded_model: false\ndata_roots: [{json.dumps(str(tmp))}]\n")
-        self.log = tmp / f"{name}.log"
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        config = f"embedded_model: false\ndata_roots: [{json.dumps(str(tmp))}]\n"
+        super().__init__(tmp, config, db_url=f"sqlite:///{db}", name=name, start_timeout=START_TIMEOUT)
         self.http = httpx.Client(timeout=30.0)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Server:
-        self.port = free_port()
-        env = {**os.environ, "EVALSTACK_DATA_HOME": str(self.tmp / "data"), "HF_HUB_OFFLINE": "1"}
-        env.pop("NVIDIA_EVALUATOR_URL", None)
-        cmd = [sys.executable, "-m", "evalstack.cli", "serve", "--config", str(self.config)]
-        cmd += ["--port", str(self.port), "--db", self.db_url, "--log-level", "warning"]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"evalstack serve exited with {self.proc.returncode}:\n{self.log.read_text()}"
-                )
-            try:
-                if self.http.get(f"{self.url}/v1/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop(kill=True)
-        raise RuntimeError(f"evalstack serve did not start:\n{self.log.read_text()}")
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
-
-    # ---- API helpers ---------------------------------------------------------------------------
 
     def create_job(self, body: dict[str, Any]) -> str:
         response = self.http.post(f"{self.url}/v1/evaluation/jobs", json=body)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import httpx
 import pytest
 from llama_stack_client import BadRequestError, LlamaStackClient, NotFoundError
 from tests.fakes.model_server import FakeModelServer
-from tests.fakes.serving import free_port
+from tests.fakes.serving import ServeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -66,68 +65,15 @@ def expected_scores(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
 # ---- the server under test ----------------------------------------------------------------------
 
 
-class ServerProcess:
-    """``python -m evalstack.cli serve`` on a free port, with its own data directory and database."""
+class ServerProcess(ServeProcess):
+    """``evalstack serve`` with its own data directory and database, and a client for it."""
 
     def __init__(self, tmp: Path, config: str = "embedded_model: false\ndefault_parallelism: 8\n") -> None:
-        self.tmp = tmp
-        self.db_url = f"sqlite:///{tmp / 'evalstack.db'}"
-        self.config = tmp / "evalstack.yaml"
-        self.config.write_text(config)
-        self.log = tmp / "server.log"
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(tmp, config, name="evalstack", start_timeout=SERVER_START_TIMEOUT)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ServerProcess:
-        self.port = free_port()
-        env = {**os.environ, "EVALSTACK_DATA_HOME": str(self.tmp / "data"), "HF_HUB_OFFLINE": "1"}
-        env.pop("NVIDIA_EVALUATOR_URL", None)
-        cmd = [
-            sys.executable,
-            "-m",
-            "evalstack.cli",
-            "serve",
-            "--config",
-            str(self.config),
-            "--port",
-            str(self.port),
-            "--db",
-            self.db_url,
-            "--log-level",
-            "warning",
-        ]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"evalstack serve exited with {self.proc.returncode}:\n{self.log.read_text()}"
-                )
-            try:
-                if httpx.get(f"{self.base_url}/v1/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"evalstack serve did not start:\n{self.log.read_text()}")
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
+        return self.url
 
     def client(self) -> LlamaStackClient:
         return LlamaStackClient(base_url=self.base_url, max_retries=0, timeout=30.0)

@@ -12,23 +12,18 @@ server. Expected BLEU scores are computed here with sacrebleu from the fake's an
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sacrebleu
 import yaml
 from llama_stack_client import LlamaStackClient
 from tests.fakes.hf_hub import FakeHub
 from tests.fakes.model_server import FakeModelServer
-from tests.fakes.serving import free_port
+from tests.fakes.serving import ServeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -98,62 +93,14 @@ def answer(prompt: str) -> str:
     return ANSWERS.get(prompt.strip(), "unknown prompt")
 
 
-class ServerProcess:
-    """``evalstack serve`` in a subprocess with only the local provider and the fake Hub as hf_endpoint."""
-
-    def __init__(self, tmp: Path, hub_url: str) -> None:
-        self.tmp = tmp
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = tmp / "evalstack.yaml"
-        self.config.write_text(
-            yaml.safe_dump(
-                {
-                    "embedded_model": False,
-                    "hf_endpoint": hub_url,
-                    "providers": [{"provider_id": "local", "provider_type": "inline::local"}],
-                }
-            ),
-            encoding="utf-8",
-        )
-        self.log = tmp / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ServerProcess:
-        env = {**os.environ, "EVALSTACK_DATA_HOME": str(self.tmp / "data")}
-        for name in ("NVIDIA_EVALUATOR_URL", "HF_ENDPOINT", "HF_HUB_OFFLINE", "EVALSTACK_DB_URL"):
-            env.pop(name, None)
-        command = [
-            sys.executable, "-m", "evalstack.cli", "serve",
-            "--config", str(self.config),
-            "--port", str(self.port),
-            "--db", f"sqlite:///{self.tmp / 'x.db'}",
-            "--log-level", "warning",
-        ]  # fmt: skip
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"evalstack serve exited {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/v1/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"evalstack serve did not start:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
+def local_only_server(tmp: Path, hub_url: str) -> ServeProcess:
+    """``evalstack serve`` with only the local provider and the fake Hub as hf_endpoint."""
+    config = {
+        "embedded_model": False,
+        "hf_endpoint": hub_url,
+        "providers": [{"provider_id": "local", "provider_type": "inline::local"}],
+    }
+    return ServeProcess(tmp, yaml.safe_dump(config), db_url=f"sqlite:///{tmp / 'x.db'}", offline=False)
 
 
 @pytest.fixture
@@ -170,8 +117,8 @@ def model() -> Iterator[FakeModelServer]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, hub: FakeHub) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path, hub.url).start()
+def server(tmp_path: Path, hub: FakeHub) -> Iterator[ServeProcess]:
+    proc = local_only_server(tmp_path, hub.url).start()
     try:
         yield proc
     finally:
@@ -179,7 +126,7 @@ def server(tmp_path: Path, hub: FakeHub) -> Iterator[ServerProcess]:
 
 
 def test_seed_custom_evaluation_runs_on_the_local_provider(
-    server: ServerProcess, hub: FakeHub, model: FakeModelServer
+    server: ServeProcess, hub: FakeHub, model: FakeModelServer
 ) -> None:
     client = LlamaStackClient(base_url=server.url, max_retries=0, timeout=30.0)
     client.models.register(

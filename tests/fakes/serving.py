@@ -5,16 +5,23 @@
     ...
     server.stop()
 
-``BackgroundServer`` is also a context manager (start on enter, stop on exit).
+``BackgroundServer`` is also a context manager (start on enter, stop on exit). ``ServeProcess`` runs
+``evalstack serve`` itself in a subprocess.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
+import httpx
 import uvicorn
 
 HOST = "127.0.0.1"
@@ -74,3 +81,76 @@ class BackgroundServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ServeProcess:
+    """``python -m evalstack.cli serve`` in a subprocess on a free port, for tests that kill and restart it.
+
+    Each ``start()`` picks a new port (``url``). The server gets its own data directory under ``workdir``,
+    the given config file text and database URL, and none of the environment variables that would
+    change its providers, Hub or database behind the test's back. ``offline`` sets ``HF_HUB_OFFLINE``.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        config: str,
+        *,
+        db_url: str | None = None,
+        name: str = "server",
+        offline: bool = True,
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.workdir = workdir
+        self.db_url = db_url or f"sqlite:///{workdir / 'evalstack.db'}"
+        self.config = workdir / f"{name}.yaml"
+        self.config.write_text(config, encoding="utf-8")
+        self.log = workdir / f"{name}.log"
+        self.offline = offline
+        self.start_timeout = start_timeout
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> Self:
+        """Start the server and return once ``/v1/health`` answers (RuntimeError with its log otherwise)."""
+        self.port = free_port()
+        env = {**os.environ, "EVALSTACK_DATA_HOME": str(self.workdir / "data")}
+        for name in ("NVIDIA_EVALUATOR_URL", "HF_ENDPOINT", "HF_HUB_OFFLINE", "EVALSTACK_DB_URL"):
+            env.pop(name, None)
+        if self.offline:
+            env["HF_HUB_OFFLINE"] = "1"
+        command = [sys.executable, "-m", "evalstack.cli", "serve", "--config", str(self.config)]
+        command += ["--port", str(self.port), "--db", self.db_url, "--log-level", "warning"]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"evalstack serve exited with {self.proc.returncode}:\n{self.log.read_text()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop(kill=True)
+        raise RuntimeError(f"evalstack serve did not start:\n{self.log.read_text()}")
+
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM (or SIGKILL, to simulate a crash) and wait for the process to end."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
