@@ -119,13 +119,8 @@ class EvaluationConfigBody(EntityFieldsBody):
     groups: dict[str, Any] | None = None
 
 
-class EvaluationConfigPatch(EntityFieldsBody):
+class EvaluationConfigPatch(EvaluationConfigBody):
     """``PATCH /v1/evaluation/configs/{namespace}/{name}``: the fields given replace the stored ones."""
-
-    type: str | None = Field(default=None, min_length=1)
-    params: dict[str, Any] | None = None
-    tasks: dict[str, Any] | list[Any] | None = None
-    groups: dict[str, Any] | None = None
 
 
 class EvaluationTargetBody(EntityFieldsBody):
@@ -141,59 +136,45 @@ class EvaluationTargetBody(EntityFieldsBody):
     rag: dict[str, Any] | None = None
 
 
-class EvaluationTargetPatch(EntityFieldsBody):
-    """``PATCH /v1/evaluation/targets/{namespace}/{name}``."""
-
-    type: str | None = Field(default=None, min_length=1)
-    model: str | dict[str, Any] | None = None
-    rows: list[dict[str, Any]] | None = None
-    dataset: str | dict[str, Any] | None = None
-    cached_outputs: dict[str, Any] | None = None
-    retriever: dict[str, Any] | None = None
-    rag: dict[str, Any] | None = None
+class EvaluationTargetPatch(EvaluationTargetBody):
+    """``PATCH /v1/evaluation/targets/{namespace}/{name}``: the fields given replace the stored ones."""
 
 
-class EvaluationConfig(WireModel):
+class Entity(WireModel):
+    """The fields every stored NeMo entity (config, target) carries."""
+
+    id: str | None = None
+    name: str | None = None
+    namespace: str | None = None
+    description: str | None = None
+    project: str | None = None
+    custom_fields: dict[str, Any] | None = None
+    ownership: Ownership | None = None
+    schema_version: str | None = None
+    type_prefix: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class EvaluationConfig(Entity):
     """An evaluation config entity (SDK ``EvaluationConfig``)."""
 
     type: str
-    id: str | None = None
-    name: str | None = None
-    namespace: str | None = None
-    description: str | None = None
-    project: str | None = None
-    custom_fields: dict[str, Any] | None = None
-    ownership: Ownership | None = None
     params: dict[str, Any] | None = None
     tasks: dict[str, Any] | None = None
     groups: dict[str, Any] | None = None
-    schema_version: str | None = None
-    type_prefix: str | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
 
 
-class EvaluationTarget(WireModel):
+class EvaluationTarget(Entity):
     """An evaluation target entity (SDK ``EvaluationTarget``)."""
 
     type: str
-    id: str | None = None
-    name: str | None = None
-    namespace: str | None = None
-    description: str | None = None
-    project: str | None = None
-    custom_fields: dict[str, Any] | None = None
-    ownership: Ownership | None = None
     model: str | dict[str, Any] | None = None
     rows: list[dict[str, Any]] | None = None
     dataset: str | dict[str, Any] | None = None
     cached_outputs: dict[str, Any] | None = None
     retriever: dict[str, Any] | None = None
     rag: dict[str, Any] | None = None
-    schema_version: str | None = None
-    type_prefix: str | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
 
 
 # ---- jobs -------------------------------------------------------------------------------------
