@@ -23,29 +23,13 @@ import pytest
 from llama_stack_client import BadRequestError, LlamaStackClient
 from tests.fakes.hf_hub import FakeHub
 from tests.fakes.model_server import FakeModelServer
+from tests.fakes.seed_example import BENCHMARK_ID, SEED_CONFIG
 from tests.fakes.serving import BackgroundServer, free_port
 
 from evalstack.config import ProviderEntry, Settings
 from evalstack.server import create_app
 
 pytestmark = pytest.mark.slow
-
-BENCHMARK_ID = "my-custom-benchmark"
-HF_FILES_URL = "hf://datasets/default/sample-basic-test/testing/testing.jsonl"
-
-# The custom-evaluation example of the original change, as its README registers it.
-SEED_CONFIG: dict[str, Any] = {
-    "type": "custom",
-    "params": {"parallelism": 8},
-    "tasks": {
-        "qa": {
-            "type": "completion",
-            "params": {"template": {"prompt": "{{prompt}}", "max_tokens": 200}},
-            "dataset": {"files_url": HF_FILES_URL},
-            "metrics": {"bleu": {"type": "bleu", "params": {"references": ["{{ideal_response}}"]}}},
-        }
-    },
-}
 
 ROWS = [
     {"prompt": "What is the capital of France?", "ideal_response": "The capital of France is Paris."},

@@ -23,55 +23,11 @@ import yaml
 from llama_stack_client import LlamaStackClient
 from tests.fakes.hf_hub import FakeHub
 from tests.fakes.model_server import FakeModelServer
+from tests.fakes.seed_example import BENCHMARK_ID, HUB_PATH, HUB_REPO, SEED_REGISTER_BODY
 from tests.fakes.serving import ServeProcess
 
 pytestmark = pytest.mark.slow
 
-# "Example for register a custom evaluation" from the original change's README, verbatim
-# (the body of POST /eval/benchmarks).
-SEED_REGISTER_BODY = json.loads(
-    """
-{
-"benchmark_id": "my-custom-benchmark",
-"dataset_id": "",
-"scoring_functions": [],
-"metadata": {
-"type": "custom",
-"params": {
-"parallelism": 8
-},
-"tasks": {
-"qa": {
-"type": "completion",
-"params": {
-"template": {
-"prompt": "{{prompt}}",
-"max_tokens": 200
-}
-},
-"dataset": {
-"files_url": "hf://datasets/default/sample-basic-test/testing/testing.jsonl"
-},
-"metrics": {
-"bleu": {
-"type": "bleu",
-"params": {
-"references": [
-"{{ideal_response}}"
-]
-}
-}
-}
-}
-}
-}
-}
-"""
-)
-
-BENCHMARK_ID = SEED_REGISTER_BODY["benchmark_id"]
-HUB_REPO = "default/sample-basic-test"
-HUB_PATH = "testing/testing.jsonl"
 
 ROWS = [
     {"prompt": "What is the capital of France?", "ideal_response": "The capital of France is Paris."},

@@ -26,42 +26,8 @@ from evalstack.store.records import SampleRecord
 from evalstack.store.repository import Store
 from tests.fakes.hf_hub import FakeHub
 from tests.fakes.model_server import FakeModelServer
+from tests.fakes.seed_example import SEED_CONFIG
 
-# The "metadata" of the README's "register a custom evaluation" example, verbatim.
-SEED_CONFIG = json.loads(
-    """
-{
-    "type": "custom",
-    "params": {
-        "parallelism": 8
-    },
-    "tasks": {
-        "qa": {
-            "type": "completion",
-            "params": {
-                "template": {
-                    "prompt": "{{prompt}}",
-                    "max_tokens": 200
-                }
-            },
-            "dataset": {
-                "files_url": "hf://datasets/default/sample-basic-test/testing/testing.jsonl"
-            },
-            "metrics": {
-                "bleu": {
-                    "type": "bleu",
-                    "params": {
-                        "references": [
-                            "{{ideal_response}}"
-                        ]
-                    }
-                }
-            }
-        }
-    }
-}
-"""
-)
 SEED_MODEL = "meta-llama/Llama3.1-8B-Instruct"
 QA_ROWS = [
     {"prompt": "What is the capital of France?", "ideal_response": "What is the capital of France? Paris"},
