@@ -39,13 +39,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def generation_of(sample: SampleRecord) -> dict[str, Any]:
-    """One sample as a Llama Stack generation."""
-    if sample.error is not None:
-        return {"generated_answer": None, "error": sample.error}
-    return {"generated_answer": sample.output_text}
-
-
 class LocalEvalProvider:
     """Implements ``providers.base.EvalProvider`` on the local engine."""
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from evalstack.engine.benchmarks.common import DataSource, Memo, Options, load_split
 from evalstack.engine.benchmarks.results import GroupSummary, TaskSummary
-from evalstack.engine.plan import Metric, SampleOutput, TaskPlan
+from evalstack.engine.plan import TaskPlan
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.inference.base import ModelClient, ModelEndpoint
 
@@ -120,25 +120,3 @@ class Rows:
     async def pool(self) -> list[dict[str, Any]]:
         pool: list[dict[str, Any]] = await self._pool.get()
         return pool
-
-
-def require_output(output: SampleOutput) -> str:
-    """The generated text ('' when the model returned none)."""
-    return output.text or ""
-
-
-class FunctionMetric:
-    """A Metric from a function of (item, output)."""
-
-    def __init__(
-        self, name: str, fn: Callable[[Mapping[str, Any], SampleOutput], dict[str, float | None]]
-    ) -> None:
-        self.name = name
-        self._fn = fn
-
-    async def score(self, item: Mapping[str, Any], output: SampleOutput) -> dict[str, Any]:
-        return self._fn(item, output)
-
-
-def metrics_list(*metrics: Metric) -> list[Metric]:
-    return list(metrics)
