@@ -42,7 +42,7 @@ class OpenAIClient:
     ``/chat/completions`` or ``/completions`` (as NeMo targets give it); the other route is derived.
     An empty ``endpoint.model`` is discovered once from ``GET {root}/models`` (the first id).
     Requests go through :class:`~evalstack.inference.transport.AiohttpTransport` (proxies from the
-    environment are honoured).
+    environment are honoured) unless another ``transport`` is given.
     """
 
     def __init__(
@@ -56,6 +56,7 @@ class OpenAIClient:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         retry_after_max: float = 60.0,
+        transport: Transport | None = None,
     ) -> None:
         if max_retries < 0:
             raise InvalidInputError(f"max_retries must be 0 or more, got {max_retries}")
@@ -72,9 +73,9 @@ class OpenAIClient:
         self._backoff_max = backoff_max
         self._retry_after_max = retry_after_max
         self._model = endpoint.model
-        self._discovery_lock = asyncio.Lock()
+        self._discovery: asyncio.Future[str] | None = None
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
-        self._transport: Transport = AiohttpTransport(
+        self._transport: Transport = transport or AiohttpTransport(
             self.chat_url, headers=headers, max_connections=max_connections, connect_timeout=connect_timeout
         )
 
@@ -106,13 +107,25 @@ class OpenAIClient:
         return await self._call("POST", target, url, body, parse)
 
     async def discover_model(self) -> str:
-        """Ask the server which model it serves (``GET {root}/models``, first id), once."""
-        async with self._discovery_lock:
-            if not self._model:
-                self._model = await self._call(
-                    "GET", self._models_target, self.models_url, None, _parse_models
-                )
-                logger.info("%s serves model %r", self.models_url, self._model)
+        """Ask the server which model it serves (``GET {root}/models``, first id), once.
+
+        Concurrent callers share one lookup and are all woken together when it ends (a lock would
+        hand the answer from waiter to waiter, one event-loop turn each, and stagger the first requests
+        of a job). A failed lookup is not kept: the next caller asks again.
+        """
+        if self._model:
+            return self._model
+        lookup = self._discovery
+        if lookup is None or lookup.get_loop() is not asyncio.get_running_loop():
+            lookup = self._discovery = asyncio.ensure_future(self._lookup_model())
+        return await asyncio.shield(lookup)  # one caller cancelled does not cancel the others' lookup
+
+    async def _lookup_model(self) -> str:
+        try:
+            self._model = await self._call("GET", self._models_target, self.models_url, None, _parse_models)
+        finally:
+            self._discovery = None
+        logger.info("%s serves model %r", self.models_url, self._model)
         return self._model
 
     async def aclose(self) -> None:

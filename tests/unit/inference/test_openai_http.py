@@ -15,6 +15,7 @@ import pytest
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import InferenceError, InferenceRequest, ModelEndpoint
 from evalstack.inference.openai_http import OpenAIClient, _retry_after, _routes
+from evalstack.inference.transport import Response
 from tests.fakes.model_server import FakeModelServer, default_logprob, fake_tokens
 
 
@@ -249,6 +250,91 @@ async def test_model_is_discovered_once_when_not_given(server: FakeModelServer) 
     assert server.models_requests == 1
     assert client.model == "fake-model"
     assert {body["model"] for body in server.requests} == {"fake-model"}
+
+
+class ScriptedTransport:
+    """A transport whose ``/models`` requests wait for :meth:`answer_models`; chat answers echo at once."""
+
+    def __init__(self) -> None:
+        self.models_waiting: list[asyncio.Future[Response]] = []
+        self.models_requests = 0
+        self.sent: list[str] = []
+
+    def answer_models(self, response: Response) -> None:
+        self.models_waiting.pop(0).set_result(response)
+
+    async def request(self, method: str, target: str, body: bytes | None, timeout: float) -> Response:
+        if target.endswith("/models"):
+            self.models_requests += 1
+            answer = asyncio.get_running_loop().create_future()
+            self.models_waiting.append(answer)
+            return await answer
+        assert body is not None
+        prompt = json.loads(body)["messages"][0]["content"]
+        self.sent.append(prompt)
+        message = {"role": "assistant", "content": prompt}
+        data = {"choices": [{"index": 0, "finish_reason": "stop", "message": message}]}
+        return Response(200, {}, json.dumps(data).encode())
+
+    async def aclose(self) -> None:
+        pass
+
+
+def models_response(status: int = 200) -> Response:
+    return Response(status, {}, json.dumps({"data": [{"id": "served-model"}]}).encode())
+
+
+def undiscovered_client(transport: ScriptedTransport) -> OpenAIClient:
+    endpoint = ModelEndpoint(kind="openai", model="", base_url="http://model.invalid/v1")
+    return OpenAIClient(endpoint, max_retries=0, transport=transport)
+
+
+async def turns(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def test_requests_waiting_for_model_discovery_are_all_sent_together() -> None:
+    # A job's first wave waits for the model name; once known, the whole wave must go out at once,
+    # not one request per event-loop turn (that staggering kept a 1,024-wide job at ~120 in flight).
+    transport = ScriptedTransport()
+    client = undiscovered_client(transport)
+    calls = [asyncio.ensure_future(client.generate(chat(f"q{i}"))) for i in range(500)]
+    await turns(3)
+    assert transport.models_requests == 1 and transport.sent == []
+    transport.answer_models(models_response())
+    await turns(5)
+    assert len(transport.sent) == 500
+    assert [r.text for r in await asyncio.gather(*calls)] == [f"q{i}" for i in range(500)]
+    assert transport.models_requests == 1 and client.model == "served-model"
+
+
+async def test_failed_model_discovery_fails_its_waiters_and_is_asked_again() -> None:
+    transport = ScriptedTransport()
+    client = undiscovered_client(transport)
+    calls = [asyncio.ensure_future(client.generate(chat(f"q{i}"))) for i in range(3)]
+    await turns(3)
+    transport.answer_models(models_response(503))
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(o, InferenceError) and "HTTP 503" in str(o) for o in outcomes)
+    retry = asyncio.ensure_future(client.generate(chat("again")))
+    await turns(3)
+    transport.answer_models(models_response())
+    assert (await retry).text == "again"
+    assert transport.models_requests == 2
+
+
+async def test_cancelling_one_caller_does_not_cancel_the_shared_model_lookup() -> None:
+    transport = ScriptedTransport()
+    client = undiscovered_client(transport)
+    first = asyncio.ensure_future(client.generate(chat("first")))
+    second = asyncio.ensure_future(client.generate(chat("second")))
+    await turns(3)
+    first.cancel()
+    await turns(2)
+    transport.answer_models(models_response())
+    assert (await second).text == "second"
+    assert first.cancelled() and transport.models_requests == 1
 
 
 async def test_pool_keeps_requests_concurrent_up_to_its_size() -> None:
