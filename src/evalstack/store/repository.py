@@ -16,21 +16,33 @@ import re
 import sys
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast, get_args
 
-from sqlalchemy import Engine, Table, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
+from evalstack.store import tables
 from evalstack.store.records import JobRecord, JobStatus, SampleRecord
-from evalstack.store.tables import Base, DatasetRowRow, JobLeaseRow, JobRow, ResourceRow, SampleRow
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +62,11 @@ JOB_FIELDS_UPDATABLE: frozenset[str] = frozenset(
 
 _JOB_STATUSES: frozenset[str] = frozenset(get_args(JobStatus))
 _JSON_DIALECTS = frozenset({"sqlite", "postgresql", "mysql", "mariadb"})
-_SAMPLES = cast(Table, SampleRow.__table__)
-_DATASET_ROWS = cast(Table, DatasetRowRow.__table__)
-_LEASES = cast(Table, JobLeaseRow.__table__)
+_RESOURCES = tables.resources
+_DATASET_ROWS = tables.dataset_rows
+_JOBS = tables.jobs
+_SAMPLES = tables.samples
+_LEASES = tables.job_leases
 
 
 def _now() -> datetime:
@@ -102,7 +116,7 @@ def _check_kind(kind: str) -> None:
         )
 
 
-def _job_record(row: JobRow) -> JobRecord:
+def _job_record(row: Row[Any]) -> JobRecord:
     return JobRecord(
         id=row.id,
         front=cast(Any, row.front),
@@ -144,7 +158,6 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: Engine | None = None
-        self._sessions: sessionmaker[Session] | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -201,9 +214,8 @@ class Store:
         engine = create_engine(url, **kwargs)
         if backend == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(engine)
+        tables.metadata.create_all(engine)
         self._engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
         logger.info("store opened: %s", url.render_as_string(hide_password=True))
 
     @staticmethod
@@ -215,7 +227,6 @@ class Store:
         if self._engine is not None:
             self._engine.dispose()
         self._engine = None
-        self._sessions = None
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._executor is None:
@@ -223,10 +234,17 @@ class Store:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
-    def _session(self) -> Session:
-        if self._sessions is None:
+    def _connect(self) -> Connection:
+        """A connection for reads (its transaction is rolled back when the block ends)."""
+        if self._engine is None:
             raise RuntimeError("The store is not open: call 'await store.open()' first.")
-        return self._sessions()
+        return self._engine.connect()
+
+    def _begin(self) -> AbstractContextManager[Connection]:
+        """A connection in a transaction, committed when the ``with`` block ends without an error."""
+        if self._engine is None:
+            raise RuntimeError("The store is not open: call 'await store.open()' first.")
+        return self._engine.begin()
 
     # ---- resources ------------------------------------------------------------------------------
 
@@ -237,15 +255,15 @@ class Store:
 
     def _put_resource(self, kind: str, key: str, data: dict[str, Any]) -> None:
         now = _now()
-        with self._session() as session, session.begin():
-            row = session.scalars(
-                select(ResourceRow).where(ResourceRow.kind == kind, ResourceRow.key == key)
-            ).one_or_none()
-            if row is None:
-                session.add(ResourceRow(kind=kind, key=key, data=data, created_at=now, updated_at=now))
-            else:
-                row.data = data
-                row.updated_at = now
+        c = _RESOURCES.c
+        with self._begin() as conn:
+            replaced = conn.execute(
+                update(_RESOURCES).where(c.kind == kind, c.key == key).values(data=data, updated_at=now)
+            )
+            if not replaced.rowcount:
+                conn.execute(
+                    insert(_RESOURCES).values(kind=kind, key=key, data=data, created_at=now, updated_at=now)
+                )
 
     async def add_resource(self, kind: str, key: str, data: dict[str, Any]) -> bool:
         """Insert the resource ``(kind, key)`` unless it exists; False (and nothing written) if it does."""
@@ -254,13 +272,13 @@ class Store:
 
     def _add_resource(self, kind: str, key: str, data: dict[str, Any]) -> bool:
         now = _now()
-        with self._session() as session, session.begin():
-            exists = session.scalar(
-                select(ResourceRow.seq).where(ResourceRow.kind == kind, ResourceRow.key == key)
-            )
-            if exists is not None:
+        c = _RESOURCES.c
+        with self._begin() as conn:
+            if conn.scalar(select(c.seq).where(c.kind == kind, c.key == key)) is not None:
                 return False
-            session.add(ResourceRow(kind=kind, key=key, data=data, created_at=now, updated_at=now))
+            conn.execute(
+                insert(_RESOURCES).values(kind=kind, key=key, data=data, created_at=now, updated_at=now)
+            )
             return True
 
     async def get_resource(self, kind: str, key: str) -> dict[str, Any] | None:
@@ -269,10 +287,12 @@ class Store:
         return await self._run(self._get_resource, kind, key)
 
     def _get_resource(self, kind: str, key: str) -> dict[str, Any] | None:
-        with self._session() as session:
-            return session.scalars(
-                select(ResourceRow.data).where(ResourceRow.kind == kind, ResourceRow.key == key)
+        c = _RESOURCES.c
+        with self._connect() as conn:
+            data: dict[str, Any] | None = conn.scalars(
+                select(c.data).where(c.kind == kind, c.key == key)
             ).one_or_none()
+            return data
 
     async def list_resources(self, kind: str) -> list[dict[str, Any]]:
         """Every resource of one kind, oldest first."""
@@ -280,12 +300,9 @@ class Store:
         return await self._run(self._list_resources, kind)
 
     def _list_resources(self, kind: str) -> list[dict[str, Any]]:
-        with self._session() as session:
-            return list(
-                session.scalars(
-                    select(ResourceRow.data).where(ResourceRow.kind == kind).order_by(ResourceRow.seq)
-                )
-            )
+        c = _RESOURCES.c
+        with self._connect() as conn:
+            return list(conn.scalars(select(c.data).where(c.kind == kind).order_by(c.seq)))
 
     async def delete_resource(self, kind: str, key: str) -> bool:
         """Delete the resource; False when there was none."""
@@ -293,11 +310,9 @@ class Store:
         return await self._run(self._delete_resource, kind, key)
 
     def _delete_resource(self, kind: str, key: str) -> bool:
-        with self._session() as session, session.begin():
-            result = session.execute(
-                delete(ResourceRow).where(ResourceRow.kind == kind, ResourceRow.key == key)
-            )
-            return bool(getattr(result, "rowcount", 0))
+        c = _RESOURCES.c
+        with self._begin() as conn:
+            return bool(conn.execute(delete(_RESOURCES).where(c.kind == kind, c.key == key)).rowcount)
 
     # ---- dataset rows ---------------------------------------------------------------------------
 
@@ -310,17 +325,16 @@ class Store:
         await self._run(self._write_rows, dataset_id, list(rows), False)
 
     def _write_rows(self, dataset_id: str, rows: list[dict[str, Any]], replace_all: bool) -> None:
-        with self._session() as session, session.begin():
+        c = _DATASET_ROWS.c
+        with self._begin() as conn:
             if replace_all:
-                session.execute(delete(DatasetRowRow).where(DatasetRowRow.dataset_id == dataset_id))
+                conn.execute(delete(_DATASET_ROWS).where(c.dataset_id == dataset_id))
                 first = 0
             else:
-                last = session.scalar(
-                    select(func.max(DatasetRowRow.position)).where(DatasetRowRow.dataset_id == dataset_id)
-                )
+                last = conn.scalar(select(func.max(c.position)).where(c.dataset_id == dataset_id))
                 first = 0 if last is None else last + 1
             if rows:
-                session.execute(
+                conn.execute(
                     insert(_DATASET_ROWS),
                     [
                         {"dataset_id": dataset_id, "position": first + offset, "data": row}
@@ -341,36 +355,31 @@ class Store:
     def _read_rows(self, dataset_id: str, start: int, limit: int | None) -> list[dict[str, Any]]:
         if limit == 0:
             return []
-        query = select(DatasetRowRow.data).where(
-            DatasetRowRow.dataset_id == dataset_id, DatasetRowRow.position >= start
-        )
+        c = _DATASET_ROWS.c
+        query = select(c.data).where(c.dataset_id == dataset_id, c.position >= start)
         if limit is not None:
-            query = query.where(DatasetRowRow.position < start + limit)
-        with self._session() as session:
-            return list(session.scalars(query.order_by(DatasetRowRow.position)))
+            query = query.where(c.position < start + limit)
+        with self._connect() as conn:
+            return list(conn.scalars(query.order_by(c.position)))
 
     async def count_rows(self, dataset_id: str) -> int:
         """How many rows the store holds for the dataset."""
         return await self._run(self._count_rows, dataset_id)
 
     def _count_rows(self, dataset_id: str) -> int:
-        with self._session() as session:
-            return int(
-                session.scalar(
-                    select(func.count())
-                    .select_from(DatasetRowRow)
-                    .where(DatasetRowRow.dataset_id == dataset_id)
-                )
-                or 0
-            )
+        query = (
+            select(func.count()).select_from(_DATASET_ROWS).where(_DATASET_ROWS.c.dataset_id == dataset_id)
+        )
+        with self._connect() as conn:
+            return int(conn.scalar(query) or 0)
 
     async def delete_rows(self, dataset_id: str) -> None:
         """Forget every stored row of the dataset."""
         await self._run(self._delete_rows, dataset_id)
 
     def _delete_rows(self, dataset_id: str) -> None:
-        with self._session() as session, session.begin():
-            session.execute(delete(DatasetRowRow).where(DatasetRowRow.dataset_id == dataset_id))
+        with self._begin() as conn:
+            conn.execute(delete(_DATASET_ROWS).where(_DATASET_ROWS.c.dataset_id == dataset_id))
 
     # ---- jobs -----------------------------------------------------------------------------------
 
@@ -387,11 +396,11 @@ class Store:
 
     def _create_job(self, job: JobRecord) -> JobRecord:
         now = _now()
-        with self._session() as session, session.begin():
-            if session.scalar(select(JobRow.seq).where(JobRow.id == job.id)) is not None:
+        with self._begin() as conn:
+            if conn.scalar(select(_JOBS.c.seq).where(_JOBS.c.id == job.id)) is not None:
                 raise ConflictError(f"Job '{job.id}' already exists")
-            session.add(
-                JobRow(
+            conn.execute(
+                insert(_JOBS).values(
                     id=job.id,
                     front=job.front,
                     status=job.status,
@@ -412,8 +421,8 @@ class Store:
         return await self._run(self._get_job, job_id)
 
     def _get_job(self, job_id: str) -> JobRecord | None:
-        with self._session() as session:
-            row = session.scalars(select(JobRow).where(JobRow.id == job_id)).one_or_none()
+        with self._connect() as conn:
+            row = conn.execute(select(_JOBS).where(_JOBS.c.id == job_id)).one_or_none()
             return None if row is None else _job_record(row)
 
     async def list_jobs(self, front: str | None = None) -> list[JobRecord]:
@@ -421,11 +430,11 @@ class Store:
         return await self._run(self._list_jobs, front)
 
     def _list_jobs(self, front: str | None) -> list[JobRecord]:
-        query = select(JobRow)
+        query = select(_JOBS)
         if front is not None:
-            query = query.where(JobRow.front == front)
-        with self._session() as session:
-            return [_job_record(row) for row in session.scalars(query.order_by(JobRow.seq.desc()))]
+            query = query.where(_JOBS.c.front == front)
+        with self._connect() as conn:
+            return [_job_record(row) for row in conn.execute(query.order_by(_JOBS.c.seq.desc()))]
 
     async def update_job(
         self, job_id: str, *, expected_status: Collection[str] | None = None, **changes: Any
@@ -453,42 +462,44 @@ class Store:
     def _update_job(
         self, job_id: str, changes: dict[str, Any], expected: frozenset[str] | None = None
     ) -> JobRecord:
-        with self._session() as session, session.begin():
+        c = _JOBS.c
+        with self._begin() as conn:
             if expected is not None:
                 # Take the write lock before reading, so the check and the change are one step
                 # even against another process (SQLite reads outside a write lock see old data).
-                session.execute(update(JobRow).where(JobRow.id == job_id).values(status=JobRow.status))
-            row = session.scalars(select(JobRow).where(JobRow.id == job_id)).one_or_none()
+                conn.execute(update(_JOBS).where(c.id == job_id).values(status=c.status))
+            row = conn.execute(select(_JOBS).where(c.id == job_id)).one_or_none()
             if row is None:
                 raise NotFoundError(f"Job '{job_id}' not found")
             if expected is not None and row.status not in expected:
                 raise ConflictError(
                     f"Job '{job_id}' is {row.status}; expected {' or '.join(sorted(expected))}"
                 )
-            for name, value in changes.items():
-                setattr(row, name, {} if name == "progress" and value is None else value)
-            row.updated_at = _now()
-            return _job_record(row)
+            values = {
+                name: {} if name == "progress" and value is None else value for name, value in changes.items()
+            }
+            values["updated_at"] = _now()
+            conn.execute(update(_JOBS).where(c.id == job_id).values(**values))
+            return replace(_job_record(row), **values)
 
     async def delete_job(self, job_id: str) -> bool:
         """Delete the job and its samples; False when there was no such job."""
         return await self._run(self._delete_job, job_id)
 
     def _delete_job(self, job_id: str) -> bool:
-        with self._session() as session, session.begin():
-            session.execute(delete(SampleRow).where(SampleRow.job_id == job_id))
-            session.execute(delete(JobLeaseRow).where(JobLeaseRow.job_id == job_id))
-            result = session.execute(delete(JobRow).where(JobRow.id == job_id))
-            return bool(getattr(result, "rowcount", 0))
+        with self._begin() as conn:
+            conn.execute(delete(_SAMPLES).where(_SAMPLES.c.job_id == job_id))
+            conn.execute(delete(_LEASES).where(_LEASES.c.job_id == job_id))
+            return bool(conn.execute(delete(_JOBS).where(_JOBS.c.id == job_id)).rowcount)
 
     async def job_ids(self, statuses: Collection[str]) -> list[str]:
         """Ids of the jobs in one of ``statuses``, oldest first (a light query for the worker)."""
         return await self._run(self._job_ids, list(statuses))
 
     def _job_ids(self, statuses: list[str]) -> list[str]:
-        query = select(JobRow.id).where(JobRow.status.in_(statuses)).order_by(JobRow.seq)
-        with self._session() as session:
-            return list(session.scalars(query))
+        query = select(_JOBS.c.id).where(_JOBS.c.status.in_(statuses)).order_by(_JOBS.c.seq)
+        with self._connect() as conn:
+            return list(conn.scalars(query))
 
     async def job_statuses(self, job_ids: Collection[str]) -> dict[str, str]:
         """The status of each of ``job_ids`` that exists."""
@@ -497,8 +508,8 @@ class Store:
         return await self._run(self._job_statuses, list(job_ids))
 
     def _job_statuses(self, job_ids: list[str]) -> dict[str, str]:
-        with self._session() as session:
-            rows = session.execute(select(JobRow.id, JobRow.status).where(JobRow.id.in_(job_ids)))
+        with self._connect() as conn:
+            rows = conn.execute(select(_JOBS.c.id, _JOBS.c.status).where(_JOBS.c.id.in_(job_ids)))
             return {job_id: status for job_id, status in rows.tuples()}
 
     # ---- job leases: one worker process runs a job at a time -----------------------------------
@@ -524,27 +535,27 @@ class Store:
     ) -> bool:
         now = _now()
         until = now + timedelta(seconds=ttl)
-        lease = JobLeaseRow.__table__.c
+        lease = _LEASES.c
         try:
-            with self._session() as session, session.begin():
-                taken = session.execute(
+            with self._begin() as conn:
+                taken = conn.execute(
                     update(_LEASES)
                     .where(lease.job_id == job_id, or_(lease.owner == owner, lease.expires_at < now))
                     .values(owner=owner, expires_at=until)
                 )
-                if getattr(taken, "rowcount", 0):
+                if taken.rowcount:
                     return True
-                holder = session.scalar(select(lease.owner).where(lease.job_id == job_id))
+                holder = conn.scalar(select(lease.owner).where(lease.job_id == job_id))
                 if holder is None:
-                    session.execute(insert(_LEASES), {"job_id": job_id, "owner": owner, "expires_at": until})
+                    conn.execute(insert(_LEASES), {"job_id": job_id, "owner": owner, "expires_at": until})
                     return True
                 if owner_gone is not None and owner_gone(holder):
-                    taken = session.execute(
+                    taken = conn.execute(
                         update(_LEASES)
                         .where(lease.job_id == job_id, lease.owner == holder)
                         .values(owner=owner, expires_at=until)
                     )
-                    return bool(getattr(taken, "rowcount", 0))
+                    return bool(taken.rowcount)
                 return False
         except IntegrityError:  # another process inserted its lease first
             return False
@@ -556,21 +567,19 @@ class Store:
         return await self._run(self._renew_job_leases, owner, list(job_ids), ttl)
 
     def _renew_job_leases(self, owner: str, job_ids: list[str], ttl: float) -> set[str]:
-        lease = JobLeaseRow.__table__.c
+        lease = _LEASES.c
         mine = (lease.owner == owner, lease.job_id.in_(job_ids))
-        with self._session() as session, session.begin():
-            session.execute(update(_LEASES).where(*mine).values(expires_at=_now() + timedelta(seconds=ttl)))
-            return set(session.scalars(select(lease.job_id).where(*mine)))
+        with self._begin() as conn:
+            conn.execute(update(_LEASES).where(*mine).values(expires_at=_now() + timedelta(seconds=ttl)))
+            return set(conn.scalars(select(lease.job_id).where(*mine)))
 
     async def release_job(self, job_id: str, owner: str) -> None:
         """Give up ``owner``'s lease on ``job_id`` (nothing happens if it holds none)."""
         await self._run(self._release_job, job_id, owner)
 
     def _release_job(self, job_id: str, owner: str) -> None:
-        with self._session() as session, session.begin():
-            session.execute(
-                delete(JobLeaseRow).where(JobLeaseRow.job_id == job_id, JobLeaseRow.owner == owner)
-            )
+        with self._begin() as conn:
+            conn.execute(delete(_LEASES).where(_LEASES.c.job_id == job_id, _LEASES.c.owner == owner))
 
     # ---- samples --------------------------------------------------------------------------------
 
@@ -588,8 +597,8 @@ class Store:
         for sample in samples:
             unique.setdefault((sample.task, sample.index), sample)
         values = [_sample_values(job_id, sample) for sample in unique.values()]
-        with self._session() as session, session.begin():
-            dialect = session.get_bind().dialect.name
+        with self._begin() as conn:
+            dialect = conn.dialect.name
             if dialect == "sqlite":
                 statement: Any = sqlite_insert(_SAMPLES).on_conflict_do_nothing(
                     index_elements=["job_id", "task", "index"]
@@ -601,30 +610,28 @@ class Store:
                     index_elements=["job_id", "task", "index"]
                 )
             else:
+                c = _SAMPLES.c
                 recorded = set(
-                    session.execute(select(SampleRow.task, SampleRow.index).where(SampleRow.job_id == job_id))
-                    .tuples()
-                    .all()
+                    conn.execute(select(c.task, c["index"]).where(c.job_id == job_id)).tuples().all()
                 )
                 values = [v for v in values if (v["task"], v["index"]) not in recorded]
                 statement = insert(_SAMPLES)
             if values:
-                session.execute(statement, values)
+                conn.execute(statement, values)
 
     async def read_samples(self, job_id: str, task: str | None = None) -> list[SampleRecord]:
         """The job's samples (of one task when ``task`` is given), ordered by task then index."""
         return await self._run(self._read_samples, job_id, task)
 
     def _read_samples(self, job_id: str, task: str | None) -> list[SampleRecord]:
-        # Core rows, not ORM objects: a job's samples are read whole at the end of every run.
         c = _SAMPLES.c
         query = select(
             c.task, c["index"], c.item, c.output_text, c.response, c.finish_reason, c.scores, c.error, c.extra
         ).where(c.job_id == job_id)
         if task is not None:
             query = query.where(c.task == task)
-        with self._session() as session:
-            rows = session.execute(query.order_by(c.task, c["index"]))
+        with self._connect() as conn:
+            rows = conn.execute(query.order_by(c.task, c["index"]))
             return [
                 SampleRecord(task, index, item, text, response, finish, scores or {}, error, extra or {})
                 for task, index, item, text, response, finish, scores, error, extra in rows
@@ -636,9 +643,9 @@ class Store:
 
     def _recorded_indices(self, job_id: str) -> dict[str, set[int]]:
         recorded: dict[str, set[int]] = {}
-        with self._session() as session:
-            query = select(SampleRow.task, SampleRow.index).where(SampleRow.job_id == job_id)
-            for task, index in session.execute(query).tuples():
+        c = _SAMPLES.c
+        with self._connect() as conn:
+            for task, index in conn.execute(select(c.task, c["index"]).where(c.job_id == job_id)).tuples():
                 recorded.setdefault(task, set()).add(index)
         return recorded
 
@@ -647,8 +654,6 @@ class Store:
         return await self._run(self._count_samples, job_id)
 
     def _count_samples(self, job_id: str) -> int:
-        with self._session() as session:
-            return int(
-                session.scalar(select(func.count()).select_from(SampleRow).where(SampleRow.job_id == job_id))
-                or 0
-            )
+        query = select(func.count()).select_from(_SAMPLES).where(_SAMPLES.c.job_id == job_id)
+        with self._connect() as conn:
+            return int(conn.scalar(query) or 0)

@@ -29,6 +29,7 @@ booleans are compared through ``str()``, so an ``expected_answer`` of ``42`` equ
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -161,7 +162,13 @@ _CHOICE_LETTER = r"([A-D\uFF21-\uFF24\uFF41-\uFF44أبجدঅবডঢ])(?![A-Za
 MULTIPLE_CHOICE_REGEXES: tuple[str, ...] = tuple(
     rf"(?i){prefix}\s*{_CHOICE_LETTER}" for prefix in MULTIPLE_CHOICE_PREFIXES
 )
-_COMPILED_MULTIPLE_CHOICE = tuple(re.compile(pattern) for pattern in MULTIPLE_CHOICE_REGEXES)
+
+
+@functools.cache
+def builtin_choice_regexes() -> tuple[re.Pattern[str], ...]:
+    """:data:`MULTIPLE_CHOICE_REGEXES`, compiled on first use (not at import: it costs start-up time)."""
+    return tuple(re.compile(pattern) for pattern in MULTIPLE_CHOICE_REGEXES)
+
 
 _LETTER_MAP = {
     **{chr(0xFF21 + i): "ABCD"[i] for i in range(4)},  # fullwidth capitals
@@ -186,15 +193,15 @@ def normalize_choice(letter: str) -> str:
     return text
 
 
-def extract_choice(answer: str, regexes: Sequence[re.Pattern[str]] = _COMPILED_MULTIPLE_CHOICE) -> str | None:
-    """The option letter the answer commits to, or ``None``."""
-    captured = first_capture(_MARKUP.sub("", answer), regexes)
+def extract_choice(answer: str, regexes: Sequence[re.Pattern[str]] | None = None) -> str | None:
+    """The option letter the answer commits to (by :data:`MULTIPLE_CHOICE_REGEXES` unless given others)."""
+    captured = first_capture(
+        _MARKUP.sub("", answer), builtin_choice_regexes() if regexes is None else regexes
+    )
     return None if captured is None else normalize_choice(captured)
 
 
-def multiple_choice(
-    expected: str, generated: str, regexes: Sequence[re.Pattern[str]] = _COMPILED_MULTIPLE_CHOICE
-) -> float:
+def multiple_choice(expected: str, generated: str, regexes: Sequence[re.Pattern[str]] | None = None) -> float:
     """1.0 when the extracted letter is the expected one."""
     extracted = extract_choice(generated, regexes)
     return 1.0 if extracted and extracted == normalize_choice(expected) else 0.0
@@ -367,7 +374,7 @@ def builtin_scorer(fn_id: str, parsing_regexes: Sequence[str] = ()) -> BasicScor
     if fn_id == SUBSET_OF:
         return BasicScorer(fn_id, subset_of)
     if fn_id == MULTIPLE_CHOICE:
-        regexes = compile_regexes(parsing_regexes, fn_id) if parsing_regexes else _COMPILED_MULTIPLE_CHOICE
+        regexes = compile_regexes(parsing_regexes, fn_id) if parsing_regexes else builtin_choice_regexes()
         return BasicScorer(fn_id, lambda e, g: multiple_choice(e, g, regexes))
     if fn_id == MATH_RESPONSE:
         math_regexes = compile_regexes(parsing_regexes, fn_id)
