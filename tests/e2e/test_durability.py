@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import re
 import time
 import zipfile
 from collections import Counter
@@ -23,6 +22,7 @@ import httpx
 import pytest
 from tests.fakes.model_server import FakeModelServer, prompt_of
 from tests.fakes.serving import ServeProcess
+from tests.fakes.squares import answer, square_rows
 
 from evalstack.errors import ConflictError
 from evalstack.store.records import JobRecord, SampleRecord, new_job_id
@@ -31,19 +31,6 @@ from evalstack.store.repository import Store
 pytestmark = pytest.mark.slow
 
 START_TIMEOUT = 30.0
-
-
-def answer(prompt: str) -> str:
-    """The fake model: right for even N, wrong for odd N."""
-    match = re.search(r"What is (\d+) squared\?", prompt)
-    if match is None:
-        return "I do not understand."
-    n = int(match.group(1))
-    return str(n * n) if n % 2 == 0 else "no idea"
-
-
-def rows_for(count: int, start: int = 0) -> list[dict[str, Any]]:
-    return [{"question": f"What is {n} squared?", "answer": str(n * n)} for n in range(start, start + count)]
 
 
 def write_dataset(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -172,7 +159,7 @@ def server(tmp_path: Path, db: Path) -> Iterator[Server]:
 def test_kill_9_mid_job_resumes_without_asking_again_and_matches_a_clean_run(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
-    rows = rows_for(40)
+    rows = square_rows(40)
     dataset = write_dataset(tmp_path / "squares.jsonl", rows)
     fake.latency = 0.1
     job_id = server.create_job(job_body(dataset, fake, parallelism=4))
@@ -211,7 +198,7 @@ def test_kill_9_mid_job_resumes_without_asking_again_and_matches_a_clean_run(
 def test_model_server_dying_mid_job_records_infrastructure_errors_and_keeps_earlier_samples(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
-    rows = rows_for(30)
+    rows = square_rows(30)
     dataset = write_dataset(tmp_path / "squares.jsonl", rows)
     fake.latency = 0.1
     body = job_body(dataset, fake, parallelism=2, max_retries=1, request_timeout=2)
@@ -255,7 +242,7 @@ def test_model_server_dying_mid_job_records_infrastructure_errors_and_keeps_earl
 def test_cancelled_job_keeps_its_finished_samples_readable(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
-    rows = rows_for(40)
+    rows = square_rows(40)
     dataset = write_dataset(tmp_path / "squares.jsonl", rows)
     fake.latency = 0.1
     job_id = server.create_job(job_body(dataset, fake, parallelism=2))
@@ -299,7 +286,7 @@ def test_concurrent_jobs_under_load_keep_exact_counts(
     sizes = [300, 250, 200]
     jobs: list[tuple[str, list[dict[str, Any]]]] = []
     for number, size in enumerate(sizes):
-        rows = rows_for(size, start=1000 * (number + 1))
+        rows = square_rows(size, start=1000 * (number + 1))
         dataset = write_dataset(tmp_path / f"load-{number}.jsonl", rows)
         jobs.append((server.create_job(job_body(dataset, fake, parallelism=16)), rows))
     for job_id, rows in jobs:
@@ -320,7 +307,7 @@ def test_concurrent_jobs_under_load_keep_exact_counts(
 def test_second_server_on_the_same_file_reads_and_does_not_run_a_live_job_twice(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
-    rows = rows_for(120)
+    rows = square_rows(120)
     dataset = write_dataset(tmp_path / "squares.jsonl", rows)
     fake.latency = 0.1
     job_id = server.create_job(job_body(dataset, fake, parallelism=4))
@@ -331,7 +318,7 @@ def test_second_server_on_the_same_file_reads_and_does_not_run_a_live_job_twice(
         assert second.job(job_id)["status"] == "running"
         assert second.recorded(job_id) >= 4
         # Both write at once: a job of the second server runs while the first one's continues.
-        other_rows = rows_for(60, start=500)
+        other_rows = square_rows(60, start=500)
         other_id = second.create_job(
             job_body(write_dataset(tmp_path / "other.jsonl", other_rows), fake, parallelism=8)
         )
@@ -350,7 +337,7 @@ def test_second_server_on_the_same_file_reads_and_does_not_run_a_live_job_twice(
 def test_a_cancel_through_the_second_server_stops_the_job_where_it_runs(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
-    rows = rows_for(200)
+    rows = square_rows(200)
     dataset = write_dataset(tmp_path / "squares.jsonl", rows)
     fake.latency = 0.1
     job_id = server.create_job(job_body(dataset, fake, parallelism=2))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import time
 import zipfile
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pytest
 from nemo_microservices import ConflictError, NeMoMicroservices, NotFoundError, UnprocessableEntityError
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.serving import BackgroundServer, free_port
+from tests.fakes.squares import answer, square_rows
 
 from evalstack.config import Settings
 from evalstack.server import create_app
@@ -28,18 +28,6 @@ from evalstack.server import create_app
 pytestmark = pytest.mark.slow
 
 JOB_TIMEOUT = 30.0
-
-
-def answer(prompt: str) -> str:
-    match = re.search(r"What is (\d+) squared\?", prompt)
-    if match is None:
-        return "I do not understand."
-    n = int(match.group(1))
-    return str(n * n) if n % 2 == 0 else "no idea"
-
-
-def square_rows(count: int) -> list[dict[str, Any]]:
-    return [{"question": f"What is {n} squared?", "answer": str(n * n)} for n in range(count)]
 
 
 def expected_accuracy(rows: list[dict[str, Any]]) -> float:

@@ -20,13 +20,11 @@ from evalstack.engine.plan import SampleOutput
 from evalstack.engine.scoring import BUILTIN_FUNCTIONS, ScoringService
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError
 from evalstack.inference.base import InferenceRequest, InferenceResult, ModelClient, ModelEndpoint
+from tests.fakes.registry import InMemoryScoringFunctions
 
 
-class FakeRegistry:
+class FakeRegistry(InMemoryScoringFunctions):
     """The registry methods the scoring service uses, in memory."""
-
-    def __init__(self) -> None:
-        self.functions: dict[str, ScoringFn] = {}
 
     async def resolve_model(self, name_or_url: str) -> ModelEndpoint:
         if name_or_url.startswith("http"):
@@ -34,18 +32,6 @@ class FakeRegistry:
         if name_or_url in ("judge", "embedded"):
             return ModelEndpoint(kind="openai", model=name_or_url, base_url="http://judge.invalid/v1")
         raise NotFoundError(f"Model '{name_or_url}' not found.")
-
-    async def put_scoring_fn(self, fn: ScoringFn) -> None:
-        self.functions[fn.identifier] = fn
-
-    async def get_scoring_fn(self, fn_id: str) -> ScoringFn | None:
-        return self.functions.get(fn_id)
-
-    async def list_scoring_fns(self) -> list[ScoringFn]:
-        return list(self.functions.values())
-
-    async def delete_scoring_fn(self, fn_id: str) -> None:
-        del self.functions[fn_id]
 
 
 class NoCallClients:

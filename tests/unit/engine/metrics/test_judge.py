@@ -12,7 +12,6 @@ from evalstack.api.llama_stack.models import (
     BasicScoringFnParams,
     LLMAsJudgeScoringFnParams,
     RegisterScoringFnRequest,
-    ScoringFn,
 )
 from evalstack.engine.metrics.judge import (
     DEFAULT_PROMPT_TEMPLATE,
@@ -26,6 +25,7 @@ from evalstack.errors import InvalidInputError, NotFoundError, UpstreamError
 from evalstack.inference.base import ModelEndpoint
 from evalstack.inference.clients import ModelClientPool
 from tests.fakes.model_server import FakeModelServer
+from tests.fakes.registry import InMemoryScoringFunctions
 
 # ---- templates -------------------------------------------------------------------------------------
 
@@ -106,29 +106,17 @@ def test_parse_judge_score(reply: str, regexes: list[str], score: float | str | 
 # ---- judging through the fake model server ---------------------------------------------------------
 
 
-class ServerRegistry:
+class ServerRegistry(InMemoryScoringFunctions):
     """A registry that knows one judge model, served by the fake server, and keeps scoring functions."""
 
     def __init__(self, server: FakeModelServer) -> None:
+        super().__init__()
         self.server = server
-        self.functions: dict[str, ScoringFn] = {}
 
     async def resolve_model(self, name_or_url: str) -> ModelEndpoint:
         if name_or_url == "judge":
             return ModelEndpoint(kind="openai", model="judge-model", base_url=self.server.base_url)
         raise NotFoundError(f"Model '{name_or_url}' not found.")
-
-    async def put_scoring_fn(self, fn: ScoringFn) -> None:
-        self.functions[fn.identifier] = fn
-
-    async def get_scoring_fn(self, fn_id: str) -> ScoringFn | None:
-        return self.functions.get(fn_id)
-
-    async def list_scoring_fns(self) -> list[ScoringFn]:
-        return list(self.functions.values())
-
-    async def delete_scoring_fn(self, fn_id: str) -> None:
-        del self.functions[fn_id]
 
 
 def grade(prompt: str) -> str:
