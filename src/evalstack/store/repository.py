@@ -95,7 +95,12 @@ def _compact_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     }
 
 
-_json_loads = json.JSONDecoder(object_pairs_hook=_compact_object).decode
+_decode_json = json.JSONDecoder(object_pairs_hook=_compact_object).decode
+
+
+def _json_loads(value: str | bytes) -> Any:
+    """Decode a stored JSON value (psycopg hands them over as bytes, SQLite as text)."""
+    return _decode_json(value.decode() if isinstance(value, bytes | bytearray) else value)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

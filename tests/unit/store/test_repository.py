@@ -1,11 +1,13 @@
-"""The store: resources, dataset rows, jobs and per-sample records on a real SQLite file."""
+"""The store: resources, dataset rows, jobs and per-sample records on a real SQLite file, and on a
+real PostgreSQL server where one can be started (see ``tests/fakes/postgres.py``; skipped, saying
+why, where none can)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,11 +15,31 @@ import pytest
 from evalstack.errors import ConflictError, NotFoundError
 from evalstack.store.records import JobRecord, SampleRecord, new_job_id
 from evalstack.store.repository import Store
+from tests.fakes.postgres import PostgresUnavailable, fresh_database, postgres_server
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    try:
+        with postgres_server() as url:
+            yield url
+    except PostgresUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server for the store tests: {exc}")
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'nested' / 'folder' / 'evalstack.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[str]:
+    """Every store test runs on SQLite, and again on an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        yield sqlite_url
+        return
+    with fresh_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -37,8 +59,8 @@ def sample(task: str, index: int, text: str = "out", **kw: object) -> SampleReco
 # ---- lifecycle ----------------------------------------------------------------------------------
 
 
-async def test_open_creates_the_parent_folder_and_uses_wal(tmp_path: Path, db_url: str) -> None:
-    store = Store(db_url)
+async def test_open_creates_the_parent_folder_and_uses_wal(tmp_path: Path, sqlite_url: str) -> None:
+    store = Store(sqlite_url)
     await store.open()
     await store.put_resource("model", "m", {"x": 1})
     await store.close()
@@ -309,3 +331,21 @@ async def test_a_cancelled_caller_does_not_lose_a_write(store: Store) -> None:
         await task
     # The transaction was already handed to the store's thread: it completes as a whole.
     assert await store.count_samples("job") in (0, 2000)
+
+
+# ---- job leases ---------------------------------------------------------------------------------
+
+
+async def test_job_leases_are_held_by_one_owner_renewed_released_and_taken_over(store: Store) -> None:
+    assert await store.claim_job("j", "a", ttl=30)
+    assert await store.claim_job("j", "a", ttl=30)  # the holder renews
+    assert not await store.claim_job("j", "b", ttl=30)  # a live lease is not taken
+    assert await store.claim_job("j", "b", ttl=30, owner_gone=lambda holder: holder == "a")
+    assert await store.renew_job_leases("b", ["j", "unknown"], ttl=30) == {"j"}
+    assert await store.renew_job_leases("a", ["j"], ttl=30) == set()  # "a" lost it
+    await store.release_job("j", "a")  # not the holder: nothing happens
+    assert not await store.claim_job("j", "c", ttl=30)
+    await store.release_job("j", "b")
+    assert await store.claim_job("j", "c", ttl=30)
+    assert await store.claim_job("k", "a", ttl=-1)  # a lease that has already lapsed...
+    assert await store.claim_job("k", "b", ttl=30)  # ...is taken over by the next claim
