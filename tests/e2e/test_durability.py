@@ -22,7 +22,7 @@ import httpx
 import pytest
 from tests.fakes.model_server import FakeModelServer, prompt_of
 from tests.fakes.serving import ServeProcess
-from tests.fakes.squares import answer, square_rows
+from tests.fakes.squares import answer, expected_accuracy, square_rows, squares_config
 
 from evalstack.errors import ConflictError
 from evalstack.store.records import JobRecord, SampleRecord, new_job_id
@@ -39,30 +39,10 @@ def write_dataset(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def job_body(dataset: Path, model: FakeModelServer, *, parallelism: int, **params: Any) -> dict[str, Any]:
-    """A NeMo job with an inline custom config (one chat task, string-check) and target."""
-    config = {
-        "type": "custom",
-        "params": {"parallelism": parallelism, "max_tokens": 16, **params},
-        "tasks": {
-            "qa": {
-                "type": "chat-completion",
-                "params": {"template": {"messages": [{"role": "user", "content": "{{item.question}}"}]}},
-                "dataset": {"files_url": dataset.as_uri()},
-                "metrics": {
-                    "accuracy": {
-                        "type": "string-check",
-                        "params": {"check": ["{{sample.output_text | trim}}", "equals", "{{item.answer}}"]},
-                    }
-                },
-            }
-        },
-    }
+    """A NeMo job with the inline squares config and a target on the fake model."""
     endpoint = {"url": f"{model.base_url}/chat/completions", "model_id": model.model_id, "format": "openai"}
+    config = squares_config(dataset, parallelism=parallelism, **params)
     return {"config": config, "target": {"type": "model", "model": {"api_endpoint": endpoint}}}
-
-
-def expected_accuracy(rows: list[dict[str, Any]]) -> float:
-    return sum(answer(r["question"]) == r["answer"] for r in rows) / len(rows)
 
 
 class Server(ServeProcess):

@@ -20,7 +20,7 @@ import pytest
 from nemo_microservices import ConflictError, NeMoMicroservices, NotFoundError, UnprocessableEntityError
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.serving import BackgroundServer, free_port
-from tests.fakes.squares import answer, square_rows
+from tests.fakes.squares import answer, expected_accuracy, square_rows, squares_config
 
 from evalstack.config import Settings
 from evalstack.server import create_app
@@ -30,31 +30,10 @@ pytestmark = pytest.mark.slow
 JOB_TIMEOUT = 30.0
 
 
-def expected_accuracy(rows: list[dict[str, Any]]) -> float:
-    return sum(answer(r["question"]) == r["answer"] for r in rows) / len(rows)
-
-
 def qa_config(dataset: Path, *, limit: int | None = None, parallelism: int = 4) -> Any:
-    params: dict[str, Any] = {"parallelism": parallelism, "max_tokens": 16}
-    if limit is not None:
-        params["limit_samples"] = limit
-    return {
-        "type": "custom",
-        "params": params,
-        "tasks": {
-            "qa": {
-                "type": "chat-completion",
-                "params": {"template": {"messages": [{"role": "user", "content": "{{item.question}}"}]}},
-                "dataset": {"files_url": dataset.as_uri()},
-                "metrics": {
-                    "accuracy": {
-                        "type": "string-check",
-                        "params": {"check": ["{{sample.output_text | trim}}", "equals", "{{item.answer}}"]},
-                    }
-                },
-            }
-        },
-    }
+    return squares_config(
+        dataset, parallelism=parallelism, **({} if limit is None else {"limit_samples": limit})
+    )
 
 
 def model_target(model: FakeModelServer) -> Any:
