@@ -175,6 +175,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     from fastapi import FastAPI
 
+    from evalstack.api.analysis import analysis_router
     from evalstack.api.jobs import jobs_router
     from evalstack.api.llama_stack.routes import include_llama_stack_api
 
@@ -182,6 +183,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.services = services
     include_llama_stack_api(app, services)
     app.include_router(jobs_router(services), prefix="/v1")
+    app.include_router(analysis_router(services), prefix="/v1")
     _include_nemo_api(app, services)
     return app
 

@@ -17,6 +17,7 @@ Every p-value is Holm-adjusted across all rows of the comparison.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -487,21 +488,26 @@ async def compare_jobs(
         side = "baseline" if key in base.scores else "candidate"
         warnings.append(f"Metric {labels[key]!r} is scored only in the {side} job; not compared.")
 
-    rows: list[MetricComparison] = []
-    for scope in scopes:
-        for key in shared:
-            row = _compare_scope(
-                scope, labels[key], base.scores[key], cand.scores[key], base.clusters,
-                confidence=confidence, resamples=resamples, seed=seed,
-            )  # fmt: skip
-            if row is not None:
-                rows.append(row)
-            elif scope.scope == "task" and any(k in base.scores[key] for k in scope.keys):
-                warnings.append(
-                    f"Task {scope.name!r}, metric {labels[key]!r}: fewer than 2 paired scores; not compared."
-                )
-    for row, adjusted in zip(rows, paired.holm_adjust([r.p_value for r in rows]), strict=True):
-        row.p_holm = adjusted
+    def compute_rows() -> list[MetricComparison]:
+        rows: list[MetricComparison] = []
+        for scope in scopes:
+            for key in shared:
+                row = _compare_scope(
+                    scope, labels[key], base.scores[key], cand.scores[key], base.clusters,
+                    confidence=confidence, resamples=resamples, seed=seed,
+                )  # fmt: skip
+                if row is not None:
+                    rows.append(row)
+                elif scope.scope == "task" and any(k in base.scores[key] for k in scope.keys):
+                    warnings.append(
+                        f"Task {scope.name!r}, metric {labels[key]!r}: fewer than 2 paired scores; "
+                        "not compared."
+                    )
+        for row, adjusted in zip(rows, paired.holm_adjust([r.p_value for r in rows]), strict=True):
+            row.p_holm = adjusted
+        return rows
+
+    rows = await asyncio.to_thread(compute_rows)  # numpy work stays off the event loop
     return Comparison(
         baseline=job_ref(base_job),
         candidate=job_ref(cand_job),

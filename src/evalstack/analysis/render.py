@@ -1,0 +1,313 @@
+"""Comparisons and gate results as a terminal table, Markdown and self-contained HTML.
+
+HTML goes through Jinja2 with autoescaping on, so nothing a model or a user wrote (task names,
+metric names, item fields) can become markup; charts are inline SVG computed here, styles inline
+CSS, and there is no script. Markdown escapes the characters that would change a table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from evalstack.analysis.compare import Comparison, MetricComparison
+    from evalstack.analysis.gate import GateResult
+
+_ENVIRONMENT: list[Environment] = []  # built once, on first use (a cache, not state)
+
+
+def environment() -> Environment:
+    """The Jinja2 environment of the report templates (autoescape always on)."""
+    if not _ENVIRONMENT:
+        env = Environment(
+            loader=PackageLoader("evalstack.analysis", "templates"),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        env.filters["num"] = number
+        env.filters["signed"] = signed
+        env.filters["pvalue"] = pvalue
+        _ENVIRONMENT.append(env)
+    return _ENVIRONMENT[0]
+
+
+# ---- numbers ----------------------------------------------------------------------------------------
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    """A figure for people: ``digits`` significant digits, '-' for a missing one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}g}" if abs(value) >= 1e-4 or value == 0 else f"{value:.2e}"
+
+
+def signed(value: float | None, digits: int = 4) -> str:
+    """Like :func:`number`, with a sign."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.{digits}g}" if abs(value) >= 1e-4 or value == 0 else f"{value:+.2e}"
+
+
+def pvalue(value: float) -> str:
+    """A p-value: four decimals, or '<0.0001'."""
+    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+def markdown_cell(text: object) -> str:
+    """Text safe inside a Markdown table cell: pipes, backslashes, angle brackets and newlines escaped."""
+    out = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return " ".join(out.split())
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured Markdown table; every cell escaped."""
+    lines = ["| " + " | ".join(markdown_cell(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---- forest plot ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlotRow:
+    """One line of a forest plot, in SVG coordinates."""
+
+    label: str
+    value: str
+    y: float
+    x: float
+    x_low: float
+    x_high: float
+    tone: str
+
+
+@dataclass
+class ForestPlot:
+    """An interval per row on one shared axis; ``reference`` (e.g. 0) drawn as a vertical line."""
+
+    width: int
+    height: int
+    left: int
+    right: int
+    rows: list[PlotRow] = field(default_factory=list)
+    ticks: list[tuple[float, str]] = field(default_factory=list)
+    reference_x: float | None = None
+    axis_y: float = 0.0
+
+
+_ROW_HEIGHT = 22
+_LABEL_WIDTH = 300
+_PLOT_WIDTH = 420
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    span = high - low
+    step = 10 ** math.floor(math.log10(span / count))
+    for factor in (1, 2, 5, 10):
+        if span / (step * factor) <= count:
+            step *= factor
+            break
+    first = math.ceil(low / step) * step
+    return [round(first + i * step, 12) for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def forest_plot(
+    items: Sequence[tuple[str, float, float, float, str]], reference: float | None = None
+) -> ForestPlot | None:
+    """Geometry of a forest plot of ``(label, value, low, high, tone)``; None when nothing is finite."""
+    finite = [i for i in items if all(math.isfinite(v) for v in i[1:4])]
+    if not finite:
+        return None
+    low = min(i[2] for i in finite)
+    high = max(i[3] for i in finite)
+    if reference is not None:
+        low, high = min(low, reference), max(high, reference)
+    if high - low < 1e-12:
+        low, high = low - 0.5, high + 0.5
+    pad = (high - low) * 0.05
+    low, high = low - pad, high + pad
+    left, right = _LABEL_WIDTH + 10, _LABEL_WIDTH + 10 + _PLOT_WIDTH
+
+    def x_of(value: float) -> float:
+        return round(left + (value - low) / (high - low) * (right - left), 2)
+
+    plot = ForestPlot(width=right + 90, height=len(finite) * _ROW_HEIGHT + 40, left=left, right=right)
+    for position, (label, value, lo, hi, tone) in enumerate(finite):
+        y = 14 + position * _ROW_HEIGHT
+        plot.rows.append(
+            PlotRow(label=label, value=signed(value, 3) if reference is not None else number(value, 3),
+                    y=y, x=x_of(value), x_low=x_of(lo), x_high=x_of(hi), tone=tone)
+        )  # fmt: skip
+    plot.axis_y = len(finite) * _ROW_HEIGHT + 6
+    plot.ticks = [(x_of(t), number(t, 3)) for t in _nice_ticks(low, high)]
+    if reference is not None:
+        plot.reference_x = x_of(reference)
+    return plot
+
+
+# ---- comparisons ------------------------------------------------------------------------------------
+
+
+def _significant(row: MetricComparison) -> str:
+    if row.p_holm >= 0.05:
+        return "none"
+    return "better" if row.delta > 0 else "worse"
+
+
+def _interval(low: float, high: float) -> str:
+    return f"[{signed(low)}, {signed(high)}]"
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    """The comparison as a rich table for the terminal."""
+    from rich.table import Table
+
+    level = f"{comparison.confidence:.0%}"
+    table = Table(
+        title=f"{comparison.candidate.label} ({comparison.candidate.id}) vs "
+        f"{comparison.baseline.label} ({comparison.baseline.id})"
+    )
+    for column in (
+        "scope", "name", "metric", "n", "baseline", "candidate", "Δ", f"{level} CI",
+        "bootstrap CI", "n10/n01", "p", "p (Holm)", "MDE",
+    ):  # fmt: skip
+        table.add_column(column, justify="right" if column not in ("scope", "name", "metric") else "left")
+    for row in comparison.rows:
+        style = {"better": "green", "worse": "red"}.get(_significant(row))
+        table.add_row(
+            row.scope,
+            row.name,
+            row.metric,
+            str(row.n),
+            number(row.baseline_mean),
+            number(row.candidate_mean),
+            signed(row.delta),
+            _interval(row.ci_low, row.ci_high) + (" c" if row.clustered else ""),
+            _interval(row.bootstrap_ci_low, row.bootstrap_ci_high),
+            f"{row.n10}/{row.n01}" if row.n10 is not None else "-",
+            pvalue(row.p_value),
+            pvalue(row.p_holm),
+            number(row.mde, 3),
+            style=style,
+        )
+    return table
+
+
+def comparison_notes(comparison: Comparison) -> list[str]:
+    """Lines under the table: pairing, clustering and warnings."""
+    notes = [
+        f"Paired on {comparison.matched} items; {comparison.unmatched_count} unpaired. "
+        f"Δ = candidate - baseline; CI t-based"
+        + (f", cluster-robust by '{comparison.cluster}' where marked c" if comparison.cluster else "")
+        + f"; bootstrap {comparison.resamples} resamples (seed {comparison.seed}); "
+        "p: exact McNemar (0/1 metrics) or sign-flip permutation; Holm-adjusted across all rows; "
+        "MDE at 80% power, two-sided 5%."
+    ]
+    return notes + [f"Warning: {w}" for w in comparison.warnings]
+
+
+def comparison_markdown(comparison: Comparison) -> str:
+    """The comparison as Markdown: header, warnings, one table row per metric and scope."""
+    level = f"{comparison.confidence:.0%}"
+    header = [
+        "scope", "name", "metric", "kind", "n", "baseline", "candidate", "Δ", f"{level} CI",
+        "bootstrap CI", "n10", "n01", "p", "p (Holm)", "test", "MDE",
+    ]  # fmt: skip
+    rows = [
+        [
+            r.scope, r.name, r.metric, r.kind, r.n, number(r.baseline_mean), number(r.candidate_mean),
+            signed(r.delta), _interval(r.ci_low, r.ci_high) + (" (clustered)" if r.clustered else ""),
+            _interval(r.bootstrap_ci_low, r.bootstrap_ci_high),
+            "-" if r.n10 is None else r.n10, "-" if r.n01 is None else r.n01,
+            pvalue(r.p_value), pvalue(r.p_holm), r.test, number(r.mde, 3),
+        ]
+        for r in comparison.rows
+    ]  # fmt: skip
+    parts = [
+        f"# Comparison: {markdown_cell(comparison.candidate.label)} "
+        f"vs {markdown_cell(comparison.baseline.label)}",
+        "",
+        f"- Baseline: `{comparison.baseline.id}` ({markdown_cell(comparison.baseline.label)})",
+        f"- Candidate: `{comparison.candidate.id}` ({markdown_cell(comparison.candidate.label)})",
+        "",
+    ]
+    parts += [f"> {markdown_cell(note)}" for note in comparison_notes(comparison)]
+    parts += ["", markdown_table(header, rows) if rows else "_No metric could be compared._", ""]
+    return "\n".join(parts)
+
+
+def comparison_html(comparison: Comparison) -> str:
+    """The comparison as one self-contained HTML page (inline CSS and SVG, no script)."""
+    tone = {"better": "good", "worse": "bad", "none": "neutral"}
+    plot = forest_plot(
+        [
+            (f"{r.name} · {r.metric}", r.delta, r.ci_low, r.ci_high, tone[_significant(r)])
+            for r in comparison.rows
+        ],
+        reference=0.0,
+    )
+    return (
+        environment()
+        .get_template("comparison.html.j2")
+        .render(
+            comparison=comparison,
+            notes=comparison_notes(comparison),
+            plot=plot,
+            rows=[(r, tone[_significant(r)]) for r in comparison.rows],
+        )
+    )
+
+
+# ---- gate -------------------------------------------------------------------------------------------
+
+
+def gate_table(result: GateResult) -> Table:
+    """The gate's per-metric verdicts as a rich table."""
+    from rich.table import Table
+
+    table = Table(title=f"Gate: {result.verdict}")
+    for column in ("tier", "metric", "scope", "direction", "max_drop", "Δ", "CI", "MDE", "verdict"):
+        table.add_column(column)
+    colours = {"PASS": "green", "BREACH": "red", "INSUFFICIENT_EVIDENCE": "yellow"}
+    for v in result.metrics:
+        table.add_row(
+            v.tier, v.metric, v.name, v.direction, number(v.max_drop), signed(v.delta),
+            _interval(v.ci_low, v.ci_high), number(v.mde, 3), f"[{colours[v.verdict]}]{v.verdict}[/]",
+        )  # fmt: skip
+    return table
+
+
+def gate_markdown(result: GateResult) -> str:
+    """The gate result as Markdown: the verdict, why, and a table of metrics."""
+    rows = [
+        [v.tier, v.metric, v.name, v.direction, number(v.max_drop), signed(v.delta),
+         _interval(v.ci_low, v.ci_high), number(v.mde, 3), v.verdict, v.reason]
+        for v in result.metrics
+    ]  # fmt: skip
+    parts = [
+        f"# Gate: {result.verdict}",
+        "",
+        f"Candidate `{result.candidate.id}` ({markdown_cell(result.candidate.label)}) against baseline "
+        f"`{result.baseline.id}` ({markdown_cell(result.baseline.label)}), "
+        f"{result.interval} {result.confidence:.0%} confidence intervals.",
+        "",
+        *[f"- {markdown_cell(reason)}" for reason in result.reasons],
+        *[f"- Warning: {markdown_cell(w)}" for w in result.warnings],
+        "",
+        markdown_table(
+            ["tier", "metric", "scope", "direction", "max_drop", "Δ", "CI", "MDE", "verdict", "why"], rows
+        ),
+        "",
+    ]
+    return "\n".join(parts)
