@@ -44,6 +44,9 @@ AUTO_CLUSTER_FIELD = "subject"
 DIAGNOSTIC_METRICS = frozenset({"parsed"})
 """Per-sample metrics that are diagnostics, not scores (whether an answer could be extracted)."""
 
+FEW_CLUSTERS = 5
+"""Below this many clusters a scope's cluster-robust interval gets a warning (few degrees of freedom)."""
+
 UNMATCHED_LISTED = 1000
 """At most this many unmatched items are listed; all are counted."""
 
@@ -490,6 +493,7 @@ async def compare_jobs(
 
     def compute_rows() -> list[MetricComparison]:
         rows: list[MetricComparison] = []
+        few: set[str] = set()
         for scope in scopes:
             for key in shared:
                 row = _compare_scope(
@@ -498,6 +502,13 @@ async def compare_jobs(
                 )  # fmt: skip
                 if row is not None:
                     rows.append(row)
+                    if row.clustered and row.clusters < FEW_CLUSTERS and scope.name not in few:
+                        few.add(scope.name)
+                        warnings.append(
+                            f"{scope.scope.capitalize()} {scope.name!r} has only {row.clusters} clusters of "
+                            f"'{cluster_field}': its cluster-robust interval rests on {row.clusters - 1} "
+                            "degree(s) of freedom and is wide; read its bootstrap interval with caution too."
+                        )
                 elif scope.scope == "task" and any(k in base.scores[key] for k in scope.keys):
                     warnings.append(
                         f"Task {scope.name!r}, metric {labels[key]!r}: fewer than 2 paired scores; "
