@@ -129,7 +129,7 @@ def compare(
         from rich.console import Console
 
         console = Console()
-        console.print(render.comparison_table(comparison))
+        console.print(render.comparison_table(comparison, compact=console.width < 110))
         for note in render.comparison_notes(comparison):
             console.print(note, style="yellow" if note.startswith("Warning") else "dim", highlight=False)
         return

@@ -169,36 +169,44 @@ def _interval(low: float, high: float) -> str:
     return f"[{signed(low)}, {signed(high)}]"
 
 
-def comparison_table(comparison: Comparison) -> Table:
-    """The comparison as a rich table for the terminal."""
+def _short(value: float, sign: bool = False) -> str:
+    """Three decimals for the terminal (a tiny non-zero value in scientific notation)."""
+    if value != 0 and abs(value) < 0.001:
+        return f"{value:+.1e}" if sign else f"{value:.1e}"
+    return f"{value:+.3f}" if sign else f"{value:.3f}"
+
+
+def comparison_table(comparison: Comparison, *, compact: bool = False) -> Table:
+    """The comparison as a rich table for the terminal (groups in bold; every figure is in the JSON).
+
+    ``compact`` leaves out the two means, for terminals under about 110 columns.
+    """
+    from rich import box
     from rich.table import Table
 
-    level = f"{comparison.confidence:.0%}"
     table = Table(
         title=f"{comparison.candidate.label} ({comparison.candidate.id}) vs "
-        f"{comparison.baseline.label} ({comparison.baseline.id})"
+        f"{comparison.baseline.label} ({comparison.baseline.id})",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    for column in (
-        "scope", "name", "metric", "n", "baseline", "candidate", "Δ", f"{level} CI",
-        "bootstrap CI", "n10/n01", "p", "p (Holm)", "MDE",
-    ):  # fmt: skip
-        table.add_column(column, justify="right" if column not in ("scope", "name", "metric") else "left")
+    table.add_column("task / group", overflow="fold", min_width=12)
+    table.add_column("metric", overflow="fold", min_width=8)
+    means = () if compact else ("base", "cand")
+    for column in ("n", *means, "Δ", f"{comparison.confidence:.0%} CI", "n10/n01", "p Holm", "MDE"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in comparison.rows:
         style = {"better": "green", "worse": "red"}.get(_significant(row))
         table.add_row(
-            row.scope,
-            row.name,
+            f"[bold]{row.name}[/bold]" if row.scope == "group" else row.name,
             row.metric,
             str(row.n),
-            number(row.baseline_mean),
-            number(row.candidate_mean),
-            signed(row.delta),
-            _interval(row.ci_low, row.ci_high) + (" c" if row.clustered else ""),
-            _interval(row.bootstrap_ci_low, row.bootstrap_ci_high),
+            *(() if compact else (_short(row.baseline_mean), _short(row.candidate_mean))),
+            _short(row.delta, sign=True),
+            f"[{_short(row.ci_low, True)}, {_short(row.ci_high, True)}]" + ("c" if row.clustered else ""),
             f"{row.n10}/{row.n01}" if row.n10 is not None else "-",
-            pvalue(row.p_value),
             pvalue(row.p_holm),
-            number(row.mde, 3),
+            _short(row.mde),
             style=style,
         )
     return table
@@ -210,6 +218,7 @@ def comparison_notes(comparison: Comparison) -> list[str]:
         f"Paired on {comparison.matched} items; {comparison.unmatched_count} unpaired. "
         f"Δ = candidate - baseline; CI t-based"
         + (f", cluster-robust by '{comparison.cluster}' where marked c" if comparison.cluster else "")
+        + "; groups in bold"
         + f"; bootstrap {comparison.resamples} resamples (seed {comparison.seed}); "
         "p: exact McNemar (0/1 metrics) or sign-flip permutation; Holm-adjusted across all rows; "
         "MDE at 80% power, two-sided 5%."

@@ -138,3 +138,15 @@ def test_an_unknown_or_ambiguous_metric_is_an_error_that_lists_the_choices() -> 
         evaluate_gate(rows, policy({"metric": "f1", "max_drop": 0.01}))
     with pytest.raises(InvalidInputError, match=r"no metric 'acc' in 't3'"):
         evaluate_gate(rows, policy({"metric": "acc", "task": "t3", "max_drop": 0.01}))
+
+
+def test_the_example_policy_in_the_readme_is_valid() -> None:
+    from pathlib import Path
+
+    from evalstack.analysis.gate import read_policy
+
+    example = read_policy(Path(__file__).resolve().parents[3] / "examples" / "gate.yaml")
+    assert [(m.metric, m.tier) for m in example.metrics] == [
+        ("basic::equality", "critical"),
+        ("basic::subset_of", "supporting"),
+    ]
