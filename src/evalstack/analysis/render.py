@@ -282,18 +282,29 @@ def comparison_html(comparison: Comparison) -> str:
 
 
 def gate_table(result: GateResult) -> Table:
-    """The gate's per-metric verdicts as a rich table."""
+    """The gate's per-metric verdicts as a rich table (Δ signed so that positive is better, ↓ marking a
+    lower-is-better metric); the reasons, with the MDE where it matters, go under it."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"Gate: {result.verdict}")
-    for column in ("tier", "metric", "scope", "direction", "max_drop", "Δ", "CI", "MDE", "verdict"):
-        table.add_column(column)
+    table = Table(title=f"Gate: {result.verdict}", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    table.add_column("tier", no_wrap=True)
+    table.add_column("metric (scope)", overflow="fold", min_width=10)
+    for column in ("Δ", "CI", "-max_drop"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
     colours = {"PASS": "green", "BREACH": "red", "INSUFFICIENT_EVIDENCE": "yellow"}
     for v in result.metrics:
+        flip = 1.0 if v.direction == "higher_is_better" else -1.0
+        low, high = sorted((flip * v.ci_low, flip * v.ci_high))
         table.add_row(
-            v.tier, v.metric, v.name, v.direction, number(v.max_drop), signed(v.delta),
-            _interval(v.ci_low, v.ci_high), number(v.mde, 3), f"[{colours[v.verdict]}]{v.verdict}[/]",
-        )  # fmt: skip
+            v.tier,
+            f"{v.metric} ({v.name})" + ("" if flip > 0 else " ↓"),
+            _short(flip * v.delta, sign=True),
+            f"[{_short(low, True)}, {_short(high, True)}]",
+            _short(-v.max_drop, sign=True),
+            f"[{colours[v.verdict]}]{v.verdict}[/]",
+        )
     return table
 
 
