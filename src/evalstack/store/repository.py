@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -26,6 +26,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    and_,
     create_engine,
     delete,
     event,
@@ -646,6 +647,41 @@ class Store:
             query = query.where(c.task == task)
         with self._connect() as conn:
             rows = conn.execute(query.order_by(c.task, c["index"]))
+            return [
+                SampleRecord(task, index, item, text, response, finish, scores or {}, error, extra or {})
+                for task, index, item, text, response, finish, scores, error, extra in rows
+            ]
+
+    async def iter_samples(self, job_id: str, batch_size: int = 2000) -> AsyncIterator[list[SampleRecord]]:
+        """The job's samples in batches of at most ``batch_size``, ordered by task then index.
+
+        Each batch is one keyset query on the ``(job_id, task, index)`` index, so a job of any size
+        is read with bounded memory.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        after: tuple[str, int] | None = None
+        while True:
+            batch = await self._run(self._read_sample_batch, job_id, after, batch_size)
+            if not batch:
+                return
+            yield batch
+            if len(batch) < batch_size:
+                return
+            after = (batch[-1].task, batch[-1].index)
+
+    def _read_sample_batch(
+        self, job_id: str, after: tuple[str, int] | None, limit: int
+    ) -> list[SampleRecord]:
+        c = _SAMPLES.c
+        query = select(
+            c.task, c["index"], c.item, c.output_text, c.response, c.finish_reason, c.scores, c.error, c.extra
+        ).where(c.job_id == job_id)
+        if after is not None:
+            task, index = after
+            query = query.where(or_(c.task > task, and_(c.task == task, c["index"] > index)))
+        with self._connect() as conn:
+            rows = conn.execute(query.order_by(c.task, c["index"]).limit(limit))
             return [
                 SampleRecord(task, index, item, text, response, finish, scores or {}, error, extra or {})
                 for task, index, item, text, response, finish, scores, error, extra in rows
