@@ -21,7 +21,7 @@ PER_TASK = 30
 
 
 def make_sample(task: str, index: int) -> SampleRecord:
-    """Right when index is even; index 5 mod 10 failed (inference, or invalid in task beta); 7 mod 10 unparsed."""
+    """Right when index is even; 5 mod 10 failed (inference; invalid in task beta); 7 mod 10 unparsed."""
     word = "zebra" if index % 9 == 0 else "plain"
     item = {"question": f"{task} question {index} about {word}", "answer": str(index)}
     if index % 10 == 5:
@@ -65,12 +65,12 @@ async def filled(store: Store) -> Store:  # noqa: F811
     return store
 
 
-async def read_all(store: Store, flt: SampleFilter, limit: int) -> list[SampleRecord]:
+async def read_all(source: Store, flt: SampleFilter, limit: int) -> list[SampleRecord]:
     """Every matching sample, following the keyset pages forward."""
     out: list[SampleRecord] = []
     after: SampleKey | None = None
     while True:
-        page = await store.page_samples(JOB, flt, after=after, limit=limit)
+        page = await source.page_samples(JOB, flt, after=after, limit=limit)
         out += page.samples
         assert page.has_before == (after is not None and bool(out[: -len(page.samples) or None]))
         if not page.has_after:
