@@ -295,6 +295,15 @@ def split_metric(raw: str) -> tuple[str, str]:
     return (metric, score) if slash and metric and score else (raw, raw)
 
 
+def page_offset(raw: str | None) -> int:
+    """How many entries to skip, from its URL parameter (default 0)."""
+    if raw is None or raw == "":
+        return 0
+    if not raw.isdigit():
+        raise InvalidInputError(f"offset must be a whole number of at least 0, got {raw!r}")
+    return int(raw)
+
+
 def page_limit(raw: str | None) -> int:
     """A page size from its URL parameter (default 50, at most 500)."""
     return _positive_int("limit", raw, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)

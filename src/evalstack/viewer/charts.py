@@ -49,6 +49,7 @@ class ForestRow:
     href: str | None = None
     group: bool = False
     n: int | None = None
+    tone: str = ""
 
 
 @dataclass

@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from evalstack import browse
-from evalstack.errors import InvalidInputError
+from evalstack.errors import EvalstackError, InvalidInputError, NotFoundError
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleFilter, SampleRecord
 from evalstack.viewer import charts
 
@@ -442,6 +442,146 @@ class Pages:
             permalink=urlencode({"key": browse.key_param(key)}),
         )
 
+    # ---- compare ------------------------------------------------------------------------------
+
+    async def _job_choices(self) -> list[tuple[JobRecord, browse.JobLabels]]:
+        return [(j, browse.job_labels(j)) for j in (await self.store.list_jobs())[:500]]
+
+    async def compare(self, request: Request) -> HTMLResponse:
+        from evalstack.analysis.compare import compare_jobs
+
+        params = request.query_params
+        baseline, candidate = params.get("baseline") or "", params.get("candidate") or ""
+        choices = await self._job_choices()
+        if not baseline or not candidate:
+            return self.render(
+                request,
+                "compare.html",
+                comparison=None,
+                choices=choices,
+                baseline=baseline,
+                candidate=candidate,
+            )
+        cluster = params.get("cluster") or None
+        try:
+            comparison = await compare_jobs(self.store, baseline, candidate, cluster=cluster)
+        except EvalstackError as exc:
+            status = 404 if isinstance(exc, NotFoundError) else 400
+            return self.error(request, status, exc.message)
+        rows = comparison.rows
+        forest = charts.forest_plot(
+            [
+                charts.ForestRow(
+                    label=f"{row.name} · {row.metric}",
+                    value=row.delta,
+                    low=row.ci_low,
+                    high=row.ci_high,
+                    group=row.scope == "group",
+                    n=row.n,
+                    tone="better" if row.ci_low > 0 else "worse" if row.ci_high < 0 else "",
+                )
+                for row in rows[:MAX_FOREST_ROWS]
+            ],
+            centre_zero=True,
+        )
+        return self.render(
+            request,
+            "compare.html",
+            comparison=comparison,
+            choices=choices,
+            baseline=baseline,
+            candidate=candidate,
+            cluster=cluster or "",
+            forest=forest,
+            flip_tables=[
+                (row, flip_table(row)) for row in rows if row.kind == "binary" and row.scope == "task"
+            ],
+        )
+
+    async def flips(self, request: Request) -> HTMLResponse:
+        from evalstack.analysis.compare import flipped_samples
+
+        params = request.query_params
+        baseline, candidate = params.get("baseline") or "", params.get("candidate") or ""
+        task, metric, direction = (
+            params.get("task") or "",
+            params.get("metric") or "",
+            params.get("direction"),
+        )
+        if not (baseline and candidate and task and metric and direction):
+            return self.error(
+                request, 400, "baseline, candidate, task, metric and direction (n10 or n01) are required"
+            )
+        try:
+            offset = browse.page_offset(params.get("offset"))
+            indices = await flipped_samples(
+                self.store,
+                baseline,
+                candidate,
+                task=task,
+                metric=metric,
+                direction=direction,  # type: ignore[arg-type]
+            )
+        except EvalstackError as exc:
+            status = 404 if isinstance(exc, NotFoundError) else 400
+            return self.error(request, status, exc.message)
+        shown = indices[offset : offset + FLIPS_PER_PAGE]
+        pairs = []
+        for index in shown:
+            left = await self.store.get_sample(baseline, task, index)
+            right = await self.store.get_sample(candidate, task, index)
+            if left is not None and right is not None:
+                pairs.append(
+                    {"index": index, "baseline": left, "candidate": right, "prompt": full_prompt(left)}
+                )
+        base_job, cand_job = await self.store.get_job(baseline), await self.store.get_job(candidate)
+        common = {
+            "baseline": baseline,
+            "candidate": candidate,
+            "task": task,
+            "metric": metric,
+            "direction": direction,
+        }
+        return self.render(
+            request,
+            "flips.html",
+            pairs=pairs,
+            total=len(indices),
+            offset=offset,
+            common=common,
+            base_labels=browse.job_labels(base_job) if base_job else None,
+            cand_labels=browse.job_labels(cand_job) if cand_job else None,
+            next_qs=urlencode({**common, "offset": offset + FLIPS_PER_PAGE})
+            if offset + FLIPS_PER_PAGE < len(indices)
+            else None,
+            prev_qs=urlencode({**common, "offset": max(offset - FLIPS_PER_PAGE, 0)}) if offset > 0 else None,
+        )
+
+
+FLIPS_PER_PAGE = 25
+
+
+def flip_table(row: Any) -> dict[str, int]:
+    """The 2x2 table of a binary metric: both right, baseline only, candidate only, both wrong."""
+    base_right = round(row.baseline_mean * row.n)
+    n10, n01 = row.n10 or 0, row.n01 or 0
+    n11 = base_right - n10
+    return {"n11": n11, "n10": n10, "n01": n01, "n00": row.n - n11 - n10 - n01}
+
+
+def full_prompt(sample: SampleRecord) -> str:
+    """What the model was asked, whole: the messages' contents, the prompt, or the row as JSON."""
+    request = sample.extra.get("request")
+    if isinstance(request, dict):
+        messages = request.get("messages")
+        if isinstance(messages, list) and messages:
+            return "\n\n".join(
+                f"[{m.get('role')}] {m.get('content')}" if isinstance(m, dict) else str(m) for m in messages
+            )
+        if isinstance(request.get("prompt"), str):
+            return str(request["prompt"])
+    return json.dumps(sample.item, ensure_ascii=False, indent=2, default=str)
+
 
 def _score_of(sample: SampleRecord, key: str) -> float | None:
     metric, score = browse.split_metric(key)
@@ -477,6 +617,14 @@ def viewer_router(store: Store) -> APIRouter:
     @router.get("/jobs/{job_id}/sample")
     async def sample_page(request: Request, job_id: str) -> Response:
         return await pages.sample(request, job_id)
+
+    @router.get("/compare")
+    async def compare_page(request: Request) -> Response:
+        return await pages.compare(request)
+
+    @router.get("/compare/flips")
+    async def flips_page(request: Request) -> Response:
+        return await pages.flips(request)
 
     return router
 
