@@ -4,8 +4,8 @@
 
 - ``baseline`` and ``candidate``: the NeMo "squares" job (``POST /v1/evaluation/jobs``) on two fake
   models. Model A answers right for even N and writes :data:`XSS` for N = 3 mod 10; model B answers
-  right for N divisible by 3 (and also writes :data:`XSS` for N = 3 mod 10). Both see the same items,
-  so their samples pair up for comparison.
+  right for N divisible by 3. Both see the same items, so their samples pair up for comparison (and
+  the pairs B got right where A wrote :data:`XSS` show it on the flips page).
 - ``llama``: a Llama Stack job (dataset, benchmark, ``run_eval``) on model A.
 
 Every expected count in the tests is computed from :func:`answer_a`, :func:`answer_b` and the rows.
@@ -50,12 +50,10 @@ def answer_a(prompt: str) -> str:
 
 
 def answer_b(prompt: str) -> str:
-    """Model B: right for N divisible by 3, the XSS string for N = 3 mod 10, else wrong."""
+    """Model B: right for N divisible by 3, else wrong."""
     n = _n(prompt)
     if n is None:
         return "I do not understand."
-    if n % 10 == 3:
-        return XSS
     return str(n * n) if n % 3 == 0 else "not sure"
 
 
@@ -74,10 +72,16 @@ class ViewerJobs:
     candidate: str = ""
     llama: str = ""
     rows: list[dict[str, Any]] = field(default_factory=list)
+    db_url: str = ""
 
     @property
     def url(self) -> str:
         return self.server.url
+
+    @property
+    def server_db(self) -> str:
+        """The server's database URL (for ``evalstack view --db``)."""
+        return self.db_url
 
     @classmethod
     def start(cls, data_dir: Path) -> Self:
@@ -87,18 +91,16 @@ class ViewerJobs:
             for fake in (model_a, model_b):
                 fake.start()
                 started.append(fake)
-            settings = Settings(
-                data_dir=data_dir,
-                embedded_model=False,
-                data_roots=[data_dir],
-                db_url=f"sqlite:///{data_dir}/v.db",
-            )
+            db_url = f"sqlite:///{data_dir / 'evalstack.db'}"
+            settings = Settings(data_dir=data_dir, embedded_model=False, data_roots=[data_dir], db_url=db_url)
             server = BackgroundServer(
                 create_app(settings), free_port(), name="evalstack server", start_timeout=30, stop_timeout=30
             )
             server.start()
             started.append(server)
-            jobs = cls(server, [model_a, model_b], httpx.Client(timeout=30.0), rows=square_rows(ROWS))
+            jobs = cls(
+                server, [model_a, model_b], httpx.Client(timeout=30.0), rows=square_rows(ROWS), db_url=db_url
+            )
             jobs._run_all(data_dir)
             return jobs
         except BaseException:
