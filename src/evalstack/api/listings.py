@@ -5,7 +5,9 @@
 - ``GET /v1/evalstack/jobs/{job_id}/samples``: one page of a job's samples in (task, index)
   order. Filters ``task``, ``metric`` with ``outcome``/``min``/``max``, ``error``, ``unparsed``,
   ``truncated``, ``q`` (full-text search); keyset paging with ``after``/``before`` (a sample's
-  ``key`` from a previous page) and ``limit``.
+  ``key`` from a previous page) and ``limit``. ``total`` is given for the unfiltered listing;
+- ``GET /v1/evalstack/jobs/{job_id}/samples/count``: how many samples match the same filters
+  (counting stops at 10,000: ``at_least`` is then true), apart so that a page never waits for it.
 
 Parameters are documented once, in :mod:`evalstack.browse`. Errors use the Llama Stack family's
 body (``{"error": {"message": ...}}``): a bad parameter is a 400 naming it and what is accepted.
@@ -21,7 +23,6 @@ from fastapi import APIRouter, Request
 from evalstack import browse
 from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
 from evalstack.errors import InvalidInputError, NotFoundError
-from evalstack.store.records import SampleFilter
 
 if TYPE_CHECKING:
     from evalstack.store.repository import Store
@@ -57,15 +58,13 @@ def listings_router(store: Store) -> APIRouter:
         if await store.get_job(job_id) is None:
             raise NotFoundError(f"Job {job_id} not found")
         page = await store.page_samples(job_id, flt, after=after, before=before, limit=limit)
-        filtered = flt != SampleFilter()
-        total = await store.count_matching_samples(job_id, flt, cap=browse.COUNT_CAP if filtered else None)
         data = [browse.sample_json(s) for s in page.samples]
         filter_query = browse.filter_params(flt)
         return {
             "data": data,
             "filter": filter_query,
-            "total": total,
-            "total_is_lower_bound": filtered and total >= browse.COUNT_CAP,
+            # Counting every match of a filter could scan the whole job; that is .../samples/count.
+            "total": None if filter_query else await store.count_samples(job_id),
             "next": urlencode({**filter_query, "after": data[-1]["key"]})
             if data and page.has_after
             else None,
@@ -73,5 +72,14 @@ def listings_router(store: Store) -> APIRouter:
             if data and page.has_before
             else None,
         }
+
+    @router.get("/evalstack/jobs/{job_id}/samples/count", tags=["evalstack"])
+    @not_found_status(404)
+    async def count_samples(request: Request, job_id: str) -> dict[str, Any]:
+        flt = browse.parse_sample_filter(request.query_params)
+        if await store.get_job(job_id) is None:
+            raise NotFoundError(f"Job {job_id} not found")
+        count = await store.count_matching_samples(job_id, flt, cap=browse.COUNT_CAP)
+        return {"count": count, "at_least": count >= browse.COUNT_CAP}
 
     return router

@@ -363,9 +363,7 @@ class Pages:
             job_id, flt, after=None if before else after, before=before, limit=limit
         )
         filtered = flt != SampleFilter()
-        total = await self.store.count_matching_samples(
-            job_id, flt, cap=browse.COUNT_CAP if filtered else None
-        )
+        total = None if filtered else await self.store.count_samples(job_id)  # filtered: counted by the page
         first = (await self.store.page_samples(job_id, SampleFilter(error="none"), limit=1)).samples
         filter_query = browse.filter_params(flt)
         rows = [
@@ -389,7 +387,7 @@ class Pages:
             rows=rows,
             page=page,
             total=total,
-            capped=filtered and total >= browse.COUNT_CAP,
+            count_url=f"/v1/evalstack/jobs/{job_id}/samples/count?{urlencode(filter_query)}",
             tasks=sorted((job.progress or {}).get("task_status") or {}),
             score_keys=score_keys(first[0] if first else None),
             next_qs=urlencode({**filter_query, "after": rows[-1]["key"]})

@@ -45,6 +45,16 @@
     }
   });
 
+  // A filtered listing's match count comes apart, so the page never waits for it.
+  var counter = document.getElementById("match-count");
+  if (counter) {
+    fetch(counter.getAttribute("data-count-url"), { headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (body) {
+        if (body) { counter.textContent = body.count.toLocaleString() + (body.at_least ? "+" : "") + " matching"; }
+      });
+  }
+
   // Live progress: while a job on the page runs, refresh its progress from the JSON listing.
   function refresh() {
     var cells = document.querySelectorAll(".progress[data-job]");
