@@ -90,7 +90,7 @@ def job_labels(job: JobRecord) -> JobLabels:
     config = _dict(spec.get("config"))
     name, kind = config.get("name"), config.get("type")
     tasks = list(_dict(config.get("tasks")))
-    if name and kind and kind != "custom":
+    if name and kind and kind not in ("custom", name):
         benchmark = f"{name} ({kind})"
     elif not name and kind == "custom" and tasks:  # an inline config: its tasks say what it is
         benchmark = "custom: " + ", ".join(tasks[:3]) + (", …" if len(tasks) > 3 else "")

@@ -74,7 +74,7 @@ class ForestChart:
 
 
 ROW_HEIGHT = 22
-LABEL_WIDTH = 260
+LABEL_WIDTH = 250
 VALUE_WIDTH = 150
 
 

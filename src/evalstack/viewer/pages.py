@@ -253,19 +253,20 @@ class Pages:
         first = (await self.store.page_samples(job_id, SampleFilter(error="none"), limit=1)).samples
         keys = score_keys(first[0] if first else None)
         rows = result_rows(job.result)
+        primary = rows[0].score if rows else None  # the headline's score; the table shows every other
         forest = charts.forest_plot(
             [
                 charts.ForestRow(
-                    label=f"{row.name} · {row.score}" if row.score != row.name else row.name,
+                    label=row.name,
                     value=row.value,
                     low=row.low,
                     high=row.high,
                     group=row.scope == "group",
                     n=row.n,
                 )
-                for row in rows[:MAX_FOREST_ROWS]
-                if row.value is not None
-            ]
+                for row in rows
+                if row.score == primary and row.value is not None
+            ][:MAX_FOREST_ROWS]
         )
         columns, tasks = task_table(job.result)
         distributions: list[dict[str, Any]] = []
@@ -291,6 +292,7 @@ class Pages:
             headline=browse.headline(job),
             rate=_rate(job),
             forest=forest,
+            primary=primary,
             columns=columns,
             tasks=tasks,
             score_keys=keys,
@@ -467,10 +469,11 @@ class Pages:
             status = 404 if isinstance(exc, NotFoundError) else 400
             return self.error(request, status, exc.message)
         rows = comparison.rows
+        primary = rows[0].metric if rows else None  # the first metric; the table shows every other
         forest = charts.forest_plot(
             [
                 charts.ForestRow(
-                    label=f"{row.name} · {row.metric}",
+                    label=row.name,
                     value=row.delta,
                     low=row.ci_low,
                     high=row.ci_high,
@@ -478,8 +481,9 @@ class Pages:
                     n=row.n,
                     tone="better" if row.ci_low > 0 else "worse" if row.ci_high < 0 else "",
                 )
-                for row in rows[:MAX_FOREST_ROWS]
-            ],
+                for row in rows
+                if row.metric == primary
+            ][:MAX_FOREST_ROWS],
             centre_zero=True,
         )
         return self.render(
@@ -491,6 +495,7 @@ class Pages:
             candidate=candidate,
             cluster=cluster or "",
             forest=forest,
+            primary=primary,
             flip_tables=[
                 (row, flip_table(row)) for row in rows if row.kind == "binary" and row.scope == "task"
             ],
