@@ -42,8 +42,15 @@ from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
-from evalstack.store import tables
-from evalstack.store.records import JobRecord, JobStatus, SampleRecord
+from evalstack.store import sample_query, tables
+from evalstack.store.records import (
+    JobRecord,
+    JobStatus,
+    SampleFilter,
+    SampleKey,
+    SamplePage,
+    SampleRecord,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +228,8 @@ class Store:
         if backend == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         tables.metadata.create_all(engine)
+        with engine.begin() as conn:
+            sample_query.ensure_search_index(conn)
         self._engine = engine
         logger.info("store opened: %s", url.render_as_string(hide_password=True))
 
@@ -698,3 +707,87 @@ class Store:
         query = select(func.count()).select_from(_SAMPLES).where(_SAMPLES.c.job_id == job_id)
         with self._connect() as conn:
             return int(conn.scalar(query) or 0)
+
+    # ---- browsing samples: filters, keyset pages, search --------------------------------------
+
+    async def page_samples(
+        self,
+        job_id: str,
+        flt: SampleFilter | None = None,
+        *,
+        after: SampleKey | None = None,
+        before: SampleKey | None = None,
+        limit: int = 50,
+    ) -> SamplePage:
+        """Up to ``limit`` of the job's samples matching ``flt``, in (task, index) order.
+
+        The page starts right after ``after`` (or ends right before ``before``; from the start when
+        neither is given). Paged in SQL on the samples index, so a deep page costs what the first does.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        if after is not None and before is not None:
+            raise ValueError("give after or before, not both")
+        return await self._run(self._page_samples, job_id, flt or SampleFilter(), after, before, limit)
+
+    def _page_samples(
+        self, job_id: str, flt: SampleFilter, after: SampleKey | None, before: SampleKey | None, limit: int
+    ) -> SamplePage:
+        with self._connect() as conn:
+            dialect = conn.dialect.name
+            query = sample_query.page_query(dialect, job_id, flt, after=after, before=before, limit=limit + 1)
+            records = [
+                SampleRecord(task, index, item, text, response, finish, scores or {}, error, extra or {})
+                for task, index, item, text, response, finish, scores, error, extra in conn.execute(query)
+            ]
+            more = len(records) > limit
+            records = records[:limit]
+            if before is not None:
+                records.reverse()
+                return SamplePage(records, has_before=more, has_after=True)
+            has_before = False
+            if after is not None and records:
+                first = SampleKey(records[0].task, records[0].index)
+                has_before = bool(conn.scalar(sample_query.exists_query(dialect, job_id, flt, before=first)))
+            elif after is not None:
+                has_before = True
+            return SamplePage(records, has_before=has_before, has_after=more)
+
+    async def count_matching_samples(
+        self, job_id: str, flt: SampleFilter | None = None, *, cap: int | None = None
+    ) -> int:
+        """How many of the job's samples match ``flt``; counting stops at ``cap`` when given."""
+        return await self._run(self._count_matching_samples, job_id, flt or SampleFilter(), cap)
+
+    def _count_matching_samples(self, job_id: str, flt: SampleFilter, cap: int | None) -> int:
+        with self._connect() as conn:
+            return int(conn.scalar(sample_query.count_query(conn.dialect.name, job_id, flt, cap)) or 0)
+
+    async def get_sample(self, job_id: str, task: str, index: int) -> SampleRecord | None:
+        """One recorded sample, or None."""
+        page = await self.page_samples(
+            job_id, SampleFilter(task=task), after=SampleKey(task, index - 1), limit=1
+        )
+        found = page.samples[0] if page.samples else None
+        return found if found is not None and found.index == index else None
+
+    async def score_histogram(
+        self, job_id: str, metric: str, score: str, bins: int = 20
+    ) -> tuple[float, float, list[int]] | None:
+        """One score's distribution: ``(low, high, counts per equal-width bin)``; None without values."""
+        return await self._run(self._score_histogram, job_id, metric, score, bins)
+
+    def _score_histogram(
+        self, job_id: str, metric: str, score: str, bins: int
+    ) -> tuple[float, float, list[int]] | None:
+        with self._connect() as conn:
+            low, high = conn.execute(sample_query.range_query(job_id, metric, score)).one()
+            if low is None or high is None:
+                return None
+            low, high = float(low), float(high)
+            width = (high - low) / bins if high > low else 1.0
+            counts = [0] * bins
+            query = sample_query.histogram_query(conn.dialect.name, job_id, metric, score, low, width, bins)
+            for bucket, count in conn.execute(query).tuples():
+                counts[min(max(int(bucket), 0), bins - 1)] += int(count)
+            return low, high, counts
