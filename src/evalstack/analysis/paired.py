@@ -39,7 +39,12 @@ if TYPE_CHECKING:
 EXACT_SIGN_FLIP_MAX_N = 16
 """Up to this many non-zero differences the sign-flip test enumerates all ``2**n`` sign patterns."""
 
-_SIGN_FLIP_CHUNK = 2_000_000  # sign draws per chunk in the Monte Carlo test (bounded memory)
+_SIGN_FLIP_CHUNK = 2_000_000  # draws per chunk in the Monte Carlo test and the bootstrap (bounded memory)
+# engine.stats.bootstrap_ci draws multinomial counts per distinct value (exact, fast for 0/1-like
+# differences) up to this many values, and resamples indices beyond; between, when the values are
+# nearly as many as the pairs, resampling indices here is cheaper than per-value binomials.
+_MANY_LEVELS = 512
+_FEW_LEVELS_PER_PAIR = 16
 
 
 @dataclass(frozen=True)
@@ -149,17 +154,30 @@ def bootstrap_interval(
     a given ``seed``.
     """
     d = _check_pairs(baseline, candidate)
+    alpha = (1.0 - confidence) / 2.0
     if clusters is None or np.unique(clusters).size < 2:
-        low, high = bootstrap_ci(d.tolist(), confidence=confidence, resamples=resamples, seed=seed)
-        assert low is not None and high is not None  # d has at least two finite values
-        return low, high
+        levels = np.unique(d).size
+        if _FEW_LEVELS_PER_PAIR * levels <= d.size or levels > _MANY_LEVELS:
+            low, high = bootstrap_ci(d.tolist(), confidence=confidence, resamples=resamples, seed=seed)
+            assert low is not None and high is not None  # d has at least two finite values
+            return low, high
+        # a few thousand pairs with mostly distinct differences: resampling indices is cheapest
+        rng = np.random.default_rng(seed)
+        per_chunk = max(1, _SIGN_FLIP_CHUNK // d.size)
+        means = np.concatenate(
+            [
+                d[rng.integers(0, d.size, size=(min(per_chunk, resamples - start), d.size))].mean(axis=1)
+                for start in range(0, resamples, per_chunk)
+            ]
+        )
+        low, high = np.quantile(means, [alpha, 1.0 - alpha])
+        return float(low), float(high)
     _, labels = np.unique(clusters, return_inverse=True)
     groups = int(labels.max()) + 1
     sums = np.bincount(labels, weights=d, minlength=groups)
     sizes = np.bincount(labels, minlength=groups).astype(np.float64)
     weights = np.random.default_rng(seed).multinomial(groups, np.full(groups, 1.0 / groups), size=resamples)
     means = (weights @ sums) / (weights @ sizes)
-    alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)
 
@@ -199,11 +217,15 @@ def sign_flip_p(
         return float(np.count_nonzero(np.abs(sums) >= threshold)) / 2**n
     rng = np.random.default_rng(seed)
     per_chunk = max(1, _SIGN_FLIP_CHUNK // n)
+    total = float(d.sum())
+    row_bytes = (n + 7) // 8
     hits = 0
     for start in range(0, resamples, per_chunk):
         size = min(per_chunk, resamples - start)
-        signs = rng.integers(0, 2, size=(size, n), dtype=np.int8) * 2 - 1
-        hits += int(np.count_nonzero(np.abs(signs @ d) >= threshold))
+        # one random bit per difference: sum(sign * d) = 2 * sum(d where the bit is 1) - sum(d)
+        raw = np.frombuffer(rng.bytes(size * row_bytes), dtype=np.uint8).reshape(size, row_bytes)
+        sums = 2.0 * (np.unpackbits(raw, axis=1, count=n) @ d) - total
+        hits += int(np.count_nonzero(np.abs(sums) >= threshold))
     return (1 + hits) / (1 + resamples)
 
 
