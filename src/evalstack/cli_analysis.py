@@ -78,9 +78,9 @@ def _request(url: str, path: str, params: dict[str, Any], code: int) -> Any:
     return response
 
 
-def _source(db: str | None, url: str | None) -> None:
+def _source(db: str | None, url: str | None, code: int = 2) -> None:
     if db is not None and url is not None:
-        raise _fail("Give --db (read a store) or --url (ask a server), not both.", 2)
+        raise _fail("Give --db (read a store) or --url (ask a server), not both.", code)
 
 
 def _comparison(
@@ -89,7 +89,7 @@ def _comparison(
 ) -> Comparison:  # fmt: skip
     from evalstack.analysis import Comparison, compare_jobs
 
-    _source(db, url)
+    _source(db, url, code)
     if url is not None:
         params = {"baseline": baseline, "candidate": candidate, **({"cluster": cluster} if cluster else {})}
         return Comparison.model_validate(_request(url, "/v1/evalstack/compare", params, code).json())
