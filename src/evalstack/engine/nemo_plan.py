@@ -51,12 +51,12 @@ from evalstack.engine.datasets import load_rows
 from evalstack.engine.metrics.nemo import nemo_metric
 from evalstack.engine.metrics.nemo_base import (
     MetricDeps,
-    ModelResolver,
     NemoMetric,
     request_from_rendered,
     resolve_model_spec,
 )
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
+from evalstack.engine.ports import ClientSource, ModelResolver, RowSource
 from evalstack.engine.stats import score_stats
 from evalstack.engine.templates import build_context, check_templates, render_value
 from evalstack.errors import InvalidInputError, NotFoundError
@@ -65,7 +65,6 @@ from evalstack.store.records import SampleRecord
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
-    from evalstack.engine.metrics.nemo_base import ClientSource
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +272,6 @@ def parse_target(target: Mapping[str, Any]) -> NemoTarget:
 # --------------------------------------------------------------------------------------- compiling
 
 
-RowSource = Callable[[], Awaitable[list[dict[str, Any]]]]
 ConfigCompiler = Callable[..., Awaitable[EvalPlan]]
 
 

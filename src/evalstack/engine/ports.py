@@ -1,21 +1,25 @@
 """The engine's ports: what it needs from the world outside it, declared once.
 
-The runner, the metrics and the benchmarks depend on these protocols only; ``server.py`` and
-``local_run.py`` pass in the real implementations (``inference.clients.ModelClientPool``,
-``store.repository.Store``).
+The runner, the plan compilers, the metrics and the benchmarks depend on these only; ``server.py``
+and ``local_run.py`` pass in the real implementations (``inference.clients.ModelClientPool``,
+``registry.Registry``, ``store.repository.Store``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from evalstack.inference.base import ModelClient, ModelEndpoint
 from evalstack.store.records import JobRecord, SampleRecord
 
+RowSource = Callable[[], Awaitable[list[dict[str, Any]]]]
+"""Loads a task's rows when the task runs (so a plan compiles without touching the data)."""
+
 
 class ClientSource(Protocol):
-    """Where the runner gets model clients (``inference.clients.ModelClientPool``)."""
+    """Where the engine gets model clients (``inference.clients.ModelClientPool``): the runner, the
+    log-likelihood requests of benchmarks, and metrics that call a model (judges)."""
 
     def get(
         self,
@@ -25,6 +29,12 @@ class ClientSource(Protocol):
         timeout: float = 600.0,
         max_connections: int = 256,
     ) -> ModelClient: ...
+
+
+class ModelResolver(Protocol):
+    """The part of the registry that names models: a registered id (or ``ns/name``) to an endpoint."""
+
+    async def resolve_model(self, name_or_url: str) -> ModelEndpoint: ...
 
 
 class JobStore(Protocol):

@@ -33,6 +33,7 @@ from evalstack.api.llama_stack.models import (
 )
 from evalstack.engine.metrics import aggregations, basic, judge
 from evalstack.engine.plan import Metric, SampleOutput
+from evalstack.engine.ports import ClientSource
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError
 from evalstack.inference.base import ModelEndpoint
 
@@ -172,7 +173,7 @@ class ScoringMetric:
 class ScoringService:
     """Lists, registers and runs scoring functions (Llama Stack Scoring and ScoringFunctions APIs)."""
 
-    def __init__(self, registry: ScoringRegistry, clients: judge.ClientSource) -> None:
+    def __init__(self, registry: ScoringRegistry, clients: ClientSource) -> None:
         self._registry = registry
         self._clients = clients
 

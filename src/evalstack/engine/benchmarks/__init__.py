@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from evalstack.engine.benchmarks.arc import ARC_CHALLENGE, ARC_EASY
-from evalstack.engine.benchmarks.base import Benchmark, ClientSource, Compiled, Context
+from evalstack.engine.benchmarks.base import Benchmark, Compiled, Context
 from evalstack.engine.benchmarks.boolq import BOOLQ
 from evalstack.engine.benchmarks.common import parse_options
 from evalstack.engine.benchmarks.generation import WMT22_EN_DE, XSUM
@@ -31,6 +31,7 @@ from evalstack.engine.benchmarks.mmlu import MMLU
 from evalstack.engine.benchmarks.results import summarize
 from evalstack.engine.benchmarks.truthfulqa import TRUTHFULQA
 from evalstack.engine.plan import EvalPlan
+from evalstack.engine.ports import ClientSource
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import ModelEndpoint
 from evalstack.store.records import SampleRecord
