@@ -41,6 +41,7 @@ from evalstack.config import Settings
 from evalstack.engine.datasets import DATA_EXTENSIONS, load_rows
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UpstreamError
 from evalstack.inference.base import ModelEndpoint
+from evalstack.redaction import drop_secrets
 from evalstack.store.repository import Store
 
 logger = logging.getLogger(__name__)
@@ -56,9 +57,6 @@ HTTP_PROVIDER_ID = "openai"
 
 EMBEDDED_PROVIDER_ID = "embedded"
 """``provider_id`` of the in-process embedded model."""
-
-SECRET_METADATA_KEYS = frozenset({"api_key", "apikey", "api-key", "authorization", "token", "secret"})
-"""Model metadata keys (compared in lower case) that never leave the registry."""
 
 NemoKind = Literal["config", "target"]
 
@@ -265,7 +263,7 @@ class Registry:
 
     @staticmethod
     def _model(record: dict[str, Any]) -> Model:
-        metadata = {k: v for k, v in record["metadata"].items() if k.lower() not in SECRET_METADATA_KEYS}
+        metadata = drop_secrets(record["metadata"])
         return Model(
             identifier=record["model_id"],
             provider_resource_id=record["provider_model_id"],

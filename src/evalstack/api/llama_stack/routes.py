@@ -49,15 +49,13 @@ from evalstack.api.llama_stack.models import (
     ScoringFn,
 )
 from evalstack.errors import InvalidInputError, NotFoundError, UnsupportedError
+from evalstack.redaction import drop_secrets
 
 if TYPE_CHECKING:
     from evalstack.providers.base import EvalProvider
     from evalstack.server import Services
 
 logger = logging.getLogger(__name__)
-
-# Keys whose values are secrets: never sent back by any API.
-_SECRET_KEYS = frozenset({"api_key", "apikey", "api-key", "authorization", "token", "secret"})
 
 
 def _router() -> APIRouter:
@@ -68,23 +66,13 @@ def _data(items: list[Any]) -> dict[str, Any]:
     return {"data": [i.model_dump(mode="json") if hasattr(i, "model_dump") else i for i in items]}
 
 
-def _scrub(meta: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in meta.items() if k.lower() not in _SECRET_KEYS}
-
-
-def _scrub_deep(value: Any) -> Any:
-    """``value`` with every secret-named key removed, at any depth."""
-    if isinstance(value, Mapping):
-        return {k: _scrub_deep(v) for k, v in value.items() if str(k).lower() not in _SECRET_KEYS}
-    if isinstance(value, list):
-        return [_scrub_deep(v) for v in value]
-    return value
-
-
 def public_model(model: Model) -> Model:
     """A model as the API shows it: any key-like metadata entry removed."""
     return model.model_copy(
-        update={"metadata": _scrub(model.metadata), "custom_metadata": _scrub(model.custom_metadata)}
+        update={
+            "metadata": drop_secrets(model.metadata),
+            "custom_metadata": drop_secrets(model.custom_metadata),
+        }
     )
 
 
@@ -408,7 +396,7 @@ def _eval_provider_info(services: Services, provider: EvalProvider) -> ProviderI
         api="eval",
         provider_id=provider.provider_id,
         provider_type=provider.provider_type,
-        config=_scrub_deep(shown),
+        config=drop_secrets(shown),
         health=health,
     )
 

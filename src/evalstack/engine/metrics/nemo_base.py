@@ -15,6 +15,7 @@ from evalstack.engine.ports import ClientSource, ModelResolver
 from evalstack.engine.templates import build_context, check_templates, parse_json_text, render_text
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import InferenceRequest, ModelEndpoint
+from evalstack.redaction import redact
 
 Scores = dict[str, float | None]
 
@@ -63,7 +64,8 @@ async def resolve_model_spec(spec: Any, registry: ModelResolver | None, where: s
         )
     raise InvalidInputError(
         f'{where}: a model is a name ("namespace/name" or a registered model) or '
-        f'{{"api_endpoint": {{"url", "model_id", "api_key", "format"}}}}; got {json.dumps(spec)[:200]}.'
+        f'{{"api_endpoint": {{"url", "model_id", "api_key", "format"}}}}; '
+        f"got {json.dumps(redact(spec))[:200]}."
     )
 
 

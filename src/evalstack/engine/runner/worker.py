@@ -17,9 +17,10 @@ from typing import Any
 from evalstack.engine.plan import EvalPlan
 from evalstack.engine.ports import ClientSource, JobStore
 from evalstack.engine.runner.leases import owner_is_gone, worker_identity
-from evalstack.engine.runner.pipeline import RunProgress, run_plan
+from evalstack.engine.runner.pipeline import RunProgress, Sink, run_plan
 from evalstack.engine.runner.writer import BatchWriter
 from evalstack.errors import ConflictError, EvalstackError, NotFoundError
+from evalstack.redaction import scrub, secret_values
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleRecord
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class JobWorker:
         self._running: set[str] = set()
         self._progress_writes: dict[str, asyncio.Task[Any]] = {}
         self._listeners: list[JobProgressListener] = []
+        self._secrets: dict[str, frozenset[str]] = {}  # job id -> secrets its spec carries, masked in errors
         self._started = False
         self.lease_ttl = lease_ttl
         self.monitor_interval = monitor_interval
@@ -274,6 +276,7 @@ class JobWorker:
                 await self._set_status(job_id, status="failed", error=f"internal error: {exc}")
         finally:
             self._owned.discard(job_id)
+            self._secrets.pop(job_id, None)
             if claimed:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.store.release_job(job_id, self.owner))
@@ -332,6 +335,9 @@ class JobWorker:
             return
         if not await self._set_status(job_id, status="running"):
             return
+        secrets = secret_values(job.spec)
+        if secrets:
+            self._secrets[job_id] = secrets
         try:
             plan = await self.compile_job(job)
             if self.adaptive_concurrency:
@@ -354,7 +360,7 @@ class JobWorker:
             progress = await run_plan(
                 plan,
                 self.clients,
-                sink=writer.add,
+                sink=_scrubbing(writer.add, secrets) if secrets else writer.add,
                 skip=skip,
                 cancel=event,
                 on_progress=lambda p: self._on_progress(job_id, p),
@@ -408,6 +414,7 @@ class JobWorker:
         await self._set_status(job_id, **changes)
 
     async def _fail(self, job_id: str, reason: str, snapshot: dict[str, Any] | None = None) -> None:
+        reason = scrub(reason, self._secrets.get(job_id, ()))
         logger.info("job %s failed: %s", job_id, reason)
         changes: dict[str, Any] = {"status": "failed", "error": reason}
         if snapshot is not None:
@@ -438,3 +445,14 @@ class JobWorker:
         write = self._progress_writes.pop(job_id, None)
         if write is not None:
             await asyncio.gather(write, return_exceptions=True)
+
+
+def _scrubbing(sink: Sink, secrets: frozenset[str]) -> Sink:
+    """``sink`` behind a filter that masks the job's secrets in a failed sample's error text."""
+
+    async def add(sample: SampleRecord) -> None:
+        if sample.error is not None:
+            sample.error = scrub(sample.error, secrets)
+        await sink(sample)
+
+    return add
