@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evalstack.engine import datasets
+from evalstack.engine.aggregate import score_value
 from evalstack.engine.benchmarks import ACADEMIC_TYPES, compile_academic_plan, is_academic
 from evalstack.engine.datasets import load_rows
 from evalstack.engine.metrics.nemo import nemo_metric
@@ -56,7 +57,6 @@ from evalstack.engine.metrics.nemo_base import (
 )
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.engine.ports import ClientSource, ModelResolver, RowSource
-from evalstack.engine.stats import score_stats
 from evalstack.engine.templates import build_context, check_templates, render_value
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.inference.base import InferenceRequest, ModelEndpoint
@@ -682,8 +682,7 @@ def _scores_for(parts: Sequence[tuple[NemoMetric, Sequence[SampleRecord]]]) -> d
             if score_name in metric.score_names
             for record in records
         ]
-        stats = score_stats(values)
-        scores[score_name] = {"value": stats["mean"], "stats": stats}
+        scores[score_name] = score_value(values)
     if first.corpus_score_names and all(type(metric) is type(first) for metric, _ in parts):
         pooled = [
             (metric, [(r.item, SampleOutput(r.output_text, r.response)) for r in records])
