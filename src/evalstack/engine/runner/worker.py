@@ -2,7 +2,9 @@
 
 It compiles a job's spec into a plan, runs it with a ``BatchWriter`` as the sink (per-sample
 records are the truth), keeps ``job.progress`` current, computes the result from the stored
-samples, and resumes unfinished jobs after a restart.
+samples, and resumes unfinished jobs after a restart. A secret the job's spec carries (an api key, an
+``hf_token``) is masked wherever the job's error or a failed sample's error quotes it, before either
+is stored or logged.
 """
 
 from __future__ import annotations
