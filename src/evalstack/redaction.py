@@ -10,6 +10,9 @@ functions look through nested mappings and lists and return copies; the input is
 - :func:`drop_secrets` removes secret keys altogether: for free-form maps where an absent key is
   the natural answer (Llama Stack model metadata and provider configs).
 
+A client that reads a masked entity and sends it back unchanged keeps its secrets:
+:func:`restore_redacted` puts the stored value back wherever the update still says :data:`REDACTED`.
+
 Free text (a job's error, its log lines) can quote a secret anywhere: :func:`scrub` replaces every
 occurrence of the secrets a job carried (:func:`secret_values` of its spec) in any string.
 """
@@ -74,6 +77,20 @@ def drop_secrets(value: Any) -> Any:
         return {k: drop_secrets(v) for k, v in value.items() if not is_secret_key(k)}
     if isinstance(value, list | tuple):
         return [drop_secrets(v) for v in value]
+    return value
+
+
+def restore_redacted(value: Any, stored: Any) -> Any:
+    """``value`` with each secret still reading :data:`REDACTED` put back from ``stored`` (same place)."""
+    if isinstance(value, Mapping) and isinstance(stored, Mapping):
+        return {
+            k: stored[k]
+            if is_secret_key(k) and v == REDACTED and k in stored
+            else restore_redacted(v, stored.get(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list) and isinstance(stored, list) and len(value) == len(stored):
+        return [restore_redacted(v, s) for v, s in zip(value, stored, strict=True)]
     return value
 
 

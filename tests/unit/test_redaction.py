@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from evalstack.redaction import REDACTED, drop_secrets, is_secret_key, redact, scrub, secret_values
+from evalstack.redaction import (
+    REDACTED,
+    drop_secrets,
+    is_secret_key,
+    redact,
+    restore_redacted,
+    scrub,
+    secret_values,
+)
 
 
 @pytest.mark.parametrize(
@@ -75,3 +83,13 @@ def test_scrub_masks_every_quoted_secret_of_a_spec_in_free_text() -> None:
 
 def test_scrub_leaves_very_short_secrets_alone_so_words_stay_readable() -> None:
     assert scrub("a kind of key", {"k"}) == "a kind of key"
+
+
+def test_restore_redacted_puts_back_only_values_still_masked() -> None:
+    sent_back = redact(NESTED)
+    sent_back["params"]["extra"]["hf_token"] = "hf-new"
+    restored = restore_redacted(sent_back, NESTED)
+    assert restored["model"]["api_endpoint"]["API_KEY"] == "sk-one"
+    assert restored["params"]["extra"]["headers"] == [{"Authorization": "Bearer three"}]
+    assert restored["params"]["extra"]["hf_token"] == "hf-new"
+    assert restore_redacted({"api_key": REDACTED}, {}) == {"api_key": REDACTED}  # nothing stored to restore
