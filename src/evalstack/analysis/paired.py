@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evalstack.engine.stats import bootstrap_ci
+from evalstack.engine.aggregate.stats import bootstrap_ci
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -40,7 +40,7 @@ EXACT_SIGN_FLIP_MAX_N = 16
 """Up to this many non-zero differences the sign-flip test enumerates all ``2**n`` sign patterns."""
 
 _SIGN_FLIP_CHUNK = 2_000_000  # draws per chunk in the Monte Carlo test and the bootstrap (bounded memory)
-# engine.stats.bootstrap_ci draws multinomial counts per distinct value (exact, fast for 0/1-like
+# engine.aggregate.stats.bootstrap_ci draws multinomial counts per distinct value (exact, fast for 0/1-like
 # differences) up to this many values, and resamples indices beyond; between, when the values are
 # nearly as many as the pairs, resampling indices here is cheaper than per-value binomials.
 _MANY_LEVELS = 512

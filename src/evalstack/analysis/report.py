@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from evalstack.analysis.compare import DIAGNOSTIC_METRICS, JobRef, job_ref, metric_labels, task_groups
 from evalstack.analysis.render import environment, forest_plot, markdown_cell, markdown_table, number
-from evalstack.engine.stats import bootstrap_ci, score_stats
+from evalstack.engine.aggregate.stats import bootstrap_ci, score_stats
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.store.records import SampleRecord
 

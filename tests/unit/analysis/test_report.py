@@ -13,7 +13,7 @@ import pytest
 from evalstack.analysis import compare_jobs
 from evalstack.analysis.render import comparison_html, comparison_markdown
 from evalstack.analysis.report import build_job_report, render_report, report_html, report_markdown
-from evalstack.engine.stats import bootstrap_ci
+from evalstack.engine.aggregate.stats import bootstrap_ci
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.store.records import JobRecord, SampleRecord
 from evalstack.store.repository import Store
