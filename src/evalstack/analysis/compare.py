@@ -172,7 +172,7 @@ class _JobSamples:
 async def _read_job(store: Store, job_id: str, cluster_field: str, task: str | None = None) -> _JobSamples:
     samples = _JobSamples()
     if task is None:
-        async for batch in store.iter_samples(job_id, batch_size=_BATCH):
+        async for batch in store.iter_samples(job_id, batch_size=_BATCH, fields=("item", "scores", "error")):
             for sample in batch:
                 samples.add(sample, cluster_field)
     else:

@@ -131,7 +131,8 @@ async def build_job_report(store: Store, job_id: str) -> JobReport:
     if job is None:
         raise NotFoundError(f"Job {job_id!r} not found")
     collected = _Collected()
-    async for batch in store.iter_samples(job_id, batch_size=_BATCH):
+    fields = ("finish_reason", "scores", "error", "extra")
+    async for batch in store.iter_samples(job_id, batch_size=_BATCH, fields=fields):
         for sample in batch:
             collected.add(sample)
     tasks = sorted(collected.counts)
@@ -258,7 +259,8 @@ async def report_csv(store: Store, job_id: str) -> AsyncIterator[str]:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     yield buffer.getvalue()
-    async for batch in store.iter_samples(job_id, batch_size=_BATCH):
+    fields = ("output_text", "finish_reason", "scores", "error", "extra")
+    async for batch in store.iter_samples(job_id, batch_size=_BATCH, fields=fields):
         buffer.seek(0)
         buffer.truncate()
         for sample in batch:
