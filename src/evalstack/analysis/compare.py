@@ -125,10 +125,10 @@ class Comparison(BaseModel):
 # ---- reading one job ------------------------------------------------------------------------------
 
 
-def item_hash(item: Mapping[str, Any]) -> str:
+def item_hash(item: Mapping[str, Any]) -> bytes:
     """SHA-256 of the item as canonical JSON: the identity two samples must share to be paired."""
     text = json.dumps(item, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode()).digest()
 
 
 def _number(value: Any) -> float | None:
@@ -144,7 +144,7 @@ def _number(value: Any) -> float | None:
 class _JobSamples:
     """What a comparison needs of one job's samples, read in batches: hashes, errors, scores."""
 
-    hashes: dict[PairKey, str] = field(default_factory=dict)
+    hashes: dict[PairKey, bytes] = field(default_factory=dict)
     failed: set[PairKey] = field(default_factory=set)
     scores: dict[ScoreKey, dict[PairKey, float]] = field(default_factory=dict)
     clusters: dict[PairKey, str] = field(default_factory=dict)
