@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from tests.fakes.browser import BrowserUnavailable, chromium, find_browser
+from tests.fakes.model_server import FakeModelServer
 from tests.fakes.serving import free_port
 from tests.fakes.viewer_jobs import ROWS, SECRET, XSS, ViewerJobs, answer_a, answer_b, right
 
@@ -213,8 +214,12 @@ def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
     page = context.new_page()
     page.dialogs = []  # type: ignore[attr-defined]
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    problems: list[str] = []
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
     try:
         yield page
+        assert problems == []  # no script error, nothing the Content-Security-Policy had to block
     finally:
         context.close()
 
@@ -226,7 +231,7 @@ def test_browser_path_from_jobs_to_a_wrong_answer_and_back(jobs: ViewerJobs, pag
     assert page.locator("h1").inner_text().startswith("custom: qa on model-a")
     page.click("text=wrong answers")
     page.wait_for_url("**/samples?*outcome=wrong*")
-    page.wait_for_function("document.getElementById('match-count').textContent.includes('matching')")
+    page.locator("#match-count").filter(has_text="matching").wait_for()
     assert page.locator("#match-count").inner_text() == f"{len(wrong_a())} matching"
     links = page.locator("a.sample-link")
     assert [int(t.lstrip("#")) for t in links.all_inner_texts()] == wrong_a()
@@ -270,3 +275,21 @@ def test_browser_runs_no_model_written_markup_on_any_page(jobs: ViewerJobs, page
         assert page.locator("img[src=x]").count() == 0, path
         assert page.evaluate("document.querySelectorAll('script:not([src])').length") == 0, path
     assert page.dialogs == []  # type: ignore[attr-defined]
+
+
+def test_browser_shows_live_progress_of_a_running_job(jobs: ViewerJobs, page: Any) -> None:
+    """Runs last: it adds a job to the store the other tests count."""
+    with FakeModelServer(answer=answer_a, latency=0.25) as slow:
+        job_id = jobs.nemo_job(slow, "slow-model", parallelism=1)  # 40 rows, one at a time: about 10 s
+        page.goto(f"{jobs.url}/ui/?{urlencode({'model': 'slow-model'})}")
+        cell = page.locator(f".progress[data-job='{job_id}'] .progress-text")
+        done_at_load = cell.inner_text().split(" / ")[0]
+        assert done_at_load != "40"  # still running when the page loaded
+        moved_on = re.compile(rf"^(?!{done_at_load} / )[\d,]+ / 40")
+        cell.filter(has_text=moved_on).wait_for(timeout=15_000)  # updated in place by the page's script
+        assert page.locator(f"a[href='/ui/jobs/{job_id}']").count() == 1
+        jobs.wait(job_id)
+        page.wait_for_selector("span.status-completed", timeout=15_000)  # the page reloads once it ends
+        assert (
+            page.locator(f".progress[data-job='{job_id}'] .progress-text").inner_text().startswith("40 / 40")
+        )

@@ -222,8 +222,6 @@ class Pages:
         except InvalidInputError as exc:
             return self.error(request, 400, exc.message)
         listing = await browse.list_jobs(self.store, query)
-        everything = await self.store.list_jobs()
-        labels = [browse.job_labels(j) for j in everything]
         rows = [
             {
                 "job": job,
@@ -239,8 +237,8 @@ class Pages:
             listing=listing,
             rows=rows,
             statuses=browse.JOB_STATUSES,
-            benchmarks=sorted({lab.benchmark for lab in labels if lab.benchmark}),
-            models=sorted({lab.model for lab in labels if lab.model}),
+            benchmarks=listing.benchmarks,
+            models=listing.models,
             running=any(j.status not in TERMINAL_STATUSES for j in listing.jobs),
         )
 
