@@ -9,7 +9,9 @@ failed). Then it starts ``evalstack view`` on that store in a subprocess and tim
 on the loopback interface (so each figure bounds the server time from above):
 
 - the first samples page, a deep page (keyset, 90% into the job), a filtered page (wrong answers)
-  and a deep filtered page, a full-text search, each as the HTML page and as the JSON listing;
+  and a deep filtered page, the capped match count, full-text searches for a rare word (1 sample in
+  2,000), a word in 2% of the samples and a word in all of them, each as the HTML page and as the
+  JSON listing;
 - the job page (score distribution and counts over every sample) for information.
 
 Target: each page and listing under 200 ms, with the server's memory flat: its peak RSS
@@ -178,6 +180,8 @@ def main() -> None:
             ("count of wrong answers (to 10,000)", f"samples/count?{wrong}"),
             (f"search '{SEARCH_WORD}'", f"samples?q={SEARCH_WORD}"),
             ("search, filtered", f"samples?q={SEARCH_WORD}&{wrong}"),
+            ("search 'because' (2% of samples)", "samples?q=because"),
+            ("search 'answer' (every sample)", "samples?q=answer"),
         ]
         timed_get(f"{base}/ui/jobs/{JOB}/samples")
         rss_start, _ = rss_mb(proc.pid)
