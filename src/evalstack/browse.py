@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import urlencode
 
 from evalstack.errors import InvalidInputError
+from evalstack.redaction import redact
 from evalstack.store import sample_query
 from evalstack.store.records import (
     JobRecord,
@@ -402,6 +403,6 @@ def sample_json(sample: SampleRecord) -> dict[str, Any]:
         "scores": sample.scores,
         "error": sample.error,
         "error_kind": sample.extra.get("error_kind"),
-        "request": sample.extra.get("request"),
+        "request": redact(sample.extra.get("request")),
         "response": sample.response,
     }

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evalstack.engine.stats import bootstrap_ci
+from evalstack.engine.aggregate.stats import bootstrap_ci
 
 if TYPE_CHECKING:
     import numpy.typing as npt

@@ -22,6 +22,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from evalstack import browse
 from evalstack.errors import EvalstackError, InvalidInputError, NotFoundError
+from evalstack.redaction import redact
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleFilter, SampleRecord
 from evalstack.viewer import charts
 
@@ -184,13 +185,6 @@ def task_table(result: Mapping[str, Any] | None) -> tuple[list[str], list[dict[s
     return columns, rows
 
 
-def redacted(value: Any) -> Any:
-    """The job's config without secrets (api keys, tokens)."""
-    from evalstack.api.nemo.archive import redact
-
-    return redact(value)
-
-
 # ---- rendering ----------------------------------------------------------------------------------
 
 
@@ -287,7 +281,7 @@ class Pages:
             counts=counts,
             concurrency=concurrency,
             concurrency_chart=charts.step_chart(concurrency.get("history") or []),
-            spec=json.dumps(redacted(job.spec), indent=2, ensure_ascii=False, default=str),
+            spec=json.dumps(redact(job.spec), indent=2, ensure_ascii=False, default=str),
             others=[(j, browse.job_labels(j)) for j in others[:200]],
             running=job.status not in TERMINAL_STATUSES,
         )
@@ -428,7 +422,7 @@ class Pages:
             labels=browse.job_labels(job),
             sample=sample,
             key=browse.key_param(key),
-            request_sent=request_sent if isinstance(request_sent, dict) else None,
+            request_sent=redact(request_sent) if isinstance(request_sent, dict) else None,
             references=[(f, sample.item[f]) for f in REFERENCE_FIELDS if f in sample.item],
             scores=[(k, _score_of(sample, k)) for k in score_keys(sample)],
             parsed=sample.scores.get(browse.PARSED_SCORES),
