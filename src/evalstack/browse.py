@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import urlencode
 
 from evalstack.errors import InvalidInputError
+from evalstack.redaction import redact
 from evalstack.store import sample_query
 from evalstack.store.records import (
     JobRecord,
@@ -186,9 +187,13 @@ class JobQuery:
 
 @dataclass
 class JobListing:
+    """One page of jobs, how many match, and every benchmark and model there is to filter by."""
+
     jobs: list[JobRecord]
     total: int
     query: JobQuery
+    benchmarks: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
 
     @property
     def has_next(self) -> bool:
@@ -230,19 +235,22 @@ def parse_job_query(params: Mapping[str, str], statuses: Sequence[str] = ()) -> 
 
 async def list_jobs(store: Store, query: JobQuery) -> JobListing:
     """The jobs matching ``query``, newest first, one page of them."""
-    jobs = await store.list_jobs(query.front)
-    if query.statuses:
-        jobs = [j for j in jobs if j.status in query.statuses]
-    if query.benchmark or query.model:
-        labelled = [(j, job_labels(j)) for j in jobs]
-        jobs = [
-            j
-            for j, labels in labelled
-            if (not query.benchmark or labels.benchmark == query.benchmark)
-            and (not query.model or labels.model == query.model)
-        ]
+    labelled = [(j, job_labels(j)) for j in await store.list_jobs(query.front)]
+    jobs = [
+        j
+        for j, labels in labelled
+        if (not query.statuses or j.status in query.statuses)
+        and (not query.benchmark or labels.benchmark == query.benchmark)
+        and (not query.model or labels.model == query.model)
+    ]
     start = (query.page - 1) * query.limit
-    return JobListing(jobs[start : start + query.limit], len(jobs), query)
+    return JobListing(
+        jobs[start : start + query.limit],
+        len(jobs),
+        query,
+        benchmarks=sorted({labels.benchmark for _, labels in labelled if labels.benchmark}),
+        models=sorted({labels.model for _, labels in labelled if labels.model}),
+    )
 
 
 def job_json(job: JobRecord) -> dict[str, Any]:
@@ -395,6 +403,6 @@ def sample_json(sample: SampleRecord) -> dict[str, Any]:
         "scores": sample.scores,
         "error": sample.error,
         "error_kind": sample.extra.get("error_kind"),
-        "request": sample.extra.get("request"),
+        "request": redact(sample.extra.get("request")),
         "response": sample.response,
     }

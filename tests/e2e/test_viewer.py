@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from tests.fakes.browser import BrowserUnavailable, chromium, find_browser
+from tests.fakes.model_server import FakeModelServer
 from tests.fakes.serving import free_port
 from tests.fakes.viewer_jobs import ROWS, SECRET, XSS, ViewerJobs, answer_a, answer_b, right
 
@@ -81,7 +82,6 @@ def test_sample_listing_filters_pages_and_searches(jobs: ViewerJobs) -> None:
     query: dict[str, Any] = {"metric": METRIC, "outcome": "wrong", "limit": 4}
     while True:
         body = get(jobs, path, **query).json()
-        assert body["total"] is None  # counted apart
         seen += [s["index"] for s in body["data"]]
         if body["next"] is None:
             break
@@ -89,7 +89,7 @@ def test_sample_listing_filters_pages_and_searches(jobs: ViewerJobs) -> None:
     assert seen == wrong_a()
     count = get(jobs, f"{path}/count", metric=METRIC, outcome="wrong").json()
     assert count == {"count": len(wrong_a()), "at_least": False}
-    assert get(jobs, path).json()["total"] == ROWS
+    assert get(jobs, f"{path}/count").json() == {"count": ROWS, "at_least": False}
     found = get(jobs, path, q="onerror").json()
     assert [s["index"] for s in found["data"]] == [n for n in range(ROWS) if n % 10 == 3]
     assert found["data"][0]["output_text"] == XSS
@@ -154,6 +154,16 @@ def test_job_page_redacts_secrets_and_links_counts_to_samples(jobs: ViewerJobs) 
     assert f"/ui/jobs/{jobs.baseline}/samples?unparsed=1" in page
 
 
+def test_job_page_draws_each_score_distribution_as_an_image(jobs: ViewerJobs) -> None:
+    page = get(jobs, f"/ui/jobs/{jobs.baseline}").text
+    assert f"/ui/jobs/{jobs.baseline}/distribution.svg?metric=accuracy%2Fstring-check" in page
+    image = get(jobs, f"/ui/jobs/{jobs.baseline}/distribution.svg", metric=METRIC)
+    assert image.status_code == 200 and image.headers["content-type"].startswith("image/svg+xml")
+    right_count = sum(right(answer_a, n) for n in range(ROWS))
+    assert f"right {right_count} · wrong {ROWS - right_count}" in image.text
+    assert get(jobs, f"/ui/jobs/{jobs.baseline}/distribution.svg", metric="nope").status_code == 404
+
+
 def test_pages_say_what_is_wrong_with_bad_input(jobs: ViewerJobs) -> None:
     missing = get(jobs, "/ui/jobs/eval-nope")
     assert missing.status_code == 404 and "Job eval-nope not found" in missing.text
@@ -213,8 +223,12 @@ def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
     page = context.new_page()
     page.dialogs = []  # type: ignore[attr-defined]
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    problems: list[str] = []
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
     try:
         yield page
+        assert problems == []  # no script error, nothing the Content-Security-Policy had to block
     finally:
         context.close()
 
@@ -224,10 +238,14 @@ def test_browser_path_from_jobs_to_a_wrong_answer_and_back(jobs: ViewerJobs, pag
     page.click(f"a[href='/ui/jobs/{jobs.baseline}']")
     page.wait_for_url(f"**/ui/jobs/{jobs.baseline}")
     assert page.locator("h1").inner_text().startswith("custom: qa on model-a")
+    unparsed = page.locator("a[href$='samples?unparsed=1'] .lazy-count")
+    unparsed.filter(has_text="0").wait_for()  # counted apart, after the page
+    loaded = "async () => { const i = document.images[0]; await i.decode(); return i.naturalWidth }"
+    assert page.evaluate(loaded) == 420  # the distribution image, drawn apart from the page
     page.click("text=wrong answers")
     page.wait_for_url("**/samples?*outcome=wrong*")
-    page.wait_for_function("document.getElementById('match-count').textContent.includes('matching')")
-    assert page.locator("#match-count").inner_text() == f"{len(wrong_a())} matching"
+    page.locator("#match-count").filter(has_text="matching").wait_for()
+    assert page.locator("#match-count").inner_text() == f"{len(wrong_a())} matching"  # counted apart
     links = page.locator("a.sample-link")
     assert [int(t.lstrip("#")) for t in links.all_inner_texts()] == wrong_a()
     page.get_by_role("link", name="#3", exact=True).click()
@@ -270,3 +288,21 @@ def test_browser_runs_no_model_written_markup_on_any_page(jobs: ViewerJobs, page
         assert page.locator("img[src=x]").count() == 0, path
         assert page.evaluate("document.querySelectorAll('script:not([src])').length") == 0, path
     assert page.dialogs == []  # type: ignore[attr-defined]
+
+
+def test_browser_shows_live_progress_of_a_running_job(jobs: ViewerJobs, page: Any) -> None:
+    """Runs last: it adds a job to the store the other tests count."""
+    with FakeModelServer(answer=answer_a, latency=0.25) as slow:
+        job_id = jobs.nemo_job(slow, "slow-model", parallelism=1)  # 40 rows, one at a time: about 10 s
+        page.goto(f"{jobs.url}/ui/?{urlencode({'model': 'slow-model'})}")
+        cell = page.locator(f".progress[data-job='{job_id}'] .progress-text")
+        done_at_load = cell.inner_text().split(" / ")[0]
+        assert done_at_load != "40"  # still running when the page loaded
+        moved_on = re.compile(rf"^(?!{done_at_load} / )[\d,]+ / 40")
+        cell.filter(has_text=moved_on).wait_for(timeout=15_000)  # updated in place by the page's script
+        assert page.locator(f"a[href='/ui/jobs/{job_id}']").count() == 1
+        jobs.wait(job_id)
+        page.wait_for_selector("span.status-completed", timeout=15_000)  # the page reloads once it ends
+        assert (
+            page.locator(f".progress[data-job='{job_id}'] .progress-text").inner_text().startswith("40 / 40")
+        )

@@ -73,6 +73,7 @@ class ViewerJobs:
     llama: str = ""
     rows: list[dict[str, Any]] = field(default_factory=list)
     db_url: str = ""
+    dataset: Path = Path()
 
     @property
     def url(self) -> str:
@@ -116,7 +117,11 @@ class ViewerJobs:
 
     # ---- the jobs -------------------------------------------------------------------------------
 
-    def _nemo_job(self, dataset: Path, model: FakeModelServer, name: str) -> str:
+    def nemo_job(self, model: FakeModelServer, name: str, *, parallelism: int = 4) -> str:
+        """Submit the squares job on ``model`` (called ``name``); returns its id at once."""
+        return self._nemo_job(self.dataset, model, name, parallelism=parallelism)
+
+    def _nemo_job(self, dataset: Path, model: FakeModelServer, name: str, *, parallelism: int = 4) -> str:
         endpoint = {
             "url": f"{model.base_url}/chat/completions",
             "model_id": name,
@@ -124,7 +129,7 @@ class ViewerJobs:
             "format": "openai",
         }
         body = {
-            "config": squares_config(dataset, parallelism=4),
+            "config": squares_config(dataset, parallelism=parallelism),
             "target": {"type": "model", "model": {"api_endpoint": endpoint}},
         }
         response = self.http.post(f"{self.url}/v1/evaluation/jobs", json=body)
@@ -167,6 +172,10 @@ class ViewerJobs:
         response.raise_for_status()
         return str(response.json()["job_id"])
 
+    def wait(self, job_id: str) -> dict[str, Any]:
+        """The job once it has finished (it must complete)."""
+        return self._wait(job_id)
+
     def _wait(self, job_id: str) -> dict[str, Any]:
         deadline = time.monotonic() + JOB_TIMEOUT
         while time.monotonic() < deadline:
@@ -178,7 +187,7 @@ class ViewerJobs:
         raise TimeoutError(f"job {job_id} did not finish in {JOB_TIMEOUT} s")
 
     def _run_all(self, data_dir: Path) -> None:
-        dataset = data_dir / "squares.jsonl"
+        dataset = self.dataset = data_dir / "squares.jsonl"
         dataset.write_text("".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
         self.baseline = self._nemo_job(dataset, self.models[0], "model-a")
         self.candidate = self._nemo_job(dataset, self.models[1], "model-b")

@@ -5,7 +5,7 @@
 - ``GET /v1/evalstack/jobs/{job_id}/samples``: one page of a job's samples in (task, index)
   order. Filters ``task``, ``metric`` with ``outcome``/``min``/``max``, ``error``, ``unparsed``,
   ``truncated``, ``q`` (full-text search); keyset paging with ``after``/``before`` (a sample's
-  ``key`` from a previous page) and ``limit``. ``total`` is given for the unfiltered listing;
+  ``key`` from a previous page) and ``limit``. Counting could scan a whole job, so it is apart:
 - ``GET /v1/evalstack/jobs/{job_id}/samples/count``: how many samples match the same filters
   (counting stops at 10,000: ``at_least`` is then true), apart so that a page never waits for it.
 
@@ -23,6 +23,7 @@ from fastapi import APIRouter, Request
 from evalstack import browse
 from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
 from evalstack.errors import InvalidInputError, NotFoundError
+from evalstack.store.records import SampleFilter
 
 if TYPE_CHECKING:
     from evalstack.store.repository import Store
@@ -63,8 +64,6 @@ def listings_router(store: Store) -> APIRouter:
         return {
             "data": data,
             "filter": filter_query,
-            # Counting every match of a filter could scan the whole job; that is .../samples/count.
-            "total": None if filter_query else await store.count_samples(job_id),
             "next": urlencode({**filter_query, "after": data[-1]["key"]})
             if data and page.has_after
             else None,
@@ -79,6 +78,8 @@ def listings_router(store: Store) -> APIRouter:
         flt = browse.parse_sample_filter(request.query_params)
         if await store.get_job(job_id) is None:
             raise NotFoundError(f"Job {job_id} not found")
+        if flt == SampleFilter():  # every sample: an exact count on the index
+            return {"count": await store.count_samples(job_id), "at_least": False}
         count = await store.count_matching_samples(job_id, flt, cap=browse.COUNT_CAP)
         return {"count": count, "at_least": count >= browse.COUNT_CAP}
 

@@ -752,7 +752,10 @@ class Store:
     ) -> SamplePage:
         with self._connect() as conn:
             dialect = conn.dialect.name
-            query = sample_query.page_query(dialect, job_id, flt, after=after, before=before, limit=limit + 1)
+            plan = sample_query.search_plan(conn, flt)
+            query = sample_query.page_query(
+                dialect, job_id, flt, after=after, before=before, limit=limit + 1, plan=plan
+            )
             records = [
                 SampleRecord(task, index, item, text, response, finish, scores or {}, error, extra or {})
                 for task, index, item, text, response, finish, scores, error, extra in conn.execute(query)
@@ -765,7 +768,8 @@ class Store:
             has_before = False
             if after is not None and records:
                 first = SampleKey(records[0].task, records[0].index)
-                has_before = bool(conn.scalar(sample_query.exists_query(dialect, job_id, flt, before=first)))
+                earlier = sample_query.exists_query(dialect, job_id, flt, before=first, plan=plan)
+                has_before = bool(conn.scalar(earlier))
             elif after is not None:
                 has_before = True
             return SamplePage(records, has_before=has_before, has_after=more)
@@ -778,7 +782,9 @@ class Store:
 
     def _count_matching_samples(self, job_id: str, flt: SampleFilter, cap: int | None) -> int:
         with self._connect() as conn:
-            return int(conn.scalar(sample_query.count_query(conn.dialect.name, job_id, flt, cap)) or 0)
+            plan = sample_query.search_plan(conn, flt, counting=True)
+            query = sample_query.count_query(conn.dialect.name, job_id, flt, cap, plan)
+            return int(conn.scalar(query) or 0)
 
     async def get_sample(self, job_id: str, task: str, index: int) -> SampleRecord | None:
         """One recorded sample, or None."""

@@ -22,6 +22,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from evalstack import browse
 from evalstack.errors import EvalstackError, InvalidInputError, NotFoundError
+from evalstack.redaction import redact
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleFilter, SampleRecord
 from evalstack.viewer import charts
 
@@ -46,7 +47,7 @@ REFERENCE_FIELDS = ("expected_answer", "reference", "answer", "target", "label",
 def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("evalstack.viewer", "templates"),
-        autoescape=select_autoescape(["html"], default=True),
+        autoescape=select_autoescape(["html", "svg"], default=True),
         trim_blocks=True,
         lstrip_blocks=True,
     )
@@ -184,13 +185,6 @@ def task_table(result: Mapping[str, Any] | None) -> tuple[list[str], list[dict[s
     return columns, rows
 
 
-def redacted(value: Any) -> Any:
-    """The job's config without secrets (api keys, tokens)."""
-    from evalstack.api.nemo.archive import redact
-
-    return redact(value)
-
-
 # ---- rendering ----------------------------------------------------------------------------------
 
 
@@ -222,8 +216,6 @@ class Pages:
         except InvalidInputError as exc:
             return self.error(request, 400, exc.message)
         listing = await browse.list_jobs(self.store, query)
-        everything = await self.store.list_jobs()
-        labels = [browse.job_labels(j) for j in everything]
         rows = [
             {
                 "job": job,
@@ -239,8 +231,8 @@ class Pages:
             listing=listing,
             rows=rows,
             statuses=browse.JOB_STATUSES,
-            benchmarks=sorted({lab.benchmark for lab in labels if lab.benchmark}),
-            models=sorted({lab.model for lab in labels if lab.model}),
+            benchmarks=listing.benchmarks,
+            models=listing.models,
             running=any(j.status not in TERMINAL_STATUSES for j in listing.jobs),
         )
 
@@ -269,18 +261,7 @@ class Pages:
             ][:MAX_FOREST_ROWS]
         )
         columns, tasks = task_table(job.result)
-        distributions: list[dict[str, Any]] = []
-        for key in keys[:4]:
-            metric, score = browse.split_metric(key)
-            found = await self.store.score_histogram(job_id, metric, score)
-            if found is None:
-                continue
-            low, high, bins = found
-            binary = low >= 0 and high <= 1 and not any(bins[1:-1])
-            distributions.append(
-                {"key": key, "binary": binary, "counts": bins, "chart": charts.histogram(low, high, bins)}
-            )
-        counts = await self._counts(job, tasks)
+        counts = self._counts(job, tasks)
         progress = job.progress or {}
         concurrency = progress.get("concurrency") or {}
         others = [j for j in await self.store.list_jobs() if j.id != job.id]
@@ -296,56 +277,68 @@ class Pages:
             columns=columns,
             tasks=tasks,
             score_keys=keys,
-            distributions=distributions,
+            distributions=keys[:4],
             counts=counts,
             concurrency=concurrency,
             concurrency_chart=charts.step_chart(concurrency.get("history") or []),
-            spec=json.dumps(redacted(job.spec), indent=2, ensure_ascii=False, default=str),
+            spec=json.dumps(redact(job.spec), indent=2, ensure_ascii=False, default=str),
             others=[(j, browse.job_labels(j)) for j in others[:200]],
             running=job.status not in TERMINAL_STATUSES,
         )
 
-    async def _counts(self, job: JobRecord, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Errors, invalid, unparsed and truncated samples, each with the filter that lists them."""
-        progress = job.progress or {}
+    @staticmethod
+    def _counts(job: JobRecord, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Errors, invalid, unparsed and truncated samples, each with the filter that lists them.
 
-        async def count(flt: SampleFilter) -> int:
-            return await self.store.count_matching_samples(job.id, flt)
+        From the job's progress and result where they hold the number; otherwise ``count`` is None
+        and the page asks the capped count listing, so it never waits for a scan of a large job.
+        """
+        progress = job.progress or {}
 
         def from_tasks(field: str) -> int | None:
             values = [t[field] for t in tasks if isinstance(t.get(field), int)]
             return sum(values) if values else None
 
-        errors = progress.get("errors")
-        invalid = progress.get("invalid")
-        unparsed = from_tasks("unparsed")
-        truncated = from_tasks("truncated")
+        def number(value: Any) -> int | None:
+            return value if isinstance(value, int) else None
+
+        entries = [
+            ("errors", "the model endpoint failed", number(progress.get("errors")), {"error": "inference"}),
+            (
+                "invalid",
+                "bad row, template or metric input",
+                number(progress.get("invalid")),
+                {"error": "invalid"},
+            ),
+            ("unparsed", "no answer could be extracted", from_tasks("unparsed"), {"unparsed": "1"}),
+            ("truncated", "cut off by max_tokens", from_tasks("truncated"), {"truncated": "1"}),
+        ]
         return [
             {
-                "label": "errors",
-                "help": "the model endpoint failed",
-                "count": errors if isinstance(errors, int) else await count(SampleFilter(error="inference")),
-                "params": {"error": "inference"},
-            },
-            {
-                "label": "invalid",
-                "help": "bad row, template or metric input",
-                "count": invalid if isinstance(invalid, int) else await count(SampleFilter(error="invalid")),
-                "params": {"error": "invalid"},
-            },
-            {
-                "label": "unparsed",
-                "help": "no answer could be extracted",
-                "count": unparsed if unparsed is not None else await count(SampleFilter(unparsed=True)),
-                "params": {"unparsed": "1"},
-            },
-            {
-                "label": "truncated",
-                "help": "cut off by max_tokens",
-                "count": truncated if truncated is not None else await count(SampleFilter(truncated=True)),
-                "params": {"truncated": "1"},
-            },
+                "label": label,
+                "help": help_text,
+                "count": count,
+                "params": params,
+                "count_url": f"/v1/evalstack/jobs/{job.id}/samples/count?{urlencode(params)}",
+            }
+            for label, help_text, count, params in entries
         ]
+
+    async def distribution(self, request: Request, job_id: str) -> Response:
+        """One score's distribution over the job's samples, as an SVG image (loaded apart from the page)."""
+        key = request.query_params.get("metric") or ""
+        if await self.store.get_job(job_id) is None:
+            return Response(status_code=404, headers=SECURITY_HEADERS)
+        metric, score = browse.split_metric(key)
+        found = await self.store.score_histogram(job_id, metric, score) if key else None
+        if found is None:
+            return Response(status_code=404, headers=SECURITY_HEADERS)
+        low, high, bins = found
+        binary = low >= 0 and high <= 1 and not any(bins[1:-1])
+        svg = self.env.get_template("distribution.svg").render(
+            key=key, binary=binary, counts=bins, chart=charts.histogram(low, high, bins)
+        )
+        return Response(svg, media_type="image/svg+xml", headers=SECURITY_HEADERS)
 
     # ---- samples ------------------------------------------------------------------------------
 
@@ -364,8 +357,6 @@ class Pages:
         page = await self.store.page_samples(
             job_id, flt, after=None if before else after, before=before, limit=limit
         )
-        filtered = flt != SampleFilter()
-        total = None if filtered else await self.store.count_samples(job_id)  # filtered: counted by the page
         first = (await self.store.page_samples(job_id, SampleFilter(error="none"), limit=1)).samples
         filter_query = browse.filter_params(flt)
         rows = [
@@ -388,7 +379,6 @@ class Pages:
             filter_qs=urlencode(filter_query),
             rows=rows,
             page=page,
-            total=total,
             count_url=f"/v1/evalstack/jobs/{job_id}/samples/count?{urlencode(filter_query)}",
             tasks=sorted((job.progress or {}).get("task_status") or {}),
             score_keys=score_keys(first[0] if first else None),
@@ -432,7 +422,7 @@ class Pages:
             labels=browse.job_labels(job),
             sample=sample,
             key=browse.key_param(key),
-            request_sent=request_sent if isinstance(request_sent, dict) else None,
+            request_sent=redact(request_sent) if isinstance(request_sent, dict) else None,
             references=[(f, sample.item[f]) for f in REFERENCE_FIELDS if f in sample.item],
             scores=[(k, _score_of(sample, k)) for k in score_keys(sample)],
             parsed=sample.scores.get(browse.PARSED_SCORES),
@@ -612,6 +602,10 @@ def viewer_router(store: Store) -> APIRouter:
     @router.get("/jobs/{job_id}")
     async def job_page(request: Request, job_id: str) -> Response:
         return await pages.job(request, job_id)
+
+    @router.get("/jobs/{job_id}/distribution.svg")
+    async def distribution_image(request: Request, job_id: str) -> Response:
+        return await pages.distribution(request, job_id)
 
     @router.get("/jobs/{job_id}/samples")
     async def samples_page(request: Request, job_id: str) -> Response:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from evalstack.store import sample_query
 from evalstack.store.records import JobRecord, SampleFilter, SampleKey, SampleRecord
 from evalstack.store.repository import Store
 from tests.unit.store.test_repository import db_url, postgres_url, sqlite_url, store  # noqa: F401
@@ -122,6 +123,14 @@ async def test_filters_pick_exactly_the_matching_samples(
     assert await filled.count_matching_samples(JOB, flt) == len(want)
 
 
+@pytest.fixture(params=["few matches", "many matches"])
+def search_plans(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Search starts from the matches when they are few, from the job's samples when many: both must agree."""
+    if request.param == "many matches":
+        monkeypatch.setattr(sample_query, "RARE_MATCHES", 1)
+
+
+@pytest.mark.usefixtures("search_plans")
 async def test_search_finds_words_in_the_prompt_the_request_and_the_output(filled: Store) -> None:
     in_item = expected(lambda s: s.index % 9 == 0)
     assert keys(await read_all(filled, SampleFilter(search="ZEBRA"), limit=50)) == in_item
@@ -132,6 +141,14 @@ async def test_search_finds_words_in_the_prompt_the_request_and_the_output(fille
     both = [k for k in in_item if k in in_output]
     assert keys(await read_all(filled, SampleFilter(search="zebra quokka"), limit=50)) == both
     assert await filled.count_matching_samples(JOB, SampleFilter(search="nowhere-to-be-found")) == 0
+    wrong_with_zebra = expected(lambda s: s.index % 9 == 0 and s.error is None and s.index % 2 == 1)
+    flt = SampleFilter(search="zebra", metric="acc", outcome="wrong")
+    assert keys(await read_all(filled, flt, limit=2)) == wrong_with_zebra
+    assert await filled.count_matching_samples(JOB, flt) == len(wrong_with_zebra)
+    backwards = await filled.page_samples(
+        JOB, SampleFilter(search="zebra"), before=SampleKey("beta", 0), limit=2
+    )
+    assert keys(backwards.samples) == [k for k in in_item if k[0] == "alpha"][-2:]
 
 
 @pytest.mark.parametrize("query", ['"', "zebra OR", "NEAR(", "a*b'; DROP TABLE samples; --", "^-:"])

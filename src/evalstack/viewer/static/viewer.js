@@ -45,15 +45,16 @@
     }
   });
 
-  // A filtered listing's match count comes apart, so the page never waits for it.
-  var counter = document.getElementById("match-count");
-  if (counter) {
-    fetch(counter.getAttribute("data-count-url"), { headers: { Accept: "application/json" } })
+  // Counts that could scan a large job come apart (capped), so no page waits for them.
+  document.querySelectorAll(".lazy-count[data-count-url]").forEach(function (el) {
+    fetch(el.getAttribute("data-count-url"), { headers: { Accept: "application/json" } })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (body) {
-        if (body) { counter.textContent = body.count.toLocaleString() + (body.at_least ? "+" : "") + " matching"; }
+        if (!body) { return; }
+        el.textContent = body.count.toLocaleString() + (body.at_least ? "+" : "") + (el.getAttribute("data-suffix") || "");
+        if (body.count > 0 && el.classList.contains("n")) { el.classList.add("bad"); }
       });
-  }
+  });
 
   // Live progress: while a job on the page runs, refresh its progress from the JSON listing.
   function refresh() {
