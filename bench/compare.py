@@ -13,9 +13,9 @@ right a few points more often. Then it times, in this process:
 - ``build_job_report`` (metrics with bootstrap CIs and counts) and the CSV report streamed to a file.
 
 It prints each step's wall and CPU time (the CPU time is what a busy shared machine does not inflate)
-and the process's peak RSS. Target (this project's, not a peer's): comparing two
-200,000-sample jobs in under 30 s on a 2-core machine, with memory proportional to the samples' scores,
-not their text.
+and the process's peak RSS. Figures, not a pass/fail target: the cost grows linearly with the
+samples; reading both jobs and the 10,000-resample bootstrap and sign flips of the continuous
+metric take most of it, and memory holds each sample's scores and item hash, never its text.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from evalstack.store.records import JobRecord, SampleRecord
 from evalstack.store.repository import Store
 
 BATCH = 10_000
-TARGET_S = 30.0
 
 
 def make_samples(
@@ -116,14 +115,13 @@ async def main() -> None:
         filled = time.perf_counter() - started
         rows: list[list[object]] = []
 
-        def timed(step: str, wall: float, cpu: float, size: int) -> float:
+        def timed(step: str, wall: float, cpu: float, size: int) -> None:
             elapsed = time.perf_counter() - wall
             rows.append([step, f"{elapsed:.2f}", f"{time.process_time() - cpu:.2f}", size])
-            return elapsed
 
         wall, cpu = time.perf_counter(), time.process_time()
         comparison = await compare_jobs(store, base, cand)
-        compare_s = timed("compare_jobs (both jobs read, all rows)", wall, cpu, len(comparison.rows))
+        timed("compare_jobs (both jobs read, all rows)", wall, cpu, len(comparison.rows))
 
         wall, cpu = time.perf_counter(), time.process_time()
         report = await build_job_report(store, cand)
@@ -149,10 +147,7 @@ async def main() -> None:
         f"(cluster-robust, {overall.clusters} subjects), McNemar p {overall.p_value:.2g}, "
         f"MDE {overall.mde:.4f}"
     )
-    print(
-        f"peak RSS {self_peak_rss_mb():.0f} MB; target: compare under {TARGET_S:.0f} s -> "
-        f"{'met' if compare_s < TARGET_S else 'NOT met'}"
-    )
+    print(f"peak RSS {self_peak_rss_mb():.0f} MB")
     if not args.keep and args.db is None:
         for path in folder.iterdir():
             path.unlink()
