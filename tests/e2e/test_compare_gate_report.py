@@ -262,6 +262,14 @@ def test_the_server_answers_the_same_comparison_and_reports(setup: Setup, server
     assert response.json() == local
     check_row(response.json()["rows"][0])
 
+    page = httpx.get(
+        f"{server.url}/v1/evalstack/compare",
+        params={"baseline": setup.job_a, "candidate": setup.job_b, "format": "html"},
+    )
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "<svg" in page.text and "<script" not in page.text and "<td>15</td><td>30</td>" in page.text
+
     remote = setup.cli("compare", setup.job_a, setup.job_b, "--format", "json", "--url", server.url, db=False)
     assert remote.returncode == 0, remote.stderr
     assert json.loads(remote.stdout) == local
