@@ -33,6 +33,7 @@ import base64
 import csv
 import gzip
 import io
+import itertools
 import json
 import logging
 import re
@@ -499,6 +500,8 @@ def _read_stream(
         return _take(_iter_csv(text, "\t" if fmt == "tsv" else ","), limit)
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"Dataset file {where!r} is not UTF-8 text ({fmt}): {exc}") from exc
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise InvalidInputError(f"Dataset file {where!r} is not readable CSV: {exc}") from exc
     except (OSError, EOFError) as exc:
         raise InvalidInputError(f"Dataset file {where!r} could not be read: {exc}") from exc
 
@@ -515,12 +518,8 @@ def _sniff(head: bytes) -> str:
 
 
 def _take(rows: Iterator[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = []
-    for row in rows:
-        if limit is not None and len(result) >= limit:
-            break
-        result.append(row)
-    return result
+    """The first ``limit`` rows (all without one), reading no row past them."""
+    return list(rows if limit is None else itertools.islice(rows, limit))
 
 
 def _as_rows(values: Any, where: str) -> list[dict[str, Any]]:
