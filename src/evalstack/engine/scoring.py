@@ -224,7 +224,7 @@ class ScoringService:
         if await self._registered(fn_id) is not None:
             raise ConflictError(
                 f"Scoring function '{fn_id}' already exists. "
-                "Unregister it first (DELETE /v1/scoring-functions/{id}) to replace it."
+                f"Unregister it first (DELETE /v1/scoring-functions/{fn_id}) to replace it."
             )
         params = req.params
         if isinstance(params, RegexParserScoringFnParams):
