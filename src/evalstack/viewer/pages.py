@@ -191,7 +191,7 @@ def task_table(result: Mapping[str, Any] | None) -> tuple[list[str], list[dict[s
 class Pages:
     """Renders the pages from a store."""
 
-    def __init__(self, store: Store, *, compare_available: bool = True) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.env = _environment()
 
@@ -203,9 +203,6 @@ class Pages:
 
     def error(self, request: Request, status_code: int, message: str) -> HTMLResponse:
         return self.render(request, "error.html", status_code=status_code, message=message)
-
-    async def job_or_none(self, job_id: str) -> JobRecord | None:
-        return await self.store.get_job(job_id)
 
     # ---- jobs ---------------------------------------------------------------------------------
 
