@@ -1,18 +1,20 @@
 """Comparisons and gate results as a terminal table, Markdown and self-contained HTML.
 
 HTML goes through Jinja2 with autoescaping on, so nothing a model or a user wrote (task names,
-metric names, item fields) can become markup; charts are inline SVG computed here, styles inline
-CSS, and there is no script. Markdown escapes the characters that would change a table.
+metric names, item fields) can become markup; charts are inline SVG on the viewer's chart geometry
+(:mod:`evalstack.viewer.charts`), styles inline CSS, and there is no script. Markdown escapes the
+characters that would change a table.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from evalstack.viewer.charts import ForestRow, forest_plot
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -74,86 +76,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     lines.append("|" + "|".join("---" for _ in header) + "|")
     lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-# ---- forest plot ------------------------------------------------------------------------------------
-
-
-@dataclass
-class PlotRow:
-    """One line of a forest plot, in SVG coordinates."""
-
-    label: str
-    value: str
-    y: float
-    x: float
-    x_low: float
-    x_high: float
-    tone: str
-
-
-@dataclass
-class ForestPlot:
-    """An interval per row on one shared axis; ``reference`` (e.g. 0) drawn as a vertical line."""
-
-    width: int
-    height: int
-    left: int
-    right: int
-    rows: list[PlotRow] = field(default_factory=list)
-    ticks: list[tuple[float, str]] = field(default_factory=list)
-    reference_x: float | None = None
-    axis_y: float = 0.0
-
-
-_ROW_HEIGHT = 22
-_LABEL_WIDTH = 300
-_PLOT_WIDTH = 420
-
-
-def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    span = high - low
-    step = 10 ** math.floor(math.log10(span / count))
-    for factor in (1, 2, 5, 10):
-        if span / (step * factor) <= count:
-            step *= factor
-            break
-    first = math.ceil(low / step) * step
-    return [round(first + i * step, 12) for i in range(int((high - first) / step + 1e-9) + 1)]
-
-
-def forest_plot(
-    items: Sequence[tuple[str, float, float, float, str]], reference: float | None = None
-) -> ForestPlot | None:
-    """Geometry of a forest plot of ``(label, value, low, high, tone)``; None when nothing is finite."""
-    finite = [i for i in items if all(math.isfinite(v) for v in i[1:4])]
-    if not finite:
-        return None
-    low = min(i[2] for i in finite)
-    high = max(i[3] for i in finite)
-    if reference is not None:
-        low, high = min(low, reference), max(high, reference)
-    if high - low < 1e-12:
-        low, high = low - 0.5, high + 0.5
-    pad = (high - low) * 0.05
-    low, high = low - pad, high + pad
-    left, right = _LABEL_WIDTH + 10, _LABEL_WIDTH + 10 + _PLOT_WIDTH
-
-    def x_of(value: float) -> float:
-        return round(left + (value - low) / (high - low) * (right - left), 2)
-
-    plot = ForestPlot(width=right + 90, height=len(finite) * _ROW_HEIGHT + 40, left=left, right=right)
-    for position, (label, value, lo, hi, tone) in enumerate(finite):
-        y = 14 + position * _ROW_HEIGHT
-        plot.rows.append(
-            PlotRow(label=label, value=signed(value, 3) if reference is not None else number(value, 3),
-                    y=y, x=x_of(value), x_low=x_of(lo), x_high=x_of(hi), tone=tone)
-        )  # fmt: skip
-    plot.axis_y = len(finite) * _ROW_HEIGHT + 6
-    plot.ticks = [(x_of(t), number(t, 3)) for t in _nice_ticks(low, high)]
-    if reference is not None:
-        plot.reference_x = x_of(reference)
-    return plot
 
 
 # ---- comparisons ------------------------------------------------------------------------------------
@@ -261,11 +183,14 @@ def comparison_html(comparison: Comparison) -> str:
     tone = {"better": "good", "worse": "bad", "none": "neutral"}
     plot = forest_plot(
         [
-            (f"{r.name} · {r.metric}", r.delta, r.ci_low, r.ci_high, tone[_significant(r)])
+            ForestRow(
+                label=f"{r.name} · {r.metric}", value=r.delta, low=r.ci_low, high=r.ci_high,
+                group=r.scope == "group", tone=tone[_significant(r)],
+            )
             for r in comparison.rows
         ],
-        reference=0.0,
-    )
+        centre_zero=True,
+    )  # fmt: skip
     return (
         environment()
         .get_template("comparison.html.j2")

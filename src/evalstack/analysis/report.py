@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 from evalstack.analysis.compare import DIAGNOSTIC_METRICS, JobRef, job_ref, metric_labels, task_groups
-from evalstack.analysis.render import environment, forest_plot, markdown_cell, markdown_table, number
+from evalstack.analysis.render import environment, markdown_cell, markdown_table, number
 from evalstack.engine.aggregate.stats import bootstrap_ci, score_stats
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.store.records import SampleRecord
+from evalstack.viewer.charts import ForestRow, forest_plot
 
 if TYPE_CHECKING:
     from evalstack.store.repository import Store
@@ -216,11 +217,14 @@ def report_html(report: JobReport) -> str:
     """The report as one self-contained HTML page (inline CSS and SVG, no script)."""
     plot = forest_plot(
         [
-            (f"{m.name} · {m.metric}", m.mean, m.ci_low, m.ci_high, "neutral")
+            ForestRow(
+                label=f"{m.name} · {m.metric}", value=m.mean, low=m.ci_low, high=m.ci_high,
+                group=m.scope == "group", tone="neutral",
+            )
             for m in report.metrics
-            if m.mean is not None and m.ci_low is not None and m.ci_high is not None
+            if m.mean is not None
         ]
-    )
+    )  # fmt: skip
     return environment().get_template("job_report.html.j2").render(report=report, plot=plot, ci=_ci)
 
 
