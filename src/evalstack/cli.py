@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from evalstack.local_run import RunOutcome
 
 app = typer.Typer(
     name="evalstack",
@@ -94,6 +99,13 @@ def run(
         "--adaptive-concurrency",
         help="Back off on 429s and rising latency, grow again while the endpoint keeps up (AIMD).",
     ),
+    max_outage: float | None = typer.Option(
+        None,
+        "--max-outage",
+        min=0.001,
+        help="Seconds to wait for an unreachable model endpoint before the job fails, keeping its samples "
+        "(resume it with 'evalstack resume') [default: the max_outage setting, 900].",
+    ),
 ) -> None:
     """Run one benchmark in-process, on the same engine and store as the server."""
     import asyncio
@@ -102,17 +114,61 @@ def run(
 
     from evalstack.config import load_settings
     from evalstack.errors import EvalstackError
-    from evalstack.local_run import render_table, run_file, write_output
+    from evalstack.local_run import run_file
 
     console = Console()
     try:
         settings = load_settings(config, db_url=db, adaptive_concurrency=adaptive_concurrency or None)
         outcome = asyncio.run(
-            run_file(benchmark_file, settings=settings, model=model, limit=limit, console=console)
+            run_file(
+                benchmark_file,
+                settings=settings,
+                model=model,
+                limit=limit,
+                console=console,
+                max_outage=max_outage,
+            )
         )
     except EvalstackError as exc:
         typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
+    _report(outcome, output, console)
+
+
+@app.command()
+def resume(
+    job_id: str = typer.Argument(..., help="The id of a failed or cancelled job in the database."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the full result as JSON here."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", exists=True, dir_okay=False, help="Settings file (YAML or JSON)."
+    ),
+    db: str | None = typer.Option(
+        None, "--db", help="SQLAlchemy database URL [default: sqlite file in the data directory]."
+    ),
+) -> None:
+    """Finish a failed or cancelled job in-process: only the samples it has not recorded are run."""
+    import asyncio
+
+    from rich.console import Console
+
+    from evalstack.config import load_settings
+    from evalstack.errors import EvalstackError
+    from evalstack.local_run import resume_job
+
+    console = Console()
+    try:
+        settings = load_settings(config, db_url=db)
+        outcome = asyncio.run(resume_job(job_id, settings=settings, console=console))
+    except EvalstackError as exc:
+        typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    _report(outcome, output, console)
+
+
+def _report(outcome: RunOutcome, output: Path | None, console: Console) -> None:
+    """Write the JSON result if asked, then the metrics table, or why the job did not complete (exit 1)."""
+    from evalstack.local_run import render_table, write_output
+
     if output is not None:
         write_output(outcome, output)
         console.print(f"Full result written to {output}")

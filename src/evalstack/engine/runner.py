@@ -27,6 +27,13 @@ from evalstack.engine.adaptive import AdaptiveConcurrency
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.errors import ConflictError, EvalstackError, NotFoundError, UpstreamError
 from evalstack.inference.base import InferenceError, ModelClient, ModelEndpoint
+from evalstack.inference.breaker import (
+    DEFAULT_MAX_OUTAGE,
+    CircuitBreaker,
+    EndpointUnavailable,
+    OutageWatch,
+    outage_watch,
+)
 from evalstack.inference.feedback import overload_listener
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleRecord
 
@@ -36,7 +43,7 @@ logger = logging.getLogger(__name__)
 ERROR_KIND_INFERENCE = "inference"  # the endpoint (or a judge) failed: infrastructure, counted in ``errors``
 ERROR_KIND_INVALID = "invalid"  # the row, template or metric input was bad: counted in ``invalid``
 
-TaskState = str  # "pending" | "running" | "completed" | "failed"
+TaskState = str  # "pending" | "running" | "completed" | "failed" | "cancelled"
 Sink = Callable[[SampleRecord], Awaitable[None]]
 ProgressCallback = Callable[["RunProgress"], None]
 JobProgressListener = Callable[[str, dict[str, Any]], None]
@@ -96,7 +103,9 @@ class RunProgress:
 
     ``samples_processed`` and ``samples_total`` include samples recorded by an earlier run of the
     same job (skipped on resume). ``errors`` counts infrastructure failures, ``invalid`` samples
-    that failed on bad input; both are included in ``samples_processed``.
+    that failed on bad input; both are included in ``samples_processed``. ``endpoints`` are the
+    circuit breakers the run's requests waited on; while one is open the snapshot has ``outage``
+    (endpoint, since when, last error, ``max_outage_s``).
     """
 
     samples_total: int = 0
@@ -107,6 +116,20 @@ class RunProgress:
     cancelled: bool = False
     started: float = field(default_factory=time.monotonic)
     concurrency: AdaptiveConcurrency | None = None
+    max_outage: float = DEFAULT_MAX_OUTAGE
+    endpoints: dict[str, CircuitBreaker] = field(default_factory=dict)
+
+    def waiting_on(self, breaker: CircuitBreaker) -> None:
+        """Note a breaker a request of this run waits on (``OutageWatch.on_wait``)."""
+        self.endpoints[breaker.endpoint] = breaker
+
+    def outage(self) -> dict[str, Any] | None:
+        """The longest outage among the endpoints this run waits on, or None when all are reachable."""
+        down = [b for b in self.endpoints.values() if b.is_open]
+        if not down:
+            return None
+        longest = max(down, key=lambda b: b.unreachable_for())
+        return {**longest.status(), "max_outage_s": self.max_outage}
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy for ``job.progress`` and progress listeners."""
@@ -121,7 +144,15 @@ class RunProgress:
         }
         if self.concurrency is not None:
             snapshot["concurrency"] = self.concurrency.snapshot()
+        outage = self.outage()
+        if outage is not None:
+            snapshot["outage"] = outage
         return snapshot
+
+
+def settle_tasks(task_status: Mapping[str, TaskState], status: TaskState) -> dict[str, TaskState]:
+    """``task_status`` with every task not yet finished (pending, running) marked ``status``."""
+    return {name: status if state in ("pending", "running") else state for name, state in task_status.items()}
 
 
 @dataclass
@@ -161,6 +192,10 @@ async def _process_sample(
         for metric in task.metrics:
             sample.scores[metric.name] = await metric.score(row, output)
     except (InferenceError, UpstreamError) as exc:
+        outage = exc if isinstance(exc, EndpointUnavailable) else exc.__cause__
+        if isinstance(outage, EndpointUnavailable):  # past max_outage (the model's or a judge's)
+            # The job fails; this sample stays unrecorded, so a resume runs it again.
+            raise UpstreamError(f"{outage}. Finished samples are kept; resume the job to finish it.") from exc
         sample.scores = {}
         sample.error = _error_text(exc)
         sample.extra["error_kind"] = ERROR_KIND_INFERENCE
@@ -185,6 +220,8 @@ async def run_plan(
     cancel: asyncio.Event | None = None,
     on_progress: ProgressCallback | None = None,
     progress_interval: float = 0.5,
+    max_outage: float = DEFAULT_MAX_OUTAGE,
+    progress: RunProgress | None = None,
 ) -> RunProgress:
     """Run every sample of ``plan`` not in ``skip`` and hand each finished sample to ``sink``.
 
@@ -194,9 +231,17 @@ async def run_plan(
     has ``cancelled=True``. ``on_progress`` is called at most every ``progress_interval`` seconds
     and once at the end. A task whose rows cannot be loaded raises (the job fails); a failing
     sample never does. The sink is the caller's to flush.
+
+    A sample whose endpoint is unreachable (its circuit breaker is open) waits for it instead of
+    failing; the progress says so (``outage``) and is reported every ``progress_interval`` meanwhile.
+    When the endpoint stays unreachable for ``max_outage`` seconds, ``run_plan`` raises
+    ``UpstreamError`` and the waiting samples stay unrecorded. ``progress``, when given, is the object
+    filled in (the caller then sees it even when the run raises).
     """
     skip = skip or {}
-    progress = RunProgress(task_status={task.name: "pending" for task in plan.tasks})
+    progress = progress or RunProgress()
+    progress.task_status = {task.name: "pending" for task in plan.tasks}
+    progress.max_outage = max_outage
     counters = [_TaskCounters() for _ in plan.tasks]
     if cancel is not None and cancel.is_set():
         progress.cancelled = True
@@ -289,8 +334,19 @@ async def run_plan(
             controller.on_failure()
         return sample
 
+    async def watch_outages() -> None:
+        """Report progress while requests wait on an open breaker (no sample finishes then)."""
+        was_down = False
+        while True:
+            await asyncio.sleep(progress_interval)
+            down = progress.outage() is not None
+            if down or was_down:
+                report(force=True)
+            was_down = down
+
     async def work() -> None:
-        if controller is not None:  # each worker runs in its own task, so its own context
+        outage_watch.set(OutageWatch(max_outage, progress.waiting_on))  # each worker has its own context
+        if controller is not None:
             overload_listener.set(controller.on_overload)
         while True:
             entry = await queue.get()
@@ -317,6 +373,8 @@ async def run_plan(
     pending: set[asyncio.Future[Any]] = {asyncio.ensure_future(produce())}
     pending.update(asyncio.ensure_future(work()) for _ in range(parallelism))
     children = set(pending) | set(loaders)
+    if on_progress is not None:
+        children.add(asyncio.ensure_future(watch_outages()))
     cancel_waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
     try:
         while pending:
@@ -324,6 +382,7 @@ async def run_plan(
             done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             if cancel_waiter is not None and cancel_waiter in done:
                 progress.cancelled = True
+                progress.task_status = settle_tasks(progress.task_status, "cancelled")
                 break
             for finished in done:
                 pending.discard(finished)
@@ -492,6 +551,10 @@ class JobWorker:
     ``monitor_interval`` seconds and lapsing after ``lease_ttl`` (at once when the holder is a dead
     process of this host). Every ``lease_ttl / 3`` seconds a worker adopts unfinished jobs nobody
     holds, and a cancel made through another process reaches the holder through the job's status.
+
+    A job whose model endpoint stays unreachable for ``max_outage`` seconds (the plan's, else the
+    worker's) fails, keeping its samples; ``resume`` runs it again from where it stopped. A job that
+    ends cancelled or failed shows every unfinished task so in ``progress.task_status``.
     """
 
     def __init__(
@@ -508,6 +571,7 @@ class JobWorker:
         adaptive_concurrency: bool = False,
         lease_ttl: float = 30.0,
         monitor_interval: float = 1.0,
+        max_outage: float = DEFAULT_MAX_OUTAGE,
     ) -> None:
         self.store = store
         self.clients = clients
@@ -518,6 +582,7 @@ class JobWorker:
         self.progress_interval = progress_interval
         self.cancel_timeout = cancel_timeout
         self.adaptive_concurrency = adaptive_concurrency  # on for every job, whatever its plan says
+        self.max_outage = max_outage  # for jobs whose plan does not set one
         self._slots = asyncio.Semaphore(self.max_running_jobs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_events: dict[str, asyncio.Event] = {}
@@ -608,6 +673,30 @@ class JobWorker:
         finally:
             await self.store.release_job(job_id, self.owner)
         return await self.get(job_id)
+
+    async def resume(self, job_id: str) -> JobRecord:
+        """Run a failed or cancelled job again, skipping the samples it already recorded.
+
+        Raises ConflictError for a job that is not failed or cancelled (a completed job has nothing
+        left to run; an active one is running or about to).
+        """
+        job = await self.get(job_id)
+        resumable = ("failed", "cancelled")
+        if job.status not in resumable:
+            raise ConflictError(
+                f"Job {job_id} is {job.status}; only a failed or cancelled job can be resumed"
+            )
+        try:
+            record = await self.store.update_job(
+                job_id, expected_status=resumable, status="pending", error=None
+            )
+        except ConflictError:
+            raise ConflictError(
+                f"Job {job_id} changed status meanwhile; it can no longer be resumed"
+            ) from None
+        logger.info("resuming job %s (it was %s)", job_id, job.status)
+        self._schedule(job_id)
+        return record
 
     async def _wait_elsewhere(self, job_id: str) -> JobRecord:
         """Poll a job another process runs until it is finished or ``cancel_timeout`` passed."""
@@ -706,7 +795,21 @@ class JobWorker:
                     await asyncio.shield(self.store.release_job(job_id, self.owner))
 
     async def _set_status(self, job_id: str, **changes: Any) -> bool:
-        """Write a status change unless the job left the active statuses meanwhile (False then)."""
+        """Write a status change unless the job left the active statuses meanwhile (False then).
+
+        A job ending cancelled or failed gets its unfinished tasks marked so in its progress.
+        """
+        status = changes.get("status")
+        if status in ("cancelled", "failed"):
+            progress = changes.get("progress")
+            if progress is None:
+                job = await self.store.get_job(job_id)
+                progress = job.progress if job is not None else None
+            if progress and isinstance(progress.get("task_status"), Mapping):
+                changes["progress"] = {
+                    **progress,
+                    "task_status": settle_tasks(progress["task_status"], status),
+                }
         try:
             await self.store.update_job(job_id, expected_status=ACTIVE_STATUSES, **changes)
         except ConflictError as exc:
@@ -776,9 +879,9 @@ class JobWorker:
             self.store, job_id, batch_size=self.batch_size, flush_interval=self.flush_interval
         ).start()
         failure: str | None = None
-        progress: RunProgress | None = None
+        progress = RunProgress()
         try:
-            progress = await run_plan(
+            await run_plan(
                 plan,
                 self.clients,
                 sink=writer.add,
@@ -786,6 +889,8 @@ class JobWorker:
                 cancel=event,
                 on_progress=lambda p: self._on_progress(job_id, p),
                 progress_interval=self.progress_interval,
+                max_outage=self.max_outage if plan.max_outage is None else plan.max_outage,
+                progress=progress,
             )
         except EvalstackError as exc:
             failure = exc.message
@@ -802,11 +907,10 @@ class JobWorker:
                     failure = f"could not record samples: {exc}"
             await self._settle_progress(job_id)
 
-        snapshot = progress.snapshot() if progress is not None else None
+        snapshot = progress.snapshot()
         if failure is not None:
             await self._fail(job_id, failure, snapshot)
             return
-        assert progress is not None
         if progress.cancelled:
             await self._set_status(job_id, status="cancelled", progress=snapshot)
             return
