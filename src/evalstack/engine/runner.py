@@ -242,6 +242,7 @@ async def run_plan(
     progress = progress or RunProgress()
     progress.task_status = {task.name: "pending" for task in plan.tasks}
     progress.max_outage = max_outage
+    run_started = time.monotonic()
     counters = [_TaskCounters() for _ in plan.tasks]
     if cancel is not None and cancel.is_set():
         progress.cancelled = True
@@ -345,7 +346,8 @@ async def run_plan(
             was_down = down
 
     async def work() -> None:
-        outage_watch.set(OutageWatch(max_outage, progress.waiting_on))  # each worker has its own context
+        # Each worker runs in its own task, so its own context.
+        outage_watch.set(OutageWatch(max_outage, progress.waiting_on, started=run_started))
         if controller is not None:
             overload_listener.set(controller.on_overload)
         while True:

@@ -67,10 +67,16 @@ class EndpointUnavailable(InferenceError):
 
 @dataclass(frozen=True)
 class OutageWatch:
-    """What a job tells the breakers of the endpoints it calls (see :data:`outage_watch`)."""
+    """What a job tells the breakers of the endpoints it calls (see :data:`outage_watch`).
+
+    The job waits at most ``max_outage`` seconds from when the breaker opened or from ``started``
+    (its run's start, on the breaker's clock), whichever is later: a job resumed while a breaker
+    is still open gets its own full ``max_outage``.
+    """
 
     max_outage: float
     on_wait: Callable[[CircuitBreaker], None] | None = None
+    started: float = 0.0
 
 
 outage_watch: contextvars.ContextVar[OutageWatch | None] = contextvars.ContextVar(
@@ -209,7 +215,7 @@ class CircuitBreaker:
                 watch.on_wait(self)
             max_outage = watch.max_outage if watch is not None else DEFAULT_MAX_OUTAGE
             now = self._clock()
-            deadline = self.opened_at + max_outage
+            deadline = self._deadline(watch)
             if now >= deadline:
                 raise EndpointUnavailable(self.outage_message(max_outage), self.endpoint)
             if not self._probe_in_flight and now >= self._next_probe_at:
@@ -224,12 +230,17 @@ class CircuitBreaker:
 
     def probe_timeout(self, timeout: float) -> float:
         """A probe's request timeout: ``timeout``, cut to what is left of the caller's ``max_outage``."""
-        watch = outage_watch.get()
-        max_outage = watch.max_outage if watch is not None else DEFAULT_MAX_OUTAGE
         if self.opened_at is None:
             return timeout
-        left = self.opened_at + max_outage - self._clock()
+        left = self._deadline(outage_watch.get()) - self._clock()
         return max(0.1, min(timeout, left))
+
+    def _deadline(self, watch: OutageWatch | None) -> float:
+        """When a caller with ``watch`` stops waiting for this open breaker."""
+        assert self.opened_at is not None
+        if watch is None:
+            return self.opened_at + DEFAULT_MAX_OUTAGE
+        return max(self.opened_at, watch.started) + watch.max_outage
 
     def outage_message(self, max_outage: float) -> str:
         """Why a job gave up on this endpoint."""
