@@ -183,12 +183,12 @@ def _report(outcome: RunOutcome, output: Path | None, console: Console) -> None:
 # -------------------------------------------------------------------------------------------------
 
 
-def _get(url: str, path: str, params: dict[str, Any] | None = None) -> Any:
-    """GET ``url + path`` and return the JSON body; exit with a readable message on any failure."""
+def _get(url: str, path: str, params: dict[str, Any] | None = None, *, method: str = "GET") -> Any:
+    """``method`` ``url + path`` and return the JSON body; exit with a readable message on any failure."""
     import httpx
 
     try:
-        response = httpx.get(url.rstrip("/") + path, params=params, timeout=30.0)
+        response = httpx.request(method, url.rstrip("/") + path, params=params, timeout=30.0)
     except httpx.HTTPError as exc:
         typer.secho(f"Cannot reach the evalstack server at {url}: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
@@ -224,13 +224,18 @@ def models(url: str = URL_OPTION) -> None:
 
 
 def _progress_text(progress: dict[str, Any]) -> str:
+    from rich.markup import escape
+
     done, total = progress.get("samples_processed"), progress.get("samples_total")
     if done is None:
         return ""
     text = f"{done}/{total}" if total else str(done)
     if progress.get("errors"):
         text += f" ({progress['errors']} errors)"
-    return text
+    outage = progress.get("outage")
+    if isinstance(outage, dict):
+        text += f"; waiting for {outage.get('endpoint')}, unreachable for {outage.get('unreachable_s')}s"
+    return escape(text)
 
 
 @jobs_app.callback()
@@ -272,6 +277,15 @@ def list_jobs(
             str(job.get("created_at") or "")[:19],
         )
     Console().print(table)
+
+
+@jobs_app.command("resume")
+def resume_server_job(
+    ctx: typer.Context, job_id: str = typer.Argument(..., help="The job id."), url: str = URL_OPTION
+) -> None:
+    """Run a failed or cancelled job again on the server, from the samples it already recorded."""
+    job = _get(_jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}/resume", method="POST")
+    typer.echo(f"Job {job['id']} is {job['status']} again")
 
 
 @jobs_app.command("show")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
+import sys
 import time
 import zipfile
 from collections import Counter
@@ -250,6 +252,9 @@ def test_a_lasting_model_outage_fails_after_max_outage_keeping_samples_and_a_res
     assert accuracy_of(server.results(job_id)) == pytest.approx(expected_accuracy(rows))
     again = server.http.post(f"{server.url}/v1/evalstack/jobs/{job_id}/resume")
     assert again.status_code == 400 and "only a failed or cancelled job" in again.text
+    cli = [sys.executable, "-m", "evalstack.cli", "jobs", "resume", job_id, "--url", server.url]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and f"Job {job_id} is completed" in done.stderr, done.stderr
 
 
 # ---- (c) cancel mid-run --------------------------------------------------------------------------

@@ -732,7 +732,13 @@ class JobWorker:
         async def collect(sample: SampleRecord) -> None:
             results.setdefault(sample.task, []).append(sample)
 
-        await run_plan(plan, self.clients, sink=collect, progress_interval=self.progress_interval)
+        await run_plan(
+            plan,
+            self.clients,
+            sink=collect,
+            progress_interval=self.progress_interval,
+            max_outage=self.max_outage if plan.max_outage is None else plan.max_outage,
+        )
         for samples in results.values():
             samples.sort(key=lambda s: s.index)
         return results

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from evalstack.engine.compile import job_max_outage
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.engine.runner import JobWorker
+from evalstack.errors import InvalidInputError
 from evalstack.inference.base import InferenceRequest, ModelEndpoint
 from evalstack.inference.breaker import BreakerSettings
 from evalstack.inference.clients import ModelClientPool
@@ -251,3 +253,34 @@ async def test_two_jobs_on_one_endpoint_wait_on_one_breaker(
     assert all("HTTP 502" in j.progress["outage"]["last_error"] for j in during)
     assert [j.status for j in done] == ["completed", "completed"]
     assert [j.progress["errors"] for j in done] == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("front", "spec", "expected"),
+    [
+        ("nemo", {"config": {"params": {"extra": {"max_outage": 30}}}}, 30.0),
+        ("nemo", {"config": {"tasks": {"a": {"params": {"extra": {"max_outage": 5}}}, "b": {}}}}, 5.0),
+        ("nemo", {"config": {"params": {}}, "max_outage": 12.5}, 12.5),
+        ("nemo", {"config": {"type": "custom"}}, None),
+        ("llama_stack", {"benchmark": {"metadata": {"max_outage": 60}}}, 60.0),
+        (
+            "llama_stack",
+            {"benchmark": {"metadata": {"type": "custom", "params": {"extra": {"max_outage": 7}}}}},
+            7.0,
+        ),
+        ("llama_stack", {"benchmark": {"metadata": {}}}, None),
+    ],
+)
+def test_a_job_sets_its_max_outage_where_its_front_door_allows(
+    front: str, spec: dict[str, Any], expected: float | None
+) -> None:
+    assert job_max_outage(JobRecord(id="j", front=front, spec=spec)) == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon", True])
+def test_a_bad_max_outage_says_what_is_accepted(value: Any) -> None:
+    job = JobRecord(id="j", front="nemo", spec={"config": {"params": {"extra": {"max_outage": value}}}})
+    with pytest.raises(
+        InvalidInputError, match=r"params.extra.max_outage must be a number of seconds greater than 0"
+    ):
+        job_max_outage(job)
