@@ -697,6 +697,9 @@ class JobWorker:
                 f"Job {job_id} changed status meanwhile; it can no longer be resumed"
             ) from None
         logger.info("resuming job %s (it was %s)", job_id, job.status)
+        finishing = self._tasks.get(job_id)
+        if finishing is not None:  # the run that just ended is still letting go of the job
+            await asyncio.wait({finishing}, timeout=self.cancel_timeout)
         self._schedule(job_id)
         return record
 
