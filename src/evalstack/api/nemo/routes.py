@@ -44,6 +44,7 @@ from evalstack.api.nemo.models import (
     utc_now,
 )
 from evalstack.engine import nemo_plan
+from evalstack.engine.compile import job_max_outage
 from evalstack.engine.metrics.nemo import nemo_metric
 from evalstack.engine.metrics.nemo_base import MetricDeps, resolve_model_spec
 from evalstack.engine.templates import check_templates
@@ -318,6 +319,7 @@ class NemoEvaluatorAPI:
                 "meta": {k: v for k, v in meta.items() if v is not None},
             },
         )
+        job_max_outage(job)  # a bad params.extra.max_outage fails the request, not the job
         job = await self.services.worker.submit(job)
         logger.info("Created evaluation job %s", job.id)
         return job_view(job, base_url)
