@@ -506,7 +506,7 @@ def test_demo_benchmark_runs_against_a_model_url(ws: Workspace, fake: FakeModelS
 
 # ---- (f) the model server goes away mid-run -------------------------------------------------------------
 
-FAST_BREAKER = "circuit_breaker: {probe_interval: 0.1, probe_interval_max: 0.5}\n"
+FAST_BREAKER = "circuit_breaker: {failure_threshold: 3, probe_interval: 0.1, probe_interval_max: 0.5}\n"
 
 
 def squares_file(ws: Workspace, rows: list[dict[str, Any]]) -> Path:

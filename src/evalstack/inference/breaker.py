@@ -7,7 +7,7 @@ endpoint is reachable (any HTTP response except 502/503/504) or a failure that s
 
 - **Closed**: requests flow. It opens when ``failure_threshold`` attempts in a row failed as
   unreachable, when such failures went on for ``failure_window`` seconds without one answer between
-  them, or when a request ran out of retries on them with no answer from the endpoint meanwhile.
+  them, or when a request ran out of retries on them and nobody got an answer since its last attempt.
 - **Open**: nobody sends the endpoint a request. One probe at a time, after a backoff that doubles
   from ``probe_interval`` to ``probe_interval_max``, is let through; the other callers wait. An answer
   to the probe closes the breaker and wakes every waiter at once.
@@ -104,7 +104,7 @@ class CircuitBreaker:
         self.opened_at: float | None = None  # clock time it opened; None while closed
         self.opened_wall: datetime | None = None
         self.last_error: str | None = None
-        self.last_answer_at = clock()  # last time the endpoint answered anything
+        self.last_answered = clock()  # when the latest request that got an answer was sent
         self.probes = 0
         self.outages = 0
         self._streak = 0  # unreachable failures since the last answer
@@ -134,11 +134,18 @@ class CircuitBreaker:
 
     # ---- reports from the client ---------------------------------------------------------------
 
-    def record_answer(self) -> None:
-        """The endpoint answered (any response but 502/503/504): it is reachable; close if open."""
-        self.last_answer_at = self._clock()
-        self._streak = 0
-        if self.opened_at is not None:
+    def record_answer(self, sent_at: float | None = None) -> None:
+        """A request sent at ``sent_at`` (default: now) got an answer (anything but 502/503/504).
+
+        The endpoint was reachable when it was sent: that ends a run of failures that began later, and
+        closes the breaker if it opened earlier. An answer to an older request (one a server finished
+        while shutting down) proves nothing about now.
+        """
+        sent_at = self._clock() if sent_at is None else sent_at
+        self.last_answered = max(self.last_answered, sent_at)
+        if self._streak and sent_at >= self._streak_started:
+            self._streak = 0
+        if self.opened_at is not None and sent_at >= self.opened_at:
             logger.info(
                 "%s is reachable again after %.1fs; resuming requests", self.endpoint, self.unreachable_for()
             )
@@ -166,13 +173,14 @@ class CircuitBreaker:
         ):
             self.trip(error)
 
-    def trip_if_silent_since(self, first_failure_at: float) -> bool:
-        """Open the breaker if the endpoint answered nothing since ``first_failure_at``; True when open.
+    def trip_if_silent_since(self, since: float) -> bool:
+        """Open the breaker unless a request sent at ``since`` or later got an answer; True when open.
 
-        A client asks this when one request has run out of retries on unreachable failures: if nobody
-        got an answer meanwhile, it is an outage, not a sick request.
+        A client asks this when one request has run out of retries on unreachable failures, with the
+        time its last attempt went out: if no request sent since then was answered, it is an outage,
+        not a sick request.
         """
-        if self.opened_at is None and self.last_answer_at <= first_failure_at:
+        if self.opened_at is None and self.last_answered < since:
             self.trip(self.last_error or "no answer")
         return self.opened_at is not None
 

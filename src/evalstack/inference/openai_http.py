@@ -140,12 +140,12 @@ class OpenAIClient:
     ) -> T:
         breaker = self.breaker
         attempts = 0
-        first_failure_at: float | None = None
         while True:
             probe = await breaker.admit()
             retry_after: float | None = None
             unreachable = False
             timeout = breaker.probe_timeout(self._timeout) if probe else self._timeout
+            sent_at = breaker.clock()
             try:
                 resp = await self._transport.request(method, target, body, timeout)
             except TransportError as exc:
@@ -157,7 +157,7 @@ class OpenAIClient:
                 status = resp.status
                 unreachable = status in UNREACHABLE_STATUSES
                 if not unreachable:
-                    breaker.record_answer()
+                    breaker.record_answer(sent_at)
                 if 200 <= status < 300:
                     try:
                         return parse(json.loads(resp.body))
@@ -185,18 +185,10 @@ class OpenAIClient:
                     breaker.record_unreachable(problem)
                 if breaker.is_open:
                     continue  # caught by an outage: wait for the endpoint, not an attempt of this request
-                if first_failure_at is None:
-                    first_failure_at = breaker.clock()
-            else:
-                first_failure_at = None
             attempts += 1
             if attempts > self._max_retries:
-                if (
-                    unreachable
-                    and first_failure_at is not None
-                    and breaker.trip_if_silent_since(first_failure_at)
-                ):
-                    continue  # nobody got an answer meanwhile: an outage, so wait for the endpoint
+                if unreachable and breaker.trip_if_silent_since(sent_at):
+                    continue  # nobody got an answer since this last attempt went out: an outage, so wait
                 raise InferenceError(
                     f"{method} {url} failed after {attempts} attempt(s); last error: {problem}"
                 )

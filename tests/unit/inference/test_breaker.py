@@ -71,6 +71,29 @@ async def test_opens_when_unreachable_failures_go_on_for_the_window() -> None:
     assert breaker.is_open
 
 
+async def test_a_request_out_of_retries_opens_it_only_if_no_later_request_was_answered() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker("http://model/v1", FAST, clock=lambda: now[0])
+    now[0] = 2.0
+    breaker.record_answer(sent_at=1.5)
+    assert not breaker.trip_if_silent_since(1.0) and not breaker.is_open
+    now[0] = 3.0
+    breaker.record_answer(sent_at=0.5)  # sent before the outage, finished by a server shutting down
+    breaker.record_unreachable("connection refused")
+    assert breaker.trip_if_silent_since(2.5) and breaker.is_open
+
+
+async def test_an_answer_to_a_request_sent_before_it_opened_keeps_it_open() -> None:
+    now = [10.0]
+    breaker = CircuitBreaker("http://model/v1", FAST, clock=lambda: now[0])
+    breaker.trip("connection refused")
+    now[0] = 11.0
+    breaker.record_answer(sent_at=9.5)
+    assert breaker.is_open
+    breaker.record_answer(sent_at=10.5)
+    assert not breaker.is_open
+
+
 async def test_a_disabled_breaker_never_opens() -> None:
     breaker = CircuitBreaker("http://model/v1", BreakerSettings(enabled=False, failure_threshold=1))
     for _ in range(20):
