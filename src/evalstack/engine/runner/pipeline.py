@@ -19,10 +19,7 @@ from evalstack.engine.adaptive import AdaptiveConcurrency
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.engine.ports import ClientSource
 from evalstack.errors import EvalstackError, UpstreamError
-<<<<<<< HEAD
 from evalstack.inference.base import InferenceError, InferenceRequest, ModelClient
-=======
-from evalstack.inference.base import InferenceError, ModelClient
 from evalstack.inference.breaker import (
     DEFAULT_MAX_OUTAGE,
     CircuitBreaker,
@@ -30,7 +27,6 @@ from evalstack.inference.breaker import (
     OutageWatch,
     outage_watch,
 )
->>>>>>> breaker
 from evalstack.inference.feedback import overload_listener
 from evalstack.store.records import SampleRecord
 
