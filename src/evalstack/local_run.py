@@ -15,22 +15,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from evalstack.api.llama_stack.models import (
-    Benchmark,
-    BenchmarkConfig,
-    EvaluateResponse,
-    ModelCandidate,
-    RegisterDatasetRequest,
-    RowsDataSource,
-    SystemMessage,
-    URIDataSource,
-)
 from evalstack.benchmark_file import BenchmarkFile, is_nemo_config, parse_benchmark_file, read_document
 from evalstack.config import Settings
+from evalstack.engine.spec import LlamaStackRunSpec, NemoRunSpec, new_job
+from evalstack.engine.types import Benchmark, BenchmarkConfig, EvaluateResponse, ModelCandidate, SystemMessage
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.registry import EMBEDDED_MODEL_ID
+from evalstack.resources import DatasetRegistration, RowsDataSource, URIDataSource
 from evalstack.server import Services, build_services
-from evalstack.store.records import JobRecord, new_job_id
+from evalstack.store.records import JobRecord
 
 
 @dataclass
@@ -142,7 +135,7 @@ async def _submit_benchmark_file(
 ) -> JobRecord:
     benchmark_id = spec.benchmark_id or source.stem
     dataset = await services.registry.register_dataset(
-        RegisterDatasetRequest(
+        DatasetRegistration(
             purpose="eval/question-answer",
             source=_dataset_source(spec, source.parent),
             dataset_id=f"{benchmark_id}-dataset",
@@ -169,16 +162,8 @@ async def _submit_benchmark_file(
     for fn_id, params in scoring.items():  # an unknown function or bad params: say so before any job exists
         await services.scoring.metric(fn_id, params)
     await _check_model(services, model)
-    job_spec: dict[str, Any] = {
-        "benchmark": benchmark.model_dump(mode="json"),
-        "benchmark_config": config.model_dump(mode="json"),
-    }
-    if spec.parallelism:
-        job_spec["parallelism"] = spec.parallelism
-    job = JobRecord(
-        id=new_job_id(), front="llama_stack", spec=job_spec, benchmark_id=benchmark_id, provider_id="local"
-    )
-    return await services.worker.submit(job)
+    job_spec = LlamaStackRunSpec(benchmark=benchmark, benchmark_config=config, parallelism=spec.parallelism)
+    return await services.worker.submit(new_job(job_spec, benchmark_id=benchmark_id, provider_id="local"))
 
 
 async def _submit_nemo_config(
@@ -187,12 +172,10 @@ async def _submit_nemo_config(
     if limit is not None:
         config = {**config, "params": {**(config.get("params") or {}), "limit_samples": limit}}
     await _check_model(services, model)
-    spec = {
-        "config": config,
-        "target": {"type": "model", "model": model},
-        "meta": {"source": "evalstack run"},
-    }
-    return await services.worker.submit(JobRecord(id=new_job_id(), front="nemo", spec=spec))
+    spec = NemoRunSpec(
+        config=config, target={"type": "model", "model": model}, meta={"source": "evalstack run"}
+    )
+    return await services.worker.submit(new_job(spec))
 
 
 async def _follow(services: Services, job_id: str, console: Console) -> JobRecord:

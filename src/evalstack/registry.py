@@ -27,20 +27,19 @@ from collections import OrderedDict
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from evalstack.api.llama_stack.models import (
-    Benchmark,
-    Dataset,
-    Model,
-    PaginatedResponse,
-    RegisterDatasetRequest,
-    RowsDataSource,
-    ScoringFn,
-    URIDataSource,
-)
 from evalstack.config import Settings
 from evalstack.engine.datasets import DATA_EXTENSIONS, load_rows
+from evalstack.engine.types import Benchmark, ScoringFn
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UpstreamError
 from evalstack.inference.base import ModelEndpoint
+from evalstack.resources import (
+    Dataset,
+    DatasetRegistration,
+    Model,
+    PaginatedResponse,
+    RowsDataSource,
+    URIDataSource,
+)
 from evalstack.store.repository import Store
 
 logger = logging.getLogger(__name__)
@@ -329,7 +328,7 @@ class Registry:
 
     # ---- datasets -------------------------------------------------------------------------------
 
-    async def register_dataset(self, req: RegisterDatasetRequest) -> Dataset:
+    async def register_dataset(self, req: DatasetRegistration) -> Dataset:
         """Register (or cleanly replace) a dataset; a missing id becomes ``dataset-<uuid4 hex>``."""
         dataset_id = req.dataset_id or f"dataset-{uuid.uuid4().hex}"
         metadata = dict(req.metadata or {})

@@ -21,18 +21,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from evalstack.api.llama_stack.models import (
+from evalstack.engine.metrics import aggregations, basic, judge
+from evalstack.engine.plan import Metric, SampleOutput
+from evalstack.engine.types import (
     BasicScoringFnParams,
     LLMAsJudgeScoringFnParams,
     ParamType,
     RegexParserScoringFnParams,
-    RegisterScoringFnRequest,
     ScoringFn,
     ScoringFnParams,
+    ScoringFnRegistration,
     ScoringResult,
 )
-from evalstack.engine.metrics import aggregations, basic, judge
-from evalstack.engine.plan import Metric, SampleOutput
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError
 from evalstack.inference.base import ModelEndpoint
 
@@ -210,7 +210,7 @@ class ScoringService:
             )
         return fn
 
-    async def register_function(self, req: RegisterScoringFnRequest) -> None:
+    async def register_function(self, req: ScoringFnRegistration) -> None:
         """Register a ``regex_parser`` or ``llm_as_judge`` function; re-registering it as is is a no-op."""
         fn_id = req.scoring_fn_id
         if fn_id in BUILTIN_FUNCTIONS:

@@ -46,6 +46,7 @@ from evalstack.api.nemo.models import (
 from evalstack.engine import nemo_plan
 from evalstack.engine.metrics.nemo import nemo_metric
 from evalstack.engine.metrics.nemo_base import MetricDeps, resolve_model_spec
+from evalstack.engine.spec import NemoRunSpec, new_job
 from evalstack.engine.templates import check_templates
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleRecord, new_job_id
@@ -309,16 +310,10 @@ class NemoEvaluatorAPI:
             "ownership": body.ownership.model_dump(exclude_none=True) if body.ownership else None,
             "output_files_url": body.output_files_url,
         }
-        job = JobRecord(
-            id=new_job_id(),
-            front="nemo",
-            spec={
-                "config": config,
-                "target": target,
-                "meta": {k: v for k, v in meta.items() if v is not None},
-            },
+        spec = NemoRunSpec(
+            config=config, target=target, meta={k: v for k, v in meta.items() if v is not None}
         )
-        job = await self.services.worker.submit(job)
+        job = await self.services.worker.submit(new_job(spec))
         logger.info("Created evaluation job %s", job.id)
         return job_view(job, base_url)
 
