@@ -22,7 +22,7 @@ from evalstack.engine.types import Benchmark, BenchmarkConfig, EvaluateResponse,
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.registry import EMBEDDED_MODEL_ID
 from evalstack.resources import DatasetRegistration, RowsDataSource, URIDataSource
-from evalstack.server import Services, build_services
+from evalstack.services import Services, build_services
 from evalstack.store.records import JobRecord
 
 

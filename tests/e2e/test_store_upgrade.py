@@ -23,7 +23,7 @@ from tests.fakes.squares import answer, expected_accuracy, square_rows
 
 from evalstack.config import Settings
 from evalstack.engine.spec import LlamaStackRunSpec, NemoRunSpec, read_spec
-from evalstack.server import Services, build_services
+from evalstack.services import Services, build_services
 from evalstack.store.repository import Store
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "store_v1"

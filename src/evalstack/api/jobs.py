@@ -15,8 +15,8 @@ from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
 from evalstack.errors import NotFoundError
 
 if TYPE_CHECKING:
-    from evalstack.server import Services
     from evalstack.store.records import JobRecord
+    from evalstack.store.repository import Store
 
 
 def job_summary(job: JobRecord) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def job_summary(job: JobRecord) -> dict[str, Any]:
     }
 
 
-def jobs_router(services: Services) -> APIRouter:
+def jobs_router(store: Store) -> APIRouter:
     """Routes under ``/evalstack/jobs`` (mounted at ``/v1``)."""
     router = APIRouter(route_class=LlamaStackRoute)
 
@@ -43,7 +43,7 @@ def jobs_router(services: Services) -> APIRouter:
         front: Literal["llama_stack", "nemo"] | None = None,
         limit: int | None = Query(default=None, ge=1),
     ) -> dict[str, Any]:
-        jobs = await services.store.list_jobs(front)
+        jobs = await store.list_jobs(front)
         if limit is not None:
             jobs = jobs[:limit]
         return {"data": [job_summary(j) for j in jobs]}
@@ -51,13 +51,13 @@ def jobs_router(services: Services) -> APIRouter:
     @router.get("/evalstack/jobs/{job_id}", tags=["evalstack"])
     @not_found_status(404)
     async def get_job(job_id: str) -> dict[str, Any]:
-        job = await services.store.get_job(job_id)
+        job = await store.get_job(job_id)
         if job is None:
             raise NotFoundError(f"Job {job_id} not found")
         return {
             **job_summary(job),
             "result": job.result,
-            "samples_recorded": await services.store.count_samples(job_id),
+            "samples_recorded": await store.count_samples(job_id),
         }
 
     return router

@@ -51,8 +51,11 @@ from evalstack.api.llama_stack.models import (
 from evalstack.errors import InvalidInputError, NotFoundError, UnsupportedError
 
 if TYPE_CHECKING:
+    from evalstack.config import Settings
+    from evalstack.engine.scoring import ScoringService
     from evalstack.providers.base import EvalProvider
-    from evalstack.server import Services
+    from evalstack.registry import Registry
+    from evalstack.services import Services
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +97,9 @@ def public_model(model: Model) -> Model:
 class ProviderRouter:
     """Chooses the eval provider of a benchmark, as the Llama Stack routing table does."""
 
-    def __init__(self, services: Services) -> None:
-        self._services = services
-
-    @property
-    def providers(self) -> Mapping[str, EvalProvider]:
-        return self._services.providers
+    def __init__(self, providers: Mapping[str, EvalProvider], registry: Registry) -> None:
+        self.providers = providers
+        self._registry = registry
 
     def default_id(self) -> str:
         """The provider named in messages when a benchmark is unknown."""
@@ -130,7 +130,7 @@ class ProviderRouter:
     async def for_benchmark(self, benchmark_id: str) -> tuple[EvalProvider, Benchmark]:
         """The provider serving a registered benchmark; 400 "not served by provider" otherwise."""
         try:
-            benchmark = await self._services.registry.get_benchmark(benchmark_id)
+            benchmark = await self._registry.get_benchmark(benchmark_id)
         except NotFoundError:
             raise InvalidInputError(self._not_served(benchmark_id, self.default_id())) from None
         provider = self.providers.get(benchmark.provider_id)
@@ -149,11 +149,10 @@ class ProviderRouter:
 # ---- benchmarks and eval ------------------------------------------------------------------------
 
 
-def benchmarks_router(services: Services) -> APIRouter:
+def benchmarks_router(registry: Registry, providers: Mapping[str, EvalProvider]) -> APIRouter:
     """Benchmarks and Eval routes (``/eval/benchmarks...``), the same under ``/v1`` and ``/v1alpha``."""
     router = _router()
-    routing = ProviderRouter(services)
-    registry = services.registry
+    routing = ProviderRouter(providers, registry)
 
     @router.get("/eval/benchmarks", tags=["benchmarks"])
     async def list_benchmarks() -> dict[str, Any]:
@@ -213,7 +212,7 @@ def benchmarks_router(services: Services) -> APIRouter:
     @router.delete("/eval/benchmarks/{benchmark_id:path}", tags=["benchmarks"])
     async def unregister_benchmark(benchmark_id: str) -> None:
         benchmark = await registry.get_benchmark(benchmark_id)
-        provider = services.providers.get(benchmark.provider_id)
+        provider = providers.get(benchmark.provider_id)
         if provider is not None:
             await provider.unregister_benchmark(benchmark_id)
         else:
@@ -231,10 +230,9 @@ def benchmarks_router(services: Services) -> APIRouter:
 # ---- scoring and scoring functions --------------------------------------------------------------
 
 
-def scoring_router(services: Services) -> APIRouter:
+def scoring_router(scoring: ScoringService, registry: Registry) -> APIRouter:
     """Scoring and ScoringFunctions routes (``/v1`` only)."""
     router = _router()
-    scoring = services.scoring
 
     @router.post("/scoring/score", tags=["scoring"])
     async def score(body: ScoreRequest) -> ScoreResponse:
@@ -245,7 +243,7 @@ def scoring_router(services: Services) -> APIRouter:
     async def score_batch(body: ScoreBatchRequest) -> ScoreBatchResponse:
         if body.save_results_dataset:
             raise UnsupportedError("save_results_dataset=true is not supported: results cannot be saved.")
-        rows = await services.registry.dataset_rows(body.dataset_id)
+        rows = await registry.dataset_rows(body.dataset_id)
         results = await scoring.score(rows, dict(body.scoring_functions))
         return ScoreBatchResponse(dataset_id=None, results=results)
 
@@ -280,7 +278,7 @@ V1_ITERROWS_URL = "/v1/datasetio/iterrows/{dataset_id:path}"
 
 
 def datasets_router(
-    services: Services,
+    registry: Registry,
     *,
     append_rows_status: int,
     purposes: tuple[str, ...] | None = None,
@@ -292,7 +290,6 @@ def datasets_router(
     (``None``: every purpose of the wire model); ``iterrows_url``: the ``url`` of iterrows pages.
     """
     router = _router()
-    registry = services.registry
 
     @router.post("/datasets", tags=["datasets"])
     async def register_dataset(body: RegisterDatasetRequest) -> Dataset:
@@ -348,10 +345,9 @@ def datasets_router(
 # ---- models -------------------------------------------------------------------------------------
 
 
-def models_router(services: Services) -> APIRouter:
+def models_router(registry: Registry) -> APIRouter:
     """Models routes (``/v1``). Responses carry the 0.2.x and 0.7.x field sets; keys are never shown."""
     router = _router()
-    registry = services.registry
 
     @router.get("/models", tags=["models"])
     async def list_models() -> dict[str, Any]:
@@ -389,13 +385,13 @@ def models_router(services: Services) -> APIRouter:
 _HEALTH_OK: dict[str, Any] = {"status": "OK"}
 
 
-def _eval_provider_info(services: Services, provider: EvalProvider) -> ProviderInfo:
+def _eval_provider_info(settings: Settings, provider: EvalProvider) -> ProviderInfo:
     """An eval provider as listed: its config (no secrets) and, for remote ones, an unchecked health."""
     config: Any = getattr(provider, "config", None)
     if hasattr(config, "model_dump"):
         shown = config.model_dump(mode="json")
     else:
-        entry = next((e for e in services.settings.providers if e.provider_id == provider.provider_id), None)
+        entry = next((e for e in settings.providers if e.provider_id == provider.provider_id), None)
         shown = dict(entry.config) if entry is not None else {}
     if provider.provider_type.startswith("remote::"):
         health: dict[str, Any] = {
@@ -413,12 +409,12 @@ def _eval_provider_info(services: Services, provider: EvalProvider) -> ProviderI
     )
 
 
-def list_provider_infos(services: Services) -> list[ProviderInfo]:
+def list_provider_infos(providers: Mapping[str, EvalProvider], settings: Settings) -> list[ProviderInfo]:
     """Every provider this server routes to: eval, scoring, datasetio and inference."""
     from evalstack.engine.scoring import BASIC_PROVIDER, JUDGE_PROVIDER
     from evalstack.registry import EMBEDDED_PROVIDER_ID, HTTP_PROVIDER_ID
 
-    infos = [_eval_provider_info(services, p) for p in services.providers.values()]
+    infos = [_eval_provider_info(settings, p) for p in providers.values()]
     fixed: list[tuple[str, str, str]] = [
         ("scoring", BASIC_PROVIDER, "inline::basic"),
         ("scoring", JUDGE_PROVIDER, "inline::llm-as-judge"),
@@ -426,7 +422,7 @@ def list_provider_infos(services: Services) -> list[ProviderInfo]:
         ("datasetio", "huggingface", "remote::huggingface"),
         ("inference", HTTP_PROVIDER_ID, "remote::openai"),
     ]
-    if services.settings.embedded_model:
+    if settings.embedded_model:
         fixed.append(("inference", EMBEDDED_PROVIDER_ID, "inline::embedded"))
     infos += [
         ProviderInfo(api=api, provider_id=pid, provider_type=ptype, config={}, health=dict(_HEALTH_OK))
@@ -435,17 +431,17 @@ def list_provider_infos(services: Services) -> list[ProviderInfo]:
     return infos
 
 
-def providers_router(services: Services) -> APIRouter:
+def providers_router(providers: Mapping[str, EvalProvider], settings: Settings) -> APIRouter:
     """``/v1/providers`` (``client.providers.list()`` / ``.retrieve(id)``)."""
     router = _router()
 
     @router.get("/providers", tags=["providers"])
     async def list_providers() -> dict[str, Any]:
-        return _data(list_provider_infos(services))
+        return _data(list_provider_infos(providers, settings))
 
     @router.get("/providers/{provider_id}", tags=["providers"])
     async def get_provider(provider_id: str) -> ProviderInfo:
-        infos = list_provider_infos(services)
+        infos = list_provider_infos(providers, settings)
         # Eval providers come first, so a configured id shadows a fixed one of the same name.
         for info in infos:
             if info.provider_id == provider_id:
@@ -473,15 +469,16 @@ def meta_router() -> APIRouter:
 
 def include_llama_stack_api(app: FastAPI, services: Services) -> None:
     """Mount every Llama Stack router on ``app`` under both prefix families."""
+    registry, providers = services.registry, services.providers
     app.include_router(meta_router(), prefix="/v1")
     for prefix in ("/v1", "/v1alpha"):
-        app.include_router(benchmarks_router(services), prefix=prefix)
+        app.include_router(benchmarks_router(registry, providers), prefix=prefix)
     app.include_router(
-        datasets_router(services, append_rows_status=200, iterrows_url=V1_ITERROWS_URL), prefix="/v1"
+        datasets_router(registry, append_rows_status=200, iterrows_url=V1_ITERROWS_URL), prefix="/v1"
     )
     app.include_router(
-        datasets_router(services, append_rows_status=204, purposes=V1BETA_PURPOSES), prefix="/v1beta"
+        datasets_router(registry, append_rows_status=204, purposes=V1BETA_PURPOSES), prefix="/v1beta"
     )
-    app.include_router(scoring_router(services), prefix="/v1")
-    app.include_router(models_router(services), prefix="/v1")
-    app.include_router(providers_router(services), prefix="/v1")
+    app.include_router(scoring_router(services.scoring, registry), prefix="/v1")
+    app.include_router(models_router(registry), prefix="/v1")
+    app.include_router(providers_router(providers, services.settings), prefix="/v1")

@@ -53,7 +53,7 @@ from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleRecord, 
 
 if TYPE_CHECKING:
     from evalstack.engine.plan import EvalPlan
-    from evalstack.server import Services
+    from evalstack.services import Services
 
 logger = logging.getLogger(__name__)
 
