@@ -125,7 +125,7 @@ class NemoEvaluatorAPI:
         """
         part = {k: v for k, v in body.items() if k not in nemo_plan.ENTITY_FIELDS and v is not None}
         if "type" not in part:
-            supported = nemo_plan.CONFIG_COMPILERS if kind == "config" else nemo_plan.TARGET_TYPES
+            supported = nemo_plan.CONFIG_TYPES if kind == "config" else nemo_plan.TARGET_TYPES
             raise invalid(f"type is required; supported {kind} types: {', '.join(supported)}", [*loc, "type"])
         if kind == "config" and isinstance(part.get("tasks"), list):
             raise invalid(
@@ -151,7 +151,7 @@ class NemoEvaluatorAPI:
 
     async def _check_config_parts(self, part: Mapping[str, Any], loc: list[str | int]) -> None:
         """The config ``type``, and each task's params, template syntax and metrics."""
-        supported = list(nemo_plan.CONFIG_COMPILERS)
+        supported = list(nemo_plan.CONFIG_TYPES)
         if part["type"] not in supported:
             raise invalid(
                 f"config type {part['type']!r} is not supported by the local engine; "
