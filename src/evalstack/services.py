@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from evalstack.engine.runner import JobWorker
     from evalstack.engine.scoring import ScoringService
     from evalstack.inference.clients import ModelClientPool
+    from evalstack.nemo_jobs import NemoJobService
     from evalstack.providers.base import EvalProvider
     from evalstack.registry import Registry
     from evalstack.store.records import JobRecord
@@ -42,6 +43,7 @@ class Services:
     clients: ModelClientPool
     scoring: ScoringService
     worker: JobWorker
+    nemo_jobs: NemoJobService
     providers: dict[str, EvalProvider] = field(default_factory=dict)
 
     async def start(self) -> None:
@@ -125,6 +127,7 @@ def build_services(settings: Settings) -> Services:
     from evalstack.engine.runner import JobWorker
     from evalstack.engine.scoring import ScoringService
     from evalstack.inference.clients import ModelClientPool
+    from evalstack.nemo_jobs import NemoJobService
     from evalstack.registry import Registry
     from evalstack.store.repository import Store
 
@@ -138,7 +141,13 @@ def build_services(settings: Settings) -> Services:
 
     worker = JobWorker(store, clients, compile_for_worker, adaptive_concurrency=settings.adaptive_concurrency)
     services = Services(
-        settings=settings, store=store, registry=registry, clients=clients, scoring=scoring, worker=worker
+        settings=settings,
+        store=store,
+        registry=registry,
+        clients=clients,
+        scoring=scoring,
+        worker=worker,
+        nemo_jobs=NemoJobService(store, worker, registry, clients, settings),
     )
     for entry in settings.providers:
         if entry.provider_id in services.providers:
