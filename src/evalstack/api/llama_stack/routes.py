@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, FastAPI, Query, Response
 
 from evalstack import __version__
+from evalstack.api.llama_stack import convert
+from evalstack.api.llama_stack.convert import data_list
 from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
 from evalstack.api.llama_stack.models import (
     AppendRowsRequest,
@@ -65,10 +67,6 @@ _SECRET_KEYS = frozenset({"api_key", "apikey", "api-key", "authorization", "toke
 
 def _router() -> APIRouter:
     return APIRouter(route_class=LlamaStackRoute, strict_content_type=False)
-
-
-def _data(items: list[Any]) -> dict[str, Any]:
-    return {"data": [i.model_dump(mode="json") if hasattr(i, "model_dump") else i for i in items]}
 
 
 def _scrub(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,19 +154,12 @@ def benchmarks_router(registry: Registry, providers: Mapping[str, EvalProvider])
 
     @router.get("/eval/benchmarks", tags=["benchmarks"])
     async def list_benchmarks() -> dict[str, Any]:
-        return _data(await registry.list_benchmarks())
+        return data_list(await registry.list_benchmarks())
 
     @router.post("/eval/benchmarks", tags=["benchmarks"])
     async def register_benchmark(body: RegisterBenchmarkRequest) -> None:
         provider = routing.for_registration(body.provider_id)
-        benchmark = Benchmark(
-            identifier=body.benchmark_id,
-            provider_resource_id=body.provider_benchmark_id or body.benchmark_id,
-            provider_id=provider.provider_id,
-            dataset_id=body.dataset_id,
-            scoring_functions=body.scoring_functions,
-            metadata=body.metadata or {},
-        )
+        benchmark = convert.benchmark(body, provider.provider_id)
         # The provider first: if it refuses, nothing is registered.
         await provider.register_benchmark(benchmark)
         await registry.put_benchmark(benchmark)
@@ -249,7 +240,7 @@ def scoring_router(scoring: ScoringService, registry: Registry) -> APIRouter:
 
     @router.get("/scoring-functions", tags=["scoring-functions"])
     async def list_scoring_functions() -> dict[str, Any]:
-        return _data(await scoring.list_functions())
+        return data_list(await scoring.list_functions())
 
     @router.get("/scoring-functions/{scoring_fn_id:path}", tags=["scoring-functions"])
     async def get_scoring_function(scoring_fn_id: str) -> ScoringFn:
@@ -303,7 +294,7 @@ def datasets_router(
 
     @router.get("/datasets", tags=["datasets"])
     async def list_datasets() -> dict[str, Any]:
-        return _data(await registry.list_datasets())
+        return data_list(await registry.list_datasets())
 
     @router.get("/datasets/{dataset_id:path}", tags=["datasets"])
     @not_found_status(404)
@@ -351,7 +342,7 @@ def models_router(registry: Registry) -> APIRouter:
 
     @router.get("/models", tags=["models"])
     async def list_models() -> dict[str, Any]:
-        return _data([public_model(m) for m in await registry.list_models()])
+        return data_list([public_model(m) for m in await registry.list_models()])
 
     @router.post("/models", tags=["models"])
     async def register_model(body: RegisterModelRequest) -> Model:
@@ -437,7 +428,7 @@ def providers_router(providers: Mapping[str, EvalProvider], settings: Settings) 
 
     @router.get("/providers", tags=["providers"])
     async def list_providers() -> dict[str, Any]:
-        return _data(list_provider_infos(providers, settings))
+        return data_list(list_provider_infos(providers, settings))
 
     @router.get("/providers/{provider_id}", tags=["providers"])
     async def get_provider(provider_id: str) -> ProviderInfo:
