@@ -97,4 +97,8 @@ def read_spec(job: JobRecord) -> LlamaStackRunSpec | NemoRunSpec:
     try:
         return _JOB_SPEC.validate_python(data)
     except ValidationError as exc:
-        raise InvalidInputError(f"The spec of job {job.id} is invalid: {exc}") from exc
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'][1:]) or 'spec'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise InvalidInputError(f"The spec of job {job.id} is invalid: {problems}") from exc

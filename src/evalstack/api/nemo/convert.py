@@ -51,7 +51,8 @@ def job_spec(body: JobCreateBody, config: dict[str, Any], target: dict[str, Any]
 
 
 def _spec(job: JobRecord) -> dict[str, Any]:
-    """The job's stored spec fields (``config``, ``target``, ``meta``), any spec version."""
+    """The stored spec's ``config``, ``target`` and ``meta``: read as stored (every spec version has
+    them), so that one unreadable spec never breaks a listing."""
     return job.spec
 
 

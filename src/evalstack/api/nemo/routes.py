@@ -91,7 +91,7 @@ def _check_live(config: Mapping[str, Any], target: Mapping[str, Any]) -> None:
         )
 
 
-# ---- list field getters ---------------------------------------------------------------------------
+# ---- request helpers -------------------------------------------------------------------------------
 
 
 def _base_url(request: Request) -> str:
