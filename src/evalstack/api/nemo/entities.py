@@ -65,7 +65,7 @@ class NemoEntities:
     async def check_engine_model(self, kind: Kind, body: Mapping[str, Any], loc: list[str | int]) -> None:
         """Validate a config or target with the engine's models: 422 naming the field and what is accepted.
 
-        Checks the shape, the config ``type`` (against the engine's compilers), each task's ``params``,
+        Checks the shape, the config ``type`` (against the types the engine runs), each task's ``params``,
         template syntax and metrics, and the target's type-specific fields (an ``api_endpoint`` model
         included). Model and dataset references are resolved, and dataset files located, when a job
         compiles: a stored config or target may name what is registered later.
