@@ -27,7 +27,7 @@ from fastapi import APIRouter, FastAPI, Query, Response
 
 from evalstack import __version__
 from evalstack.api.llama_stack import convert
-from evalstack.api.llama_stack.convert import data_list
+from evalstack.api.llama_stack.convert import data_list, public
 from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
 from evalstack.api.llama_stack.models import (
     AppendRowsRequest,
@@ -51,6 +51,7 @@ from evalstack.api.llama_stack.models import (
     ScoringFn,
 )
 from evalstack.errors import InvalidInputError, NotFoundError, UnsupportedError
+from evalstack.redaction import drop_secrets
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
@@ -61,32 +62,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Keys whose values are secrets: never sent back by any API.
-_SECRET_KEYS = frozenset({"api_key", "apikey", "api-key", "authorization", "token", "secret"})
-
 
 def _router() -> APIRouter:
     return APIRouter(route_class=LlamaStackRoute, strict_content_type=False)
-
-
-def _scrub(meta: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in meta.items() if k.lower() not in _SECRET_KEYS}
-
-
-def _scrub_deep(value: Any) -> Any:
-    """``value`` with every secret-named key removed, at any depth."""
-    if isinstance(value, Mapping):
-        return {k: _scrub_deep(v) for k, v in value.items() if str(k).lower() not in _SECRET_KEYS}
-    if isinstance(value, list):
-        return [_scrub_deep(v) for v in value]
-    return value
-
-
-def public_model(model: Model) -> Model:
-    """A model as the API shows it: any key-like metadata entry removed."""
-    return model.model_copy(
-        update={"metadata": _scrub(model.metadata), "custom_metadata": _scrub(model.custom_metadata)}
-    )
 
 
 # ---- provider routing ---------------------------------------------------------------------------
@@ -154,7 +132,7 @@ def benchmarks_router(registry: Registry, providers: Mapping[str, EvalProvider])
 
     @router.get("/eval/benchmarks", tags=["benchmarks"])
     async def list_benchmarks() -> dict[str, Any]:
-        return data_list(await registry.list_benchmarks())
+        return data_list([public(b) for b in await registry.list_benchmarks()])
 
     @router.post("/eval/benchmarks", tags=["benchmarks"])
     async def register_benchmark(body: RegisterBenchmarkRequest) -> None:
@@ -198,7 +176,7 @@ def benchmarks_router(registry: Registry, providers: Mapping[str, EvalProvider])
 
     @router.get("/eval/benchmarks/{benchmark_id:path}", tags=["benchmarks"])
     async def get_benchmark(benchmark_id: str) -> Benchmark:
-        return await registry.get_benchmark(benchmark_id)
+        return public(await registry.get_benchmark(benchmark_id))
 
     @router.delete("/eval/benchmarks/{benchmark_id:path}", tags=["benchmarks"])
     async def unregister_benchmark(benchmark_id: str) -> None:
@@ -290,16 +268,16 @@ def datasets_router(
                 f"purpose '{body.purpose}' is not accepted here; accepted: {accepted}. "
                 "(Llama Stack 0.2.x clients, under /v1, may also register 'post-training/messages'.)"
             )
-        return await registry.register_dataset(body)
+        return public(await registry.register_dataset(body))
 
     @router.get("/datasets", tags=["datasets"])
     async def list_datasets() -> dict[str, Any]:
-        return data_list(await registry.list_datasets())
+        return data_list([public(d) for d in await registry.list_datasets()])
 
     @router.get("/datasets/{dataset_id:path}", tags=["datasets"])
     @not_found_status(404)
     async def get_dataset(dataset_id: str) -> Dataset:
-        return await registry.get_dataset(dataset_id)
+        return public(await registry.get_dataset(dataset_id))
 
     @router.delete("/datasets/{dataset_id:path}", tags=["datasets"])
     @not_found_status(404)
@@ -342,7 +320,7 @@ def models_router(registry: Registry) -> APIRouter:
 
     @router.get("/models", tags=["models"])
     async def list_models() -> dict[str, Any]:
-        return data_list([public_model(m) for m in await registry.list_models()])
+        return data_list([public(m) for m in await registry.list_models()])
 
     @router.post("/models", tags=["models"])
     async def register_model(body: RegisterModelRequest) -> Model:
@@ -355,12 +333,12 @@ def models_router(registry: Registry) -> APIRouter:
             provider_id=body.provider_id,
             model_type=body.model_type,
         )
-        return public_model(model)
+        return public(model)
 
     @router.get("/models/{model_id:path}", tags=["models"])
     @not_found_status(404)
     async def get_model(model_id: str) -> Model:
-        return public_model(await registry.get_model(model_id))
+        return public(await registry.get_model(model_id))
 
     @router.delete("/models/{model_id:path}", tags=["models"])
     @not_found_status(404)
@@ -395,7 +373,7 @@ def _eval_provider_info(settings: Settings, provider: EvalProvider) -> ProviderI
         api="eval",
         provider_id=provider.provider_id,
         provider_type=provider.provider_type,
-        config=_scrub_deep(shown),
+        config=drop_secrets(shown),
         health=health,
     )
 

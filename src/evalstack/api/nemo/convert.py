@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from evalstack.api.nemo import archive
 from evalstack.api.nemo.models import (
     DEFAULT_NAMESPACE,
     EvaluationConfig,
@@ -24,6 +23,7 @@ from evalstack.api.nemo.models import (
 )
 from evalstack.engine.spec import NemoRunSpec
 from evalstack.nemo_jobs import LiveRun
+from evalstack.redaction import redact, scrub, secret_values
 from evalstack.store.records import JobRecord
 
 _WIRE_MODELS: dict[str, type[EvaluationConfig] | type[EvaluationTarget]] = {
@@ -33,8 +33,8 @@ _WIRE_MODELS: dict[str, type[EvaluationConfig] | type[EvaluationTarget]] = {
 
 
 def entity_view(kind: str, entity: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored config or target as the SDK reads it."""
-    return _WIRE_MODELS[kind].model_validate(entity).model_dump(mode="json", exclude_none=True)
+    """A stored config or target as the SDK reads it, its secrets (api keys, ``hf_token``) redacted."""
+    return redact(_WIRE_MODELS[kind].model_validate(entity).model_dump(mode="json", exclude_none=True))
 
 
 def job_spec(body: JobCreateBody, config: dict[str, Any], target: dict[str, Any]) -> NemoRunSpec:
@@ -114,8 +114,8 @@ def job_view(job: JobRecord, base_url: str) -> dict[str, Any]:
         description=meta.get("description"),
         custom_fields=meta.get("custom_fields"),
         ownership=meta.get("ownership"),
-        config=EvaluationConfig.model_validate(archive.redact(_spec(job).get("config") or {})),
-        target=EvaluationTarget.model_validate(archive.redact(_spec(job).get("target") or {})),
+        config=EvaluationConfig.model_validate(redact(_spec(job).get("config") or {})),
+        target=EvaluationTarget.model_validate(redact(_spec(job).get("target") or {})),
         status=job.status,
         status_details=EvaluationStatusDetails.model_validate(status_details(job)),
         result=result_id_for_job(job.id) if job.status == "completed" else None,
@@ -127,7 +127,7 @@ def job_view(job: JobRecord, base_url: str) -> dict[str, Any]:
     data["status_details"] = view.status_details.model_dump(mode="json")  # keeps ``progress: null``
     data["config"] = view.config.model_dump(mode="json", exclude_none=True)
     data["target"] = view.target.model_dump(mode="json", exclude_none=True)
-    return data
+    return scrub(data, secret_values(job.spec))
 
 
 def result_view(job: JobRecord, aggregate: Mapping[str, Any], base_url: str) -> dict[str, Any]:

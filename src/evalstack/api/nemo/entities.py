@@ -30,6 +30,7 @@ from evalstack.engine.metrics.nemo import nemo_metric
 from evalstack.engine.metrics.nemo_base import MetricDeps, resolve_model_spec
 from evalstack.engine.templates import check_templates
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
+from evalstack.redaction import restore_redacted
 
 if TYPE_CHECKING:
     from evalstack.inference.clients import ModelClientPool
@@ -190,6 +191,7 @@ class NemoEntities:
         changes = {k: v for k, v in changes.items() if k not in SERVER_FIELDS}
         async with self._entity_lock:
             current = await self.get_entity(kind, namespace, name)
+            changes = restore_redacted(changes, current)  # a masked key sent back keeps its value
             updated = {**current, **changes, "updated_at": isoformat(utc_now())}
             await self.check_engine_model(kind, updated, ["body"])
             old_ref, new_ref = f"{namespace}/{name}", f"{updated['namespace']}/{updated['name']}"

@@ -13,7 +13,6 @@ from evalstack.engine.benchmarks import compile_academic_plan, is_academic
 from evalstack.engine.metrics.nemo import nemo_metric
 from evalstack.engine.metrics.nemo_base import (
     MetricDeps,
-    ModelResolver,
     request_from_rendered,
     resolve_model_spec,
 )
@@ -37,6 +36,7 @@ from evalstack.engine.nemo_plan.sources import (
     target_source,
 )
 from evalstack.engine.plan import EvalPlan, TaskPlan
+from evalstack.engine.ports import ClientSource, ModelResolver
 from evalstack.engine.templates import build_context, check_templates, render_value
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import InferenceRequest, ModelEndpoint
@@ -44,7 +44,6 @@ from evalstack.store.records import SampleRecord
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
-    from evalstack.engine.metrics.nemo_base import ClientSource
 
 SAMPLING_EXTRA = (
     "top_k",

@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from evalstack.engine.aggregate import score_value
 from evalstack.engine.metrics.nemo_base import NemoMetric
 from evalstack.engine.nemo_plan.config import NemoGroup
 from evalstack.engine.plan import SampleOutput
-from evalstack.engine.stats import score_stats
 from evalstack.store.records import SampleRecord
 
 
@@ -35,8 +35,7 @@ def _scores_for(parts: Sequence[tuple[NemoMetric, Sequence[SampleRecord]]]) -> d
             if score_name in metric.score_names
             for record in records
         ]
-        stats = score_stats(values)
-        scores[score_name] = {"value": stats["mean"], "stats": stats}
+        scores[score_name] = score_value(values)
     if first.corpus_score_names and all(type(metric) is type(first) for metric, _ in parts):
         pooled = [
             (metric, [(r.item, SampleOutput(r.output_text, r.response)) for r in records])

@@ -5,20 +5,18 @@ already hold (``data`` tasks, ``cached_outputs`` targets)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from evalstack.engine import datasets
 from evalstack.engine.datasets import load_rows
 from evalstack.engine.nemo_plan.config import NemoConfig, NemoDataset, NemoTarget
 from evalstack.engine.plan import SampleOutput
+from evalstack.engine.ports import RowSource
 from evalstack.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
-
-RowSource = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 OUTPUT_FIELDS = (
     "output_text",
@@ -77,20 +75,8 @@ def check_files_url(files_url: str, settings: Settings, where: str) -> None:
     Local paths and ``file://`` URLs must lie under the data roots and exist; ``hf://`` style URLs must
     parse; other schemes than those :func:`load_rows` reads are rejected. Errors are prefixed with ``where``.
     """
-    url = files_url.strip()
-    scheme = urlparse(url).scheme.lower()
     try:
-        if url.startswith(("hf://", "huggingface://", "nds:")):
-            datasets.parse_hf_url(url)
-        elif url.startswith("data:") or scheme in ("http", "https"):
-            return
-        elif scheme in ("", "file") or datasets._looks_like_windows_drive(url):
-            datasets._resolve_local(url, settings)
-        else:
-            raise InvalidInputError(
-                f"Dataset URL {url!r} has an unsupported scheme {scheme!r}; "
-                f"accepted: {datasets._ACCEPTED_URLS}."
-            )
+        datasets.check_dataset_uri(files_url, settings=settings)
     except (InvalidInputError, NotFoundError) as exc:
         raise type(exc)(f"{where}: {exc.message}", detail=exc.detail) from None
 
