@@ -51,7 +51,6 @@ from evalstack.api.llama_stack.models import (
     ScoringFn,
 )
 from evalstack.errors import InvalidInputError, NotFoundError, UnsupportedError
-from evalstack.redaction import drop_secrets
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
@@ -351,54 +350,6 @@ def models_router(registry: Registry) -> APIRouter:
 
 # ---- providers ----------------------------------------------------------------------------------
 
-_HEALTH_OK: dict[str, Any] = {"status": "OK"}
-
-
-def _eval_provider_info(settings: Settings, provider: EvalProvider) -> ProviderInfo:
-    """An eval provider as listed: its config (no secrets) and, for remote ones, an unchecked health."""
-    config: Any = getattr(provider, "config", None)
-    if hasattr(config, "model_dump"):
-        shown = config.model_dump(mode="json")
-    else:
-        entry = next((e for e in settings.providers if e.provider_id == provider.provider_id), None)
-        shown = dict(entry.config) if entry is not None else {}
-    if provider.provider_type.startswith("remote::"):
-        health: dict[str, Any] = {
-            "status": "Not Implemented",
-            "message": "The remote service is not probed when providers are listed.",
-        }
-    else:
-        health = dict(_HEALTH_OK)
-    return ProviderInfo(
-        api="eval",
-        provider_id=provider.provider_id,
-        provider_type=provider.provider_type,
-        config=drop_secrets(shown),
-        health=health,
-    )
-
-
-def list_provider_infos(providers: Mapping[str, EvalProvider], settings: Settings) -> list[ProviderInfo]:
-    """Every provider this server routes to: eval, scoring, datasetio and inference."""
-    from evalstack.engine.scoring import BASIC_PROVIDER, JUDGE_PROVIDER
-    from evalstack.registry import EMBEDDED_PROVIDER_ID, HTTP_PROVIDER_ID
-
-    infos = [_eval_provider_info(settings, p) for p in providers.values()]
-    fixed: list[tuple[str, str, str]] = [
-        ("scoring", BASIC_PROVIDER, "inline::basic"),
-        ("scoring", JUDGE_PROVIDER, "inline::llm-as-judge"),
-        ("datasetio", "localfs", "inline::localfs"),
-        ("datasetio", "huggingface", "remote::huggingface"),
-        ("inference", HTTP_PROVIDER_ID, "remote::openai"),
-    ]
-    if settings.embedded_model:
-        fixed.append(("inference", EMBEDDED_PROVIDER_ID, "inline::embedded"))
-    infos += [
-        ProviderInfo(api=api, provider_id=pid, provider_type=ptype, config={}, health=dict(_HEALTH_OK))
-        for api, pid, ptype in fixed
-    ]
-    return infos
-
 
 def providers_router(providers: Mapping[str, EvalProvider], settings: Settings) -> APIRouter:
     """``/v1/providers`` (``client.providers.list()`` / ``.retrieve(id)``)."""
@@ -406,11 +357,11 @@ def providers_router(providers: Mapping[str, EvalProvider], settings: Settings) 
 
     @router.get("/providers", tags=["providers"])
     async def list_providers() -> dict[str, Any]:
-        return data_list(list_provider_infos(providers, settings))
+        return data_list(convert.provider_infos(providers, settings))
 
     @router.get("/providers/{provider_id}", tags=["providers"])
     async def get_provider(provider_id: str) -> ProviderInfo:
-        infos = list_provider_infos(providers, settings)
+        infos = convert.provider_infos(providers, settings)
         # Eval providers come first, so a configured id shadows a fixed one of the same name.
         for info in infos:
             if info.provider_id == provider_id:
