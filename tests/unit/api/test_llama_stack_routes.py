@@ -34,7 +34,7 @@ from evalstack.api.llama_stack.models import (
 )
 from evalstack.api.llama_stack.routes import include_llama_stack_api
 from evalstack.config import Settings
-from evalstack.errors import InvalidInputError, NotFoundError, UnsupportedError, UpstreamError
+from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError, UpstreamError
 
 # ---- stand-ins ----------------------------------------------------------------------------------
 
@@ -47,6 +47,12 @@ class FakeRegistry:
         self.datasets: dict[str, Dataset] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.models: dict[str, tuple[Model, dict[str, Any]]] = {}
+        self.dataset_replace_flags: list[bool] = []
+
+    async def check_benchmark_replacement(self, b: Benchmark) -> None:
+        existing = self.benchmarks.get(b.identifier)
+        if existing is not None and existing != b:
+            raise ConflictError(f"Benchmark '{b.identifier}' already exists with other settings.")
 
     async def put_benchmark(self, b: Benchmark) -> None:
         self.benchmarks[b.identifier] = b
@@ -63,7 +69,8 @@ class FakeRegistry:
         await self.get_benchmark(benchmark_id)
         del self.benchmarks[benchmark_id]
 
-    async def register_dataset(self, req: RegisterDatasetRequest) -> Dataset:
+    async def register_dataset(self, req: RegisterDatasetRequest, *, replace: bool = True) -> Dataset:
+        self.dataset_replace_flags.append(replace)
         dataset_id = req.dataset_id or "dataset-generated"
         ds = Dataset(
             identifier=dataset_id,

@@ -11,6 +11,11 @@ as ``%2F``. Both work: id parameters are ``{x:path}`` and :class:`LlamaStackRout
 path when a ``/`` was encoded. The routes for ``.../jobs/{job_id}/result``, ``.../jobs/{job_id}``,
 ``.../jobs`` and ``.../evaluations`` come before the bare ``/eval/benchmarks/{benchmark_id}``.
 
+Registering a dataset or benchmark id again replaces it under ``/v1`` (0.2.x servers answer 200);
+under ``/v1alpha`` and ``/v1beta`` the same registration again is a no-op and a different one a 400
+"already exists", as 0.7.x servers answer. A scoring function id is never registered twice (400),
+as both generations' llm-as-judge provider refuses it.
+
 ``NotFoundError`` gives 404 on the models and datasets routes (as the 0.7 reference), and 400 on the
 benchmark, eval, job, scoring, scoring-function and dataset-rows routes (as the reference's
 ``ValueError``); ``run_eval`` and ``evaluate_rows`` give 404 for an unknown candidate model (the
@@ -124,8 +129,13 @@ class ProviderRouter:
 # ---- benchmarks and eval ------------------------------------------------------------------------
 
 
-def benchmarks_router(registry: Registry, providers: Mapping[str, EvalProvider]) -> APIRouter:
-    """Benchmarks and Eval routes (``/eval/benchmarks...``), the same under ``/v1`` and ``/v1alpha``."""
+def benchmarks_router(
+    registry: Registry, providers: Mapping[str, EvalProvider], *, replace_existing: bool
+) -> APIRouter:
+    """Benchmarks and Eval routes (``/eval/benchmarks...``) under ``/v1`` or ``/v1alpha``.
+
+    ``replace_existing``: registering an existing id replaces it (0.2.x), or else must match it (0.7.x).
+    """
     router = _router()
     routing = ProviderRouter(providers, registry)
 
@@ -137,6 +147,8 @@ def benchmarks_router(registry: Registry, providers: Mapping[str, EvalProvider])
     async def register_benchmark(body: RegisterBenchmarkRequest) -> None:
         provider = routing.for_registration(body.provider_id)
         benchmark = convert.benchmark(body, provider.provider_id)
+        if not replace_existing:
+            await registry.check_benchmark_replacement(benchmark)
         # The provider first: if it refuses, nothing is registered.
         await provider.register_benchmark(benchmark)
         await registry.put_benchmark(benchmark)
@@ -249,12 +261,14 @@ def datasets_router(
     registry: Registry,
     *,
     append_rows_status: int,
+    replace_existing: bool,
     purposes: tuple[str, ...] | None = None,
     iterrows_url: str | None = None,
 ) -> APIRouter:
     """Datasets and DatasetIO routes of one API generation.
 
-    ``append_rows_status``: 204, or 200 with ``null``; ``purposes``: the dataset purposes accepted
+    ``append_rows_status``: 204, or 200 with ``null``; ``replace_existing``: registering an existing id
+    replaces it (0.2.x), or else must match it (0.7.x); ``purposes``: the dataset purposes accepted
     (``None``: every purpose of the wire model); ``iterrows_url``: the ``url`` of iterrows pages.
     """
     router = _router()
@@ -267,7 +281,7 @@ def datasets_router(
                 f"purpose '{body.purpose}' is not accepted here; accepted: {accepted}. "
                 "(Llama Stack 0.2.x clients, under /v1, may also register 'post-training/messages'.)"
             )
-        return public(await registry.register_dataset(body))
+        return public(await registry.register_dataset(body, replace=replace_existing))
 
     @router.get("/datasets", tags=["datasets"])
     async def list_datasets() -> dict[str, Any]:
@@ -391,13 +405,17 @@ def include_llama_stack_api(app: FastAPI, services: Services) -> None:
     """Mount every Llama Stack router on ``app`` under both prefix families."""
     registry, providers = services.registry, services.providers
     app.include_router(meta_router(), prefix="/v1")
-    for prefix in ("/v1", "/v1alpha"):
-        app.include_router(benchmarks_router(registry, providers), prefix=prefix)
+    app.include_router(benchmarks_router(registry, providers, replace_existing=True), prefix="/v1")
+    app.include_router(benchmarks_router(registry, providers, replace_existing=False), prefix="/v1alpha")
     app.include_router(
-        datasets_router(registry, append_rows_status=200, iterrows_url=V1_ITERROWS_URL), prefix="/v1"
+        datasets_router(
+            registry, append_rows_status=200, replace_existing=True, iterrows_url=V1_ITERROWS_URL
+        ),
+        prefix="/v1",
     )
     app.include_router(
-        datasets_router(registry, append_rows_status=204, purposes=V1BETA_PURPOSES), prefix="/v1beta"
+        datasets_router(registry, append_rows_status=204, replace_existing=False, purposes=V1BETA_PURPOSES),
+        prefix="/v1beta",
     )
     app.include_router(scoring_router(services.scoring, registry), prefix="/v1")
     app.include_router(models_router(registry), prefix="/v1")
