@@ -15,10 +15,12 @@ from fastapi import FastAPI
 
 from evalstack import __version__
 from evalstack.api.jobs import jobs_router
+from evalstack.api.listings import listings_router
 from evalstack.api.llama_stack.routes import include_llama_stack_api
 from evalstack.api.nemo.routes import include_nemo_api
 from evalstack.config import Settings
 from evalstack.services import Services, build_services
+from evalstack.viewer.pages import mount_viewer
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +41,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app = FastAPI(title="evalstack", version=__version__, lifespan=lifespan)
     app.state.services = services
     include_llama_stack_api(app, services)
+    app.include_router(listings_router(services.store), prefix="/v1")
     app.include_router(jobs_router(services.store), prefix="/v1")
     include_nemo_api(app, services)
+    mount_viewer(app, services.store)
     return app
 
 
