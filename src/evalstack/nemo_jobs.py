@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from evalstack.engine.compile import job_max_outage
 from evalstack.engine.metrics.nemo_base import resolve_model_spec
 from evalstack.engine.nemo_plan import compile_nemo_plan
 from evalstack.engine.spec import NemoRunSpec, new_job, read_spec
@@ -78,7 +79,9 @@ class NemoJobService:
     async def create(self, spec: NemoRunSpec) -> JobRecord:
         """Store and schedule a job; its plan is compiled here, once, and is its first run."""
         plan = await self.compile(spec.config, spec.target)
-        job = await self.worker.submit(new_job(spec), plan)
+        job = new_job(spec)
+        plan.max_outage = job_max_outage(job)  # a bad params.extra.max_outage fails the request
+        job = await self.worker.submit(job, plan)
         logger.info("Created evaluation job %s", job.id)
         return job
 

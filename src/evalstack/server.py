@@ -42,7 +42,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.services = services
     include_llama_stack_api(app, services)
     app.include_router(listings_router(services.store), prefix="/v1")
-    app.include_router(jobs_router(services.store), prefix="/v1")
+    app.include_router(jobs_router(services.store, services.worker), prefix="/v1")
     include_nemo_api(app, services)
     mount_viewer(app, services.store)
     return app

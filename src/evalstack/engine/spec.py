@@ -39,6 +39,8 @@ class LlamaStackRunSpec(EngineModel):
     benchmark_config: BenchmarkConfig
     parallelism: int | None = Field(default=None, ge=1)
     """Model requests in flight (``evalstack run`` benchmark files); ``None``: the server's default."""
+    max_outage: float | None = Field(default=None, gt=0)
+    """Seconds the job waits out an unreachable model endpoint; ``None``: the benchmark's or the server's."""
 
 
 class NemoRunSpec(EngineModel):
@@ -49,6 +51,8 @@ class NemoRunSpec(EngineModel):
     config: dict[str, Any]
     target: dict[str, Any]
     meta: dict[str, Any] = Field(default_factory=dict)
+    max_outage: float | None = Field(default=None, gt=0)
+    """Seconds the job waits out an unreachable model endpoint (``evalstack run --max-outage``)."""
 
 
 JobSpec = Annotated[LlamaStackRunSpec | NemoRunSpec, Field(discriminator="front")]
