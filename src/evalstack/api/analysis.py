@@ -22,7 +22,7 @@ from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
 from evalstack.errors import NotFoundError
 
 if TYPE_CHECKING:
-    from evalstack.server import Services
+    from evalstack.store.repository import Store
 
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
@@ -31,7 +31,7 @@ PAGE_HEADERS = {
 """Headers of every rendered answer: no script, no outside resources, no type sniffing."""
 
 
-def analysis_router(services: Services) -> APIRouter:
+def analysis_router(store: Store) -> APIRouter:
     """Routes under ``/evalstack`` (mounted at ``/v1``) for comparisons and reports."""
     router = APIRouter(route_class=LlamaStackRoute)
 
@@ -43,7 +43,7 @@ def analysis_router(services: Services) -> APIRouter:
         cluster: str | None = Query(None, description="Item field to cluster standard errors on."),
         format: Literal["json", "md", "html"] = Query("json"),
     ) -> Any:
-        comparison = await compare_jobs(services.store, baseline, candidate, cluster=cluster)
+        comparison = await compare_jobs(store, baseline, candidate, cluster=cluster)
         if format == "json":
             return comparison.model_dump(mode="json")
         if format == "md":
@@ -55,9 +55,9 @@ def analysis_router(services: Services) -> APIRouter:
     @router.get("/evalstack/jobs/{job_id}/report", tags=["evalstack"], response_model=None)
     @not_found_status(404)
     async def report(job_id: str, format: Literal["md", "html", "json", "csv"] = Query("html")) -> Response:
-        if await services.store.get_job(job_id) is None:
+        if await store.get_job(job_id) is None:
             raise NotFoundError(f"Job {job_id!r} not found")
-        chunks = render_report(services.store, job_id, format)
+        chunks = render_report(store, job_id, format)
         headers = dict(PAGE_HEADERS)
         if format == "csv":
             headers["Content-Disposition"] = f'attachment; filename="{job_id}.csv"'
