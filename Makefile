@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_EMBEDDED := $(VENV)/.installed-embedded
 
-.PHONY: demo test lint typecheck bench serve clean
+.PHONY: demo test lint typecheck bench serve clean mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ test: $(STAMP_DEV)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP_DEV)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench mutation
 	$(BIN)/mypy
 
 # Figures, not tests: the peers run in their own environments under bench/.peers (set up once).
@@ -37,8 +37,17 @@ bench: $(STAMP_DEV)
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/peers.py
 
+# Mutation testing of the modules whose bugs would change a score, lose a sample or leak a secret
+# (mutation/modules.toml); not part of `make test`. `make mutate MODULES=stats,extract` runs a subset.
+# mutmut, because it mutates a scratch copy (never the working tree) and runs, for each mutant, only
+# the tests that reach the mutated function (cosmic-ray reruns the whole test command per mutant).
+# Survivors that cannot change behaviour are listed with their reason in mutation/equivalent.toml.
+MODULES ?=
+mutate: $(STAMP_DEV)
+	$(BIN)/python mutation/run.py --modules "$(MODULES)"
+
 serve: $(STAMP_EMBEDDED)
 	$(BIN)/evalstack serve
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .mutants
