@@ -41,6 +41,48 @@ def test_letter_extraction(text: str, strict: str | None, flexible: str | None) 
     assert extract_letter_flexible(text, ABCD) == flexible
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a stated answer: the last one wins (the model changed its mind)
+        ("Answer: A. Wait, re-reading the question, the answer is C.", "C"),
+        ("The answer is (B)... no: the correct option is D", "D"),
+        ("Option A looks right, but choice: C", "C"),
+        ("Option A looks right, but choice: c", "A"),  # a lower-case letter is not a label
+        ("answer - B", "B"),
+        ("The answer is option (A), final.", "A"),
+        # no stated answer: the last (X)
+        ("Between (A) and (D) I pick the second, (D)", "D"),
+        ("Tempting: (B), yet (C)", "C"),
+        ("(B) is tempting, yet (C)", "B"),  # a reply that starts with a label is the strict form
+        # no (X): a line that starts with a label
+        ("Looking at it again.\nC) Rome\nThat one.", "C"),
+        ("Thinking.\n  B: Paris is the capital", "B"),
+        # no label at a line start: one distinct stand-alone letter among the options
+        ("I would go with D.", "D"),
+        ("I would go with D here", None),  # a letter before a lower-case word reads as an article
+        ("D, definitely D", "D"),
+        ("Either B, or C.", None),  # two letters: no answer
+        ("A cat and A dog", None),  # "A" starting a phrase is not an answer
+        ("It's A's fault", None),  # nor a possessive
+        ("Probably E", None),  # not an option
+        # the stated answer beats a parenthesised letter, and the last (X) beats a line start
+        ("My first thought was (A). Answer: B", "B"),
+        ("A. first\nthen (C)", "A"),  # "A." at the start is the strict form
+        ("first\nA. one\nthen (C)", "C"),
+    ],
+)
+def test_flexible_letter_rules_in_order(text: str, expected: str | None) -> None:
+    assert extract_letter_flexible(text, ABCD) == expected
+
+
+def test_letters_beyond_the_options_are_never_returned() -> None:
+    assert extract_letter_flexible("The answer is C", "AB") is None
+    assert extract_letter_flexible("(C)", "AB") is None
+    assert extract_letter_strict("C", "AB") is None
+    assert extract_letter_flexible("The answer is C", "ABC") == "C"
+
+
 def test_letter_from_quoted_option_text() -> None:
     choices = ["Berlin", "Paris", "Rome", "Madrid"]
     assert extract_letter_flexible("I believe it is Paris.", ABCD, choices) == "B"
