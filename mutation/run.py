@@ -86,7 +86,7 @@ def mutmut_config(module: Module) -> str:
     )
 
 
-def prepare(module: Module) -> Path:
+def prepare(module: Module) -> None:
     """A fresh scratch copy of the repository's sources and tests with mutmut set up for ``module``."""
     work = SCRATCH / module.name
     shutil.rmtree(work, ignore_errors=True)
@@ -98,34 +98,40 @@ def prepare(module: Module) -> Path:
     shared = (ROOT / ".." / "shared").resolve()
     if shared.is_dir():  # the tests find benchmark data as ../shared from the copied repository root
         (work / "shared").symlink_to(shared)
-    return work
 
 
-def run_module(module: Module, jobs: int) -> Outcome:
+def run_module(module: Module, jobs: int, *, report_only: bool = False) -> Outcome:
+    """Mutate ``module`` in a fresh scratch copy (or, with ``report_only``, read the last run's results)."""
     outcome = Outcome(module)
     if not (ROOT / module.path).is_file():
         outcome.failure = f"{module.path} does not exist; update mutation/modules.toml"
         return outcome
-    work = prepare(module)
+    work = SCRATCH / module.name
     mutated_src = work / "mutants" / "src"
-    # Made now: a PYTHONPATH entry missing at start-up is cached as "nothing here" for good.
-    mutated_src.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(mutated_src)}
-    started = time.monotonic()
-    log = work / "mutmut.log"
-    with log.open("w") as out:
-        ran = subprocess.run(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)],
-            cwd=work,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    outcome.seconds = time.monotonic() - started
-    if ran.returncode != 0:
-        outcome.failure = f"mutmut exited with {ran.returncode}; see {log.relative_to(ROOT)}"
-        return outcome
+    if report_only:
+        if not mutated_src.is_dir():
+            outcome.failure = "no earlier run to report; run without --report-only"
+            return outcome
+    else:
+        prepare(module)
+        # Made now: a PYTHONPATH entry missing at start-up is cached as "nothing here" for good.
+        mutated_src.mkdir(parents=True)
+        started = time.monotonic()
+        log = work / "mutmut.log"
+        with log.open("w") as out:
+            ran = subprocess.run(
+                [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)],
+                cwd=work,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        outcome.seconds = time.monotonic() - started
+        if ran.returncode != 0:
+            outcome.failure = f"mutmut exited with {ran.returncode}; see {log.relative_to(ROOT)}"
+            return outcome
     listed = subprocess.run(
         [sys.executable, "-m", "mutmut", "results", "--all", "true"],
         cwd=work,
@@ -191,6 +197,9 @@ def main() -> int:
     )
     parser.add_argument("--modules", default="", help="comma-separated names from mutation/modules.toml")
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="print the last run's results without running again"
+    )
     args = parser.parse_args()
     modules = select(load_modules(), args.modules)
     equivalent = load_equivalent()
@@ -198,7 +207,7 @@ def main() -> int:
     clean = True
     for module in modules:
         print(f"mutating {module.name} ({module.path}) ...", flush=True)
-        clean = report(run_module(module, args.jobs), equivalent) and clean
+        clean = report(run_module(module, args.jobs, report_only=args.report_only), equivalent) and clean
         sys.stdout.flush()
     verdict = "clean" if clean else "NOT clean"
     print(f"\n{len(modules)} module(s) in {time.monotonic() - started:.0f} s: {verdict}")
