@@ -26,7 +26,17 @@ from evalstack.store.records import JobRecord, SampleRecord
 
 REDACTED = "*****"
 _SECRET_KEYS = frozenset(
-    {"api_key", "apikey", "hf_token", "access_token", "token", "authorization", "password", "secret"}
+    {
+        "api_key",
+        "apikey",
+        "x_api_key",
+        "hf_token",
+        "access_token",
+        "token",
+        "authorization",
+        "password",
+        "secret",
+    }
 )
 LOG_NAME = "logs/evaluation.log"
 
@@ -35,7 +45,8 @@ def redact(value: Any) -> Any:
     """A copy of ``value`` with every api key (and similar secret) replaced by a placeholder."""
     if isinstance(value, Mapping):
         return {
-            k: (REDACTED if str(k).lower() in _SECRET_KEYS and v else redact(v)) for k, v in value.items()
+            k: (REDACTED if str(k).lower().replace("-", "_") in _SECRET_KEYS and v else redact(v))
+            for k, v in value.items()
         }
     if isinstance(value, list):
         return [redact(v) for v in value]
