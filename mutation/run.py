@@ -16,6 +16,7 @@ could not be run, so a release check can rely on it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -39,6 +40,7 @@ class Module:
     name: str
     path: str
     tests: list[str]
+    functions: list[str] = field(default_factory=list)  # only these are mutated; empty: the whole module
 
 
 @dataclass
@@ -51,7 +53,10 @@ class Outcome:
 
 def load_modules() -> list[Module]:
     table = tomllib.loads(MODULES_FILE.read_text())
-    return [Module(name, entry["path"], list(entry["tests"])) for name, entry in table.items()]
+    return [
+        Module(name, entry["path"], list(entry["tests"]), list(entry.get("functions", [])))
+        for name, entry in table.items()
+    ]
 
 
 def load_equivalent() -> dict[str, str]:
@@ -75,7 +80,12 @@ def select(modules: list[Module], wanted: str) -> list[Module]:
 
 def mutmut_config(module: Module) -> str:
     """The ``[tool.mutmut]`` section of the scratch copy's pyproject.toml, for one module."""
-    tests = ", ".join(f'"{t}"' for t in module.tests)
+    tests = ", ".join(json.dumps(t) for t in module.tests)
+    skip = ""
+    if module.functions:  # every other def (its whole body) is left alone
+        names = "|".join(re.escape(f) for f in module.functions)
+        other_defs = r"^\s*(async\s+)?def\s+(?!(?:" + names + r")\b)\w+"
+        skip = f"do_not_mutate_patterns = [{json.dumps(other_defs)}]\n"
     return (
         "\n[tool.mutmut]\n"
         'source_paths = ["src"]\n'
@@ -83,6 +93,7 @@ def mutmut_config(module: Module) -> str:
         f"pytest_add_cli_args_test_selection = [{tests}]\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
         "use_git_change_detection = false\n"
+        f"{skip}"
     )
 
 
