@@ -182,11 +182,13 @@ def report(outcome: Outcome, equivalent: dict[str, str]) -> bool:
     survived = sorted(n for n, s in outcome.statuses.items() if s == "survived")
     real = [n for n in survived if n not in equivalent]
     known = [n for n in survived if n in equivalent]
-    unreached = sorted(n for n, s in outcome.statuses.items() if s in ("no tests", "timeout", "suspicious"))
+    # A mutant that made its tests run past mutmut's time limit was caught (the tests would hang).
+    timed_out = sorted(n for n, s in outcome.statuses.items() if s == "timeout")
+    unreached = sorted(n for n, s in outcome.statuses.items() if s in ("no tests", "suspicious"))
     print(
         f"\n== {module.name} ({module.path}): {len(outcome.statuses)} mutants, {counts['killed']} killed, "
-        f"{len(real)} survived, {len(known)} equivalent, {len(unreached)} not reached or timed out "
-        f"({outcome.seconds:.0f} s)"
+        f"{len(timed_out)} timed out, {len(real)} survived, {len(known)} equivalent, "
+        f"{len(unreached)} not reached by a test ({outcome.seconds:.0f} s)"
     )
     for name in real:
         print(f"  SURVIVED {name}")

@@ -143,6 +143,7 @@ def test_every_value_can_be_drawn_including_the_first_and_last(outlier_first: bo
 
 
 def test_bootstrap_of_few_levels_is_deterministic_per_seed() -> None:
-    values = [float(v) for v in np.random.default_rng(6).random(500) < 0.4]  # 0/1 scores: multinomial draws
-    assert bootstrap_ci(values, seed=4) == bootstrap_ci(values, seed=4)
-    assert bootstrap_ci(values, seed=4) != bootstrap_ci(values, seed=5)
+    values = [float(v) for v in np.random.default_rng(6).integers(1, 11, 300)]  # ratings: multinomial draws
+    intervals = [bootstrap_ci(values, resamples=200, seed=seed) for seed in range(8)]
+    assert intervals == [bootstrap_ci(values, resamples=200, seed=seed) for seed in range(8)]
+    assert len(set(intervals)) > 4  # and the seed matters
