@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from evalstack.engine.benchmarks.multiple_choice import hellaswag_clean
+from evalstack.engine.benchmarks.hellaswag import hellaswag_clean
 from tests.fakes.model_server import FakeModelServer, default_logprob, fake_tokens
 from tests.unit.engine.benchmarks.helpers import need_data, read_jsonl, run_config, score
 
