@@ -38,13 +38,21 @@ def test_the_results_archive_holds_no_secret_and_keeps_the_rest() -> None:
     sample = SampleRecord(
         task="qa", index=0, item={"q": "hi"}, output_text="hello", scores={"judge": {"s": 1.0}}
     )
-    job = JobRecord(id="eval-1", front="nemo", spec={"config": config, "target": target}, status="completed")
+    job = JobRecord(
+        id="eval-1",
+        front="nemo",
+        spec={"config": config, "target": target},
+        status="completed",
+        progress={"log": [f"2026-01-01 WARNING retrying http://m/v1?key={SECRET}"]},
+        error=f"judge said 401 for Bearer {SECRET}",
+    )
+    failed = SampleRecord(task="qa", index=1, item={"q": "x"}, error=f"HTTP 401: bad key {SECRET}")
     content = results_zip(
         config=config,
         target=target,
         result={"tasks": {}},
         samples=[sample],
-        log_lines=job_log_lines(job, [sample]),
+        log_lines=job_log_lines(job, [sample, failed]),
     )
     files = archive_files(content)
     assert sorted(files) == [
@@ -65,3 +73,7 @@ def test_the_results_archive_holds_no_secret_and_keeps_the_rest() -> None:
         "api_key": REDACTED,
     }
     assert json.loads(files["results/qa/results.json"])["qa"][0]["sample"]["output_text"] == "hello"
+    log = files["logs/evaluation.log"]  # the lines that quoted the secret are kept, masked
+    assert f"retrying http://m/v1?key={REDACTED}" in log
+    assert f"sample 1: HTTP 401: bad key {REDACTED}" in log
+    assert f"judge said 401 for Bearer {REDACTED}" in log
