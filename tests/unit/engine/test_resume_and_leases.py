@@ -146,6 +146,27 @@ def test_owner_is_gone(owner: Any, gone: bool) -> None:
     assert owner_is_gone(owner()) is gone
 
 
+def test_a_live_child_is_not_gone_and_is_left_running() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert owner_is_gone(f"{HOST}:{child.pid}:abc") is False
+        assert owner_is_gone(f"{HOST}:{child.pid}") is False
+        assert child.poll() is None  # only probed (signal 0), never signalled
+    finally:
+        child.kill()
+        child.wait()
+    assert owner_is_gone(f"{HOST}:{child.pid}:abc") is True
+    assert owner_is_gone(f"{HOST}:{child.pid}") is True  # an owner without a token names its process too
+
+
+def test_a_process_we_may_not_signal_is_not_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(pid: int, signal: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", refuse)
+    assert owner_is_gone(f"{HOST}:{os.getpid() + 1}:abc") is False
+
+
 def test_worker_identity_names_this_host_and_process() -> None:
     host, pid, token = worker_identity().split(":")
     assert (host, int(pid)) == (HOST, os.getpid())
