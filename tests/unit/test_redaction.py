@@ -130,3 +130,23 @@ def test_redact_table(given: Any, expected: Any) -> None:
     original = copy.deepcopy(given)
     assert redact(given) == expected
     assert given == original  # the input is not changed
+
+
+def test_scrub_replaces_a_longer_secret_before_one_it_contains() -> None:
+    # Longest first: masking the short one inside the long one first would leave "aaaaaa-" visible.
+    assert scrub("key=aaaaaa-zzzzzz", {"zzzzzz", "aaaaaa-zzzzzz"}) == f"key={REDACTED}"
+    assert scrub("key=zzzzzz-aaaaaa", {"zzzzzz", "zzzzzz-aaaaaa"}) == f"key={REDACTED}"
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ({"a": {"api_key": REDACTED}}, {"a": None}),  # nothing stored there: the value stays
+        ("text", {"api_key": "sk"}),
+        ([{"api_key": REDACTED}], None),
+        ([{"api_key": REDACTED}], {"api_key": "sk"}),
+        ([{"api_key": REDACTED}], [{"api_key": "a"}, {"api_key": "b"}]),  # lists of another length
+    ],
+)
+def test_restore_redacted_leaves_a_value_with_no_matching_stored_shape(value: Any, stored: Any) -> None:
+    assert restore_redacted(value, stored) == value
