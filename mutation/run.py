@@ -16,6 +16,8 @@ could not be run, so a release check can rely on it.
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import json
 import os
 import re
@@ -158,18 +160,23 @@ def run_module(module: Module, jobs: int, *, report_only: bool = False) -> Outco
     return outcome
 
 
-def diff_of(module: Module, mutant: str) -> str:
-    work = SCRATCH / module.name
-    shown = subprocess.run(
-        [sys.executable, "-m", "mutmut", "show", mutant],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    lines = shown.stdout.splitlines()
-    changed = [line for line in lines if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))]
-    return "\n".join(changed)
+def function_sources(path: Path) -> dict[str, str]:
+    """Every function of a mutated file by name (mutmut writes each mutant as its own function)."""
+    text = path.read_text(encoding="utf-8")
+    return {
+        node.name: ast.get_source_segment(text, node) or ""
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
+def diff_of(sources: dict[str, str], mutant: str) -> str:
+    """The lines a mutant changed, as ``-``/``+`` lines."""
+    name = mutant.rsplit(".", 1)[-1]
+    original = sources.get(name.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", "").splitlines()[1:]
+    changed = sources.get(name, "").splitlines()[1:]  # without the def line, which names the mutant
+    lines = difflib.unified_diff(original, changed, lineterm="", n=0)
+    return "\n".join(line for line in lines if line[:1] in "+-" and line[:3] not in ("+++", "---"))
 
 
 def report(outcome: Outcome, equivalent: dict[str, str]) -> bool:
@@ -190,9 +197,11 @@ def report(outcome: Outcome, equivalent: dict[str, str]) -> bool:
         f"{len(timed_out)} timed out, {len(real)} survived, {len(known)} equivalent, "
         f"{len(unreached)} not reached by a test ({outcome.seconds:.0f} s)"
     )
+    mutated = SCRATCH / module.name / "mutants" / module.path
+    sources = function_sources(mutated) if real and mutated.is_file() else {}
     for name in real:
         print(f"  SURVIVED {name}")
-        for line in diff_of(module, name).splitlines():
+        for line in diff_of(sources, name).splitlines():
             print(f"      {line}")
     for name in known:
         print(f"  equivalent {name}: {equivalent[name]}")
