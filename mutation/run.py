@@ -83,11 +83,6 @@ def select(modules: list[Module], wanted: str) -> list[Module]:
 def mutmut_config(module: Module) -> str:
     """The ``[tool.mutmut]`` section of the scratch copy's pyproject.toml, for one module."""
     tests = ", ".join(json.dumps(t) for t in module.tests)
-    skip = ""
-    if module.functions:  # every other def (its whole body) is left alone
-        names = "|".join(re.escape(f) for f in module.functions)
-        other_defs = r"^\s*(async\s+)?def\s+(?!(?:" + names + r")\b)\w+"
-        skip = f"do_not_mutate_patterns = [{json.dumps(other_defs)}]\n"
     return (
         "\n[tool.mutmut]\n"
         'source_paths = ["src"]\n'
@@ -95,8 +90,34 @@ def mutmut_config(module: Module) -> str:
         f"pytest_add_cli_args_test_selection = [{tests}]\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
         "use_git_change_detection = false\n"
-        f"{skip}"
     )
+
+
+def fence_other_functions(path: Path, keep: list[str]) -> None:
+    """Wrap every function not in ``keep`` (nor holding one that is) in mutmut's no-mutate pragmas.
+
+    Done on the scratch copy only; a ``pass`` after each closing pragma keeps it inside the block.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    tree = ast.parse(text)
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+
+    def holds_kept(node: ast.AST) -> bool:
+        return any(
+            isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name in keep for n in ast.walk(node)
+        )
+
+    fenced = [n for n in functions if not holds_kept(n)]
+    outermost = [
+        n for n in fenced if not any(o is not n and o in fenced and n in ast.walk(o) for o in fenced)
+    ]
+    for node in sorted(outermost, key=lambda n: n.lineno, reverse=True):
+        first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
+        indent = " " * node.col_offset
+        lines[node.end_lineno : node.end_lineno] = [f"{indent}# pragma: no mutate end", f"{indent}pass"]
+        lines[first:first] = [f"{indent}# pragma: no mutate start"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def prepare(module: Module) -> None:
@@ -108,6 +129,8 @@ def prepare(module: Module) -> None:
     for folder in ("src", "tests"):
         shutil.copytree(ROOT / folder, work / folder, ignore=ignore)
     (work / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + mutmut_config(module))
+    if module.functions:
+        fence_other_functions(work / module.path, module.functions)
     shared = (ROOT / ".." / "shared").resolve()
     if shared.is_dir():  # the tests find benchmark data as ../shared from the copied repository root
         (work / "shared").symlink_to(shared)
