@@ -151,7 +151,10 @@ def test_a_live_child_is_not_gone_and_is_left_running() -> None:
     try:
         assert owner_is_gone(f"{HOST}:{child.pid}:abc") is False
         assert owner_is_gone(f"{HOST}:{child.pid}") is False
-        assert child.poll() is None  # only probed (signal 0), never signalled
+        with pytest.raises(
+            subprocess.TimeoutExpired
+        ):  # still running: only probed (signal 0), never signalled
+            child.wait(timeout=0.5)
     finally:
         child.kill()
         child.wait()
