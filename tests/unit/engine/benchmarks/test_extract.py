@@ -162,6 +162,7 @@ def test_letters_for_needs_1_to_26_choices(count: int) -> None:
         ("I would say no, that is false.", None, False),  # only no-words
         ("The answer is correct.", None, True),
         ("The answer is incorrect.", None, False),
+        ("The answer: **no**", None, False),  # markdown around a stated yes/no
     ],
 )
 def test_yes_no_extraction(text: str, strict: bool | None, flexible: bool | None) -> None:
