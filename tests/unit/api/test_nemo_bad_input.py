@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from evalstack.api.nemo.routes import include_nemo_api
 from evalstack.config import Settings
 from evalstack.providers.nvidia import parse_per_sample_results
-from evalstack.server import Services, build_services
+from evalstack.services import Services, build_services
 from tests.fakes.model_server import FakeModelServer
 
 ROWS = [
@@ -214,6 +214,15 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, list[str | int] | None, li
         422,
         ["body", "type"],
         ["'bogus'", "custom"],
+    ),
+    (
+        "max-outage-not-seconds",
+        "post",
+        JOBS,
+        {"json": job(config(params={"extra": {"max_outage": "soon"}}))},
+        422,
+        None,
+        ["params.extra.max_outage", "number of seconds greater than 0", "'soon'"],
     ),
     (
         "task-type-unknown",
