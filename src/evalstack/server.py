@@ -175,9 +175,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     from fastapi import FastAPI
 
+    from evalstack.api.access import AccessMiddleware
     from evalstack.api.jobs import jobs_router
     from evalstack.api.listings import listings_router
     from evalstack.api.llama_stack.routes import include_llama_stack_api
+    from evalstack.auth import Authenticator
     from evalstack.viewer.pages import mount_viewer
 
     app = FastAPI(title="evalstack", version=__version__, lifespan=lifespan)
@@ -187,6 +189,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(jobs_router(services), prefix="/v1")
     _include_nemo_api(app, services)
     mount_viewer(app, services.store)
+    app.add_middleware(
+        AccessMiddleware, authenticator=Authenticator(settings.auth), max_body_bytes=settings.max_body_bytes
+    )
     return app
 
 
