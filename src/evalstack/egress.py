@@ -97,7 +97,9 @@ class EgressPolicy:
                 resolved = await self._resolve(host, port)
                 addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolved]
             except OSError as exc:
-                raise InvalidInputError(f"The host of {url!r} cannot be resolved: {exc}") from exc
+                if purpose == "download":
+                    raise InvalidInputError(f"The host of {url!r} cannot be resolved: {exc}") from exc
+                addresses = []  # a model or judge host that does not resolve yet: its name is still checked
         if purpose == "download":
             for address in addresses:
                 mapped = getattr(address, "ipv4_mapped", None) or address

@@ -95,6 +95,7 @@ class Registry:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        self.egress = settings.egress.policy()
         # dataset id -> (uri, rows) of remote uri datasets, least recently used first
         self._uri_rows: OrderedDict[str, tuple[str, list[dict[str, Any]]]] = OrderedDict()
 
@@ -144,6 +145,7 @@ class Registry:
                     + (f"; got {base_url!r}" if base_url is not None else "")
                 )
             metadata["base_url"] = base_url.rstrip("/")
+            await self.egress.check_url(metadata["base_url"], "model")
         elif provider != EMBEDDED_PROVIDER_ID:
             raise InvalidInputError(
                 f"Unknown provider_id '{provider}' for model '{model_id}'; accepted: "
@@ -210,6 +212,7 @@ class Registry:
         """
         if name_or_url.startswith(("http://", "https://")):
             base_url, _, model = name_or_url.partition("#")
+            await self.egress.check_url(base_url, "model")
             return ModelEndpoint(kind="openai", model=model, base_url=base_url.rstrip("/"))
         record = await self.store.get_resource("model", name_or_url)
         if record is None and name_or_url == EMBEDDED_ALIAS:
@@ -219,6 +222,7 @@ class Registry:
         if record["provider_id"] == EMBEDDED_PROVIDER_ID:
             return ModelEndpoint(kind="embedded", model=EMBEDDED_MODEL_ID)
         metadata = record["metadata"]
+        await self.egress.check_url(metadata["base_url"], "model")
         return ModelEndpoint(
             kind="openai",
             model=record["provider_model_id"],
