@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from evalstack.errors import InvalidInputError
+from evalstack.errors import ForbiddenError, InvalidInputError
 
 if TYPE_CHECKING:
     from evalstack.config import AuthSettings
@@ -172,4 +172,17 @@ def check_exposure(host: str, auth_configured: bool, insecure_no_auth: bool) -> 
         f"Refusing to listen on {host} without authentication: anyone who can reach it could run "
         "evaluations and read every result. Add an 'auth' section to the settings (API keys from "
         "'evalstack keys new NAME --scopes read,run'), listen on 127.0.0.1, or pass --insecure-no-auth."
+    )
+
+
+def check_may_delete(caller: Principal | None, creator: str | None, what: str) -> None:
+    """Raise ForbiddenError unless ``caller`` created ``what`` or holds ``admin``.
+
+    ``caller`` None is no request (the worker, ``evalstack run``); ``creator`` None is something made
+    without auth (or before it was turned on), which any caller with ``run`` may delete.
+    """
+    if caller is None or creator is None or caller.name == creator or caller.has("admin"):
+        return
+    raise ForbiddenError(
+        f"{what} was created by {creator!r}; deleting what others created needs the 'admin' scope"
     )

@@ -29,6 +29,7 @@ from evalstack.server import create_app
 
 CI_KEY = "ci-key-for-the-tests"
 READER_KEY = "reader-key-for-the-tests"
+OPS_KEY = "ops-key-for-the-tests"
 ISSUER = "https://issuer.test/"
 AUDIENCE = "evalstack"
 KID = "test-key-1"
@@ -62,6 +63,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, jwks: BackgroundServer) -> 
             "api_keys": [
                 {"name": "ci", "sha256": hash_key(CI_KEY), "scopes": ["read", "run"]},
                 {"name": "reader", "sha256": hash_key(READER_KEY), "scopes": ["read"]},
+                {"name": "ops", "sha256": hash_key(OPS_KEY), "scopes": ["read", "run", "admin"]},
             ],
             "jwt": {
                 "jwks_url": f"{jwks.url}/.well-known/jwks.json",
@@ -173,3 +175,19 @@ def test_jwt_signed_by_another_key_gets_401(server: BackgroundServer) -> None:
 
 def test_health_stays_open(server: BackgroundServer) -> None:
     assert httpx.get(f"{server.url}/v1/health").status_code == 200
+
+
+def test_only_the_creator_or_an_admin_deletes(
+    server: BackgroundServer, signing_key: rsa.RSAPrivateKey
+) -> None:
+    ci = LlamaStackClient(base_url=server.url, api_key=CI_KEY)
+    ci.datasets.register(purpose="eval/messages-answer", source=rows_dataset(), dataset_id="owned-by-ci")
+    ci.datasets.register(purpose="eval/messages-answer", source=rows_dataset(), dataset_id="also-ci")
+    alice = {"Authorization": f"Bearer {token(signing_key)}"}
+    denied = httpx.delete(f"{server.url}/v1/datasets/owned-by-ci", headers=alice)
+    assert denied.status_code == 403
+    assert "created by 'ci'" in denied.json()["error"]["message"]
+    ci.datasets.unregister("owned-by-ci")
+    LlamaStackClient(base_url=server.url, api_key=OPS_KEY).datasets.unregister("also-ci")
+    remaining = [d.identifier for d in ci.datasets.list()]
+    assert "owned-by-ci" not in remaining and "also-ci" not in remaining
