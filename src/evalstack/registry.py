@@ -42,6 +42,7 @@ from evalstack.config import Settings
 from evalstack.engine.datasets import DatasetUriKind, check_dataset_uri, load_rows
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
 from evalstack.inference.base import ModelEndpoint
+from evalstack.limits import check_inline_rows
 from evalstack.redaction import drop_secrets
 from evalstack.store.repository import Store
 
@@ -281,6 +282,7 @@ class Registry:
                 return await self._dataset(existing)
         self._uri_rows.pop(dataset_id, None)
         if isinstance(source, RowsDataSource):
+            check_inline_rows(len(source.rows), f"Dataset '{dataset_id}'")
             await self.store.replace_rows(dataset_id, source.rows)
         else:
             await self.store.delete_rows(dataset_id)
@@ -368,6 +370,7 @@ class Registry:
 
     async def append_rows(self, dataset_id: str, rows: list[dict[str, Any]]) -> None:
         """Store ``rows`` after the dataset's rows (for a ``uri`` dataset, after the source's rows)."""
+        check_inline_rows(len(rows), f"The rows appended to dataset '{dataset_id}'")
         await self._dataset_record(dataset_id)
         await self.store.append_rows(dataset_id, rows)
 

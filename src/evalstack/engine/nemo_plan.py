@@ -60,6 +60,7 @@ from evalstack.engine.ports import ClientSource, ModelResolver, RowSource
 from evalstack.engine.templates import build_context, check_templates, render_value
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.inference.base import InferenceRequest, ModelEndpoint
+from evalstack.limits import MAX_INLINE_ROWS, MAX_LIMIT_SAMPLES
 from evalstack.store.records import SampleRecord
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class NemoParams(_Public):
     """``params`` of a config (EvaluationParams); task params may hold the same keys plus ``template``."""
 
     parallelism: int | None = Field(default=None, ge=1)
-    limit_samples: int | None = Field(default=None, ge=0)
+    limit_samples: int | None = Field(default=None, ge=0, le=MAX_LIMIT_SAMPLES)
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -211,7 +212,7 @@ class NemoTarget(NemoEntity):
 
     type: str = Field(min_length=1)
     model: str | dict[str, Any] | None = None
-    rows: list[dict[str, Any]] | None = None
+    rows: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_INLINE_ROWS)
     dataset: str | NemoDataset | None = None
     cached_outputs: dict[str, Any] | None = None
     retriever: dict[str, Any] | None = None

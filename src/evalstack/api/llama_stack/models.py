@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from evalstack.limits import MAX_INLINE_ROWS
+
 
 class WireModel(BaseModel):
     """Base of every wire model: unknown keys are ignored, as the reference server does."""
@@ -254,13 +256,13 @@ class RunEvalRequest(WireModel):
 
 
 class EvaluateRowsRequest(WireModel):
-    input_rows: list[dict[str, Any]] = Field(min_length=1)
+    input_rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_INLINE_ROWS)
     scoring_functions: list[str] = Field(min_length=1)
     benchmark_config: BenchmarkConfig
 
 
 class ScoreRequest(WireModel):
-    input_rows: list[dict[str, Any]]
+    input_rows: list[dict[str, Any]] = Field(max_length=MAX_INLINE_ROWS)
     scoring_functions: dict[str, ScoringFnParams | None]
 
 
