@@ -50,6 +50,7 @@ def _decisions() -> dict[tuple[str, str], Decision]:
         ("GET", "/v1/evalstack/jobs/{job_id}"): "read",
         ("GET", "/v1/evalstack/jobs/{job_id}/samples"): "read",
         ("GET", "/v1/evalstack/jobs/{job_id}/samples/count"): "read",
+        ("POST", "/v1/evalstack/jobs/{job_id}/resume"): "run",
         # NeMo Evaluator
         ("POST", "/v1/evaluation/live"): "run",
         ("POST", "/v1/evaluation/jobs/{job_id}/cancel"): "run",
