@@ -175,8 +175,10 @@ def check_exposure(host: str, auth_configured: bool, insecure_no_auth: bool) -> 
     )
 
 
-def check_may_delete(caller: Principal | None, creator: str | None, what: str) -> None:
-    """Raise ForbiddenError unless ``caller`` created ``what`` or holds ``admin``.
+def check_may_delete(
+    caller: Principal | None, creator: str | None, what: str, action: str = "deleting"
+) -> None:
+    """Raise ForbiddenError unless ``caller`` created ``what`` or holds ``admin`` (to delete or replace it).
 
     ``caller`` None is no request (the worker, ``evalstack run``); ``creator`` None is something made
     without auth (or before it was turned on), which any caller with ``run`` may delete.
@@ -184,5 +186,5 @@ def check_may_delete(caller: Principal | None, creator: str | None, what: str) -
     if caller is None or creator is None or caller.name == creator or caller.has("admin"):
         return
     raise ForbiddenError(
-        f"{what} was created by {creator!r}; deleting what others created needs the 'admin' scope"
+        f"{what} was created by {creator!r}; {action} what others created needs the 'admin' scope"
     )

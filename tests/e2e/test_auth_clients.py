@@ -191,3 +191,11 @@ def test_only_the_creator_or_an_admin_deletes(
     LlamaStackClient(base_url=server.url, api_key=OPS_KEY).datasets.unregister("also-ci")
     remaining = [d.identifier for d in ci.datasets.list()]
     assert "owned-by-ci" not in remaining and "also-ci" not in remaining
+
+    model = {"model_id": "ci-model", "metadata": {"base_url": "http://127.0.0.1:9/v1"}}
+    assert httpx.post(
+        f"{server.url}/v1/models", headers={"Authorization": f"Bearer {CI_KEY}"}, json=model
+    ).is_success
+    taken = httpx.post(f"{server.url}/v1/models", headers=alice, json=model | {"provider_model_id": "other"})
+    assert taken.status_code == 403
+    assert "replacing what others created needs the 'admin' scope" in taken.json()["error"]["message"]

@@ -286,14 +286,20 @@ class Store:
     # ---- resources ------------------------------------------------------------------------------
 
     async def put_resource(self, kind: str, key: str, data: dict[str, Any]) -> None:
-        """Insert or replace the resource ``(kind, key)``; a replaced one keeps its place and creator."""
-        _check_kind(kind)
-        await self._run(self._put_resource, kind, key, data, creator_name())
+        """Insert or replace the resource ``(kind, key)``; a replaced one keeps its place and creator.
 
-    def _put_resource(self, kind: str, key: str, data: dict[str, Any], creator: str | None) -> None:
+        Raises ForbiddenError when the current caller replaces what someone else created without ``admin``.
+        """
+        _check_kind(kind)
+        await self._run(self._put_resource, kind, key, data, current_principal.get())
+
+    def _put_resource(self, kind: str, key: str, data: dict[str, Any], caller: Principal | None) -> None:
         now = _now()
         c = _RESOURCES.c
+        creator = caller.name if caller is not None else None
         with self._begin() as conn:
+            owner = conn.scalar(select(c.created_by).where(c.kind == kind, c.key == key))
+            check_may_delete(caller, owner, f"{kind} '{key}'", "replacing")
             replaced = conn.execute(
                 update(_RESOURCES).where(c.kind == kind, c.key == key).values(data=data, updated_at=now)
             )

@@ -387,7 +387,8 @@ async def test_jobs_and_resources_record_their_creator_and_guard_deletion(store:
 
     token = current_principal.set(bob)
     try:
-        await store.put_resource("dataset", "ds", {"identifier": "ds", "v": 2})  # a replace keeps the creator
+        with pytest.raises(ForbiddenError, match=r"replacing what others created needs the 'admin' scope"):
+            await store.put_resource("dataset", "ds", {"identifier": "ds", "v": 2})
         with pytest.raises(ForbiddenError, match=r"created by 'alice'.*'admin' scope"):
             await store.delete_resource("dataset", "ds")
         with pytest.raises(ForbiddenError, match="job 'job-alice' was created by 'alice'"):
@@ -399,6 +400,9 @@ async def test_jobs_and_resources_record_their_creator_and_guard_deletion(store:
 
     token = current_principal.set(ops)
     try:
+        await store.put_resource("dataset", "ds", {"identifier": "ds", "v": 3})  # a replace keeps the creator
+        assert await store.resource_creator("dataset", "ds") == "alice"
+        assert await store.get_resource("dataset", "ds") == {"identifier": "ds", "v": 3}
         assert await store.delete_resource("dataset", "ds")
         assert await store.delete_job("job-alice")
     finally:
