@@ -1,4 +1,5 @@
-"""The ``evalstack`` command line: ``serve``, ``view``, ``run``, ``models`` and ``jobs``.
+"""The ``evalstack`` command line: ``serve``, ``view``, ``run``, ``models`` and ``jobs``; ``compare``,
+``gate`` and ``report`` live in :mod:`evalstack.cli_analysis`.
 
 Heavy modules (the server, the engine, httpx) are imported inside the commands so that
 ``evalstack --help`` stays fast.
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from evalstack.cli_analysis import add_analysis_commands
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -403,6 +406,8 @@ def new_api_key(
     typer.echo("Add this entry under auth.api_keys in the server settings:")
     typer.echo(yaml.safe_dump([key_settings_entry(name, key, chosen)], sort_keys=False).rstrip())
 
+
+add_analysis_commands(app)  # compare, gate, report
 
 if __name__ == "__main__":
     app()

@@ -51,6 +51,8 @@ def _decisions() -> dict[tuple[str, str], Decision]:
         ("GET", "/v1/evalstack/jobs/{job_id}/samples"): "read",
         ("GET", "/v1/evalstack/jobs/{job_id}/samples/count"): "read",
         ("POST", "/v1/evalstack/jobs/{job_id}/resume"): "run",
+        ("GET", "/v1/evalstack/jobs/{job_id}/report"): "read",
+        ("GET", "/v1/evalstack/compare"): "read",
         # NeMo Evaluator
         ("POST", "/v1/evaluation/live"): "run",
         ("POST", "/v1/evaluation/jobs/{job_id}/cancel"): "run",
