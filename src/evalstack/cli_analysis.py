@@ -62,7 +62,7 @@ def _with_store(db: str | None, config: Path | None, work: Callable[[Store], Awa
 
 
 def _request(url: str, path: str, params: dict[str, Any], code: int) -> Any:
-    """GET from the server (``EVALSTACK_API_KEY`` as the bearer key, if set); the response, or exit with its error."""
+    """GET from the server (``EVALSTACK_API_KEY`` as the bearer key, if set); the response, or exit."""
     import os
 
     import httpx
