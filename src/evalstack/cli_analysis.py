@@ -62,11 +62,15 @@ def _with_store(db: str | None, config: Path | None, work: Callable[[Store], Awa
 
 
 def _request(url: str, path: str, params: dict[str, Any], code: int) -> Any:
-    """GET from the server; the response, or exit with the server's error message."""
+    """GET from the server (``EVALSTACK_API_KEY`` as the bearer key, if set); the response, or exit."""
+    import os
+
     import httpx
 
+    key = os.environ.get("EVALSTACK_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        response = httpx.get(url.rstrip("/") + path, params=params, timeout=600.0)
+        response = httpx.get(url.rstrip("/") + path, params=params, headers=headers, timeout=600.0)
     except httpx.HTTPError as exc:
         raise _fail(f"Cannot reach the evalstack server at {url}: {exc}", code) from exc
     if response.status_code >= 400:

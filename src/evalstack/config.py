@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evalstack.egress import EgressPolicy
 from evalstack.errors import InvalidInputError
 
 DEFAULT_DATA_DIR = Path("~/.local/share/evalstack")
@@ -89,6 +90,69 @@ class ProviderEntry(_Strict):
 
     config: dict[str, Any] = Field(default_factory=dict)
     """Provider options; for ``remote::nvidia``: ``evaluator_url`` (the NeMo Evaluator base URL)."""
+
+
+class ApiKeyEntry(_Strict):
+    """An API key: its name (recorded as the creator of what it makes), its hash and its scopes."""
+
+    name: str = Field(min_length=1)
+    """Who holds the key; recorded on every job and entity it creates."""
+
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    """The hex SHA-256 digest of the key (``evalstack keys new`` prints it); the key is never stored."""
+
+    scopes: list[Literal["read", "run", "admin"]] = Field(min_length=1)
+    """``read`` (every GET), ``run`` (create and cancel jobs, evaluate, score, register), ``admin``
+    (delete what others created, manage providers)."""
+
+
+class JwtSettings(_Strict):
+    """OIDC bearer tokens, verified against the issuer's JWKS."""
+
+    jwks_url: str
+    """Where the issuer publishes its signing keys."""
+
+    issuer: str = Field(min_length=1)
+    """The required ``iss`` claim."""
+
+    audience: str = Field(min_length=1)
+    """The required ``aud`` claim."""
+
+    scopes_claim: str = "scope"
+    """The claim holding the scopes: a space-separated string or a list."""
+
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    """Accepted signing algorithms."""
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url_is_http(cls, value: str) -> str:
+        return _check_http_url(value, "jwks_url")
+
+
+class AuthSettings(_Strict):
+    """Who may call the server: API keys and, optionally, JWTs from an OIDC issuer."""
+
+    api_keys: list[ApiKeyEntry] = Field(default_factory=list)
+    """Accepted API keys, sent as ``Authorization: Bearer <key>``."""
+
+    jwt: JwtSettings | None = None
+    """Accept bearer JWTs signed by this issuer."""
+
+
+class EgressSettings(_Strict):
+    """Which hosts dataset URLs, ``hf://`` endpoints, judge URLs and model base URLs may reach."""
+
+    allow: list[str] = Field(default_factory=list)
+    """Hosts (``example.com``; ``.example.com`` for subdomains) or CIDRs; if set, only these are reachable."""
+
+    deny: list[str] = Field(default_factory=list)
+    """Hosts or CIDRs that are never reachable. Link-local and cloud-metadata addresses are always
+    refused for downloads."""
+
+    def policy(self) -> EgressPolicy:
+        """The policy these lists describe."""
+        return EgressPolicy(self.allow, self.deny)
 
 
 class CircuitBreakerEntry(_Strict):
@@ -163,6 +227,16 @@ class Settings(_Strict):
     hf_endpoint: str | None = None
     """Hugging Face Hub endpoint for ``hf://`` and ``huggingface://`` datasets. Default: the public Hub.
     Environment: ``HF_ENDPOINT``."""
+
+    auth: AuthSettings | None = None
+    """API keys and JWT settings. Without them the server is open, and only binds to loopback unless
+    started with ``--insecure-no-auth``."""
+
+    egress: EgressSettings = Field(default_factory=EgressSettings)
+    """The egress policy for dataset URLs, ``hf://`` endpoints, judge URLs and model base URLs."""
+
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; larger ones are answered with 413. Default: 32 MiB."""
 
     embedded_model: bool = True
     """Register the embedded model (SmolLM2-135M-Instruct, alias ``embedded``) as the default model.

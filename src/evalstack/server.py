@@ -14,11 +14,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from evalstack import __version__
+from evalstack.api.access import AccessMiddleware
 from evalstack.api.analysis import analysis_router
 from evalstack.api.jobs import jobs_router
 from evalstack.api.listings import listings_router
 from evalstack.api.llama_stack.routes import include_llama_stack_api
 from evalstack.api.nemo.routes import include_nemo_api
+from evalstack.auth import Authenticator
 from evalstack.config import Settings
 from evalstack.services import Services, build_services
 from evalstack.viewer.pages import mount_viewer
@@ -47,6 +49,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(analysis_router(services.store), prefix="/v1")
     include_nemo_api(app, services)
     mount_viewer(app, services.store)
+    app.add_middleware(
+        AccessMiddleware, authenticator=Authenticator(settings.auth), max_body_bytes=settings.max_body_bytes
+    )
     return app
 
 

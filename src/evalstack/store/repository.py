@@ -32,15 +32,18 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import StaticPool
 
+from evalstack.auth import Principal, check_may_delete, creator_name, current_principal
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
 from evalstack.store import sample_query, tables
 from evalstack.store.records import (
@@ -134,6 +137,23 @@ def _check_kind(kind: str) -> None:
         )
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the nullable columns a store created by an older version lacks (``created_by``)."""
+    present = inspect(engine)
+    for table in (tables.resources, tables.jobs):
+        have = {column["name"] for column in present.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have or not column.nullable:
+                continue
+            column_type = column.type.compile(engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column_type}"))
+            except (OperationalError, ProgrammingError):  # another process added it meanwhile
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
+
+
 def _job_record(row: Row[Any]) -> JobRecord:
     return JobRecord(
         id=row.id,
@@ -147,6 +167,7 @@ def _job_record(row: Row[Any]) -> JobRecord:
         provider_id=row.provider_id,
         created_at=_aware(row.created_at),
         updated_at=_aware(row.updated_at),
+        created_by=row.created_by,
     )
 
 
@@ -233,6 +254,7 @@ class Store:
         if backend == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         tables.metadata.create_all(engine)
+        _add_missing_columns(engine)
         with engine.begin() as conn:
             sample_query.ensure_search_index(conn)
         self._engine = engine
@@ -269,35 +291,45 @@ class Store:
     # ---- resources ------------------------------------------------------------------------------
 
     async def put_resource(self, kind: str, key: str, data: dict[str, Any]) -> None:
-        """Insert or replace the resource ``(kind, key)``; a replaced one keeps its place in lists."""
-        _check_kind(kind)
-        await self._run(self._put_resource, kind, key, data)
+        """Insert or replace the resource ``(kind, key)``; a replaced one keeps its place and creator.
 
-    def _put_resource(self, kind: str, key: str, data: dict[str, Any]) -> None:
+        Raises ForbiddenError when the current caller replaces what someone else created without ``admin``.
+        """
+        _check_kind(kind)
+        await self._run(self._put_resource, kind, key, data, current_principal.get())
+
+    def _put_resource(self, kind: str, key: str, data: dict[str, Any], caller: Principal | None) -> None:
         now = _now()
         c = _RESOURCES.c
+        creator = caller.name if caller is not None else None
         with self._begin() as conn:
+            owner = conn.scalar(select(c.created_by).where(c.kind == kind, c.key == key))
+            check_may_delete(caller, owner, f"{kind} '{key}'", "replacing")
             replaced = conn.execute(
                 update(_RESOURCES).where(c.kind == kind, c.key == key).values(data=data, updated_at=now)
             )
             if not replaced.rowcount:
                 conn.execute(
-                    insert(_RESOURCES).values(kind=kind, key=key, data=data, created_at=now, updated_at=now)
+                    insert(_RESOURCES).values(
+                        kind=kind, key=key, data=data, created_at=now, updated_at=now, created_by=creator
+                    )
                 )
 
     async def add_resource(self, kind: str, key: str, data: dict[str, Any]) -> bool:
         """Insert the resource ``(kind, key)`` unless it exists; False (and nothing written) if it does."""
         _check_kind(kind)
-        return await self._run(self._add_resource, kind, key, data)
+        return await self._run(self._add_resource, kind, key, data, creator_name())
 
-    def _add_resource(self, kind: str, key: str, data: dict[str, Any]) -> bool:
+    def _add_resource(self, kind: str, key: str, data: dict[str, Any], creator: str | None) -> bool:
         now = _now()
         c = _RESOURCES.c
         with self._begin() as conn:
             if conn.scalar(select(c.seq).where(c.kind == kind, c.key == key)) is not None:
                 return False
             conn.execute(
-                insert(_RESOURCES).values(kind=kind, key=key, data=data, created_at=now, updated_at=now)
+                insert(_RESOURCES).values(
+                    kind=kind, key=key, data=data, created_at=now, updated_at=now, created_by=creator
+                )
             )
             return True
 
@@ -324,14 +356,28 @@ class Store:
         with self._connect() as conn:
             return list(conn.scalars(select(c.data).where(c.kind == kind).order_by(c.seq)))
 
-    async def delete_resource(self, kind: str, key: str) -> bool:
-        """Delete the resource; False when there was none."""
-        _check_kind(kind)
-        return await self._run(self._delete_resource, kind, key)
+    async def resource_creator(self, kind: str, key: str) -> str | None:
+        """Who created the resource (None when unknown or when it does not exist)."""
+        c = _RESOURCES.c
+        return await self._run(self._scalar, select(c.created_by).where(c.kind == kind, c.key == key))
 
-    def _delete_resource(self, kind: str, key: str) -> bool:
+    def _scalar(self, query: Any) -> Any:
+        with self._connect() as conn:
+            return conn.scalar(query)
+
+    async def delete_resource(self, kind: str, key: str) -> bool:
+        """Delete the resource; False when there was none.
+
+        Raises ForbiddenError when the current caller created neither it nor holds ``admin``.
+        """
+        _check_kind(kind)
+        return await self._run(self._delete_resource, kind, key, current_principal.get())
+
+    def _delete_resource(self, kind: str, key: str, caller: Principal | None) -> bool:
         c = _RESOURCES.c
         with self._begin() as conn:
+            creator = conn.scalar(select(c.created_by).where(c.kind == kind, c.key == key))
+            check_may_delete(caller, creator, f"{kind} '{key}'")
             return bool(conn.execute(delete(_RESOURCES).where(c.kind == kind, c.key == key)).rowcount)
 
     # ---- dataset rows ---------------------------------------------------------------------------
@@ -412,6 +458,8 @@ class Store:
             raise ValueError(
                 f"Unknown job status {job.status!r}; accepted: {', '.join(sorted(_JOB_STATUSES))}"
             )
+        if job.created_by is None:
+            job = replace(job, created_by=creator_name())
         return await self._run(self._create_job, job)
 
     def _create_job(self, job: JobRecord) -> JobRecord:
@@ -432,6 +480,7 @@ class Store:
                     provider_id=job.provider_id,
                     created_at=now,
                     updated_at=now,
+                    created_by=job.created_by,
                 )
             )
         return replace(job, created_at=now, updated_at=now)
@@ -503,11 +552,17 @@ class Store:
             return replace(_job_record(row), **values)
 
     async def delete_job(self, job_id: str) -> bool:
-        """Delete the job and its samples; False when there was no such job."""
-        return await self._run(self._delete_job, job_id)
+        """Delete the job and its samples; False when there was no such job.
 
-    def _delete_job(self, job_id: str) -> bool:
+        Raises ForbiddenError when the current caller created neither it nor holds ``admin``.
+        """
+        return await self._run(self._delete_job, job_id, current_principal.get())
+
+    def _delete_job(self, job_id: str, caller: Principal | None) -> bool:
         with self._begin() as conn:
+            check_may_delete(
+                caller, conn.scalar(select(_JOBS.c.created_by).where(_JOBS.c.id == job_id)), f"job '{job_id}'"
+            )
             conn.execute(delete(_SAMPLES).where(_SAMPLES.c.job_id == job_id))
             conn.execute(delete(_LEASES).where(_LEASES.c.job_id == job_id))
             return bool(conn.execute(delete(_JOBS).where(_JOBS.c.id == job_id)).rowcount)
