@@ -25,6 +25,20 @@ DEFAULT_URL = "http://127.0.0.1:8321"
 URL_OPTION = typer.Option(
     DEFAULT_URL, "--url", envvar="EVALSTACK_URL", help="Base URL of a running evalstack server."
 )
+EXECUTOR_OPTION = typer.Option(
+    None,
+    "--executor",
+    help="Where jobs run: 'local' (this process) or 'ray' (sharded over the Ray cluster at RAY_ADDRESS, "
+    "or the settings' executor.address, else a new local Ray instance) [default: the settings' executor].",
+)
+
+
+def _executor_name(value: str | None) -> str | None:
+    if value is not None and value not in ("local", "ray"):
+        raise typer.BadParameter(
+            f"{value!r} is not an executor; accepted: local, ray", param_hint="--executor"
+        )
+    return value
 
 
 @app.command()
@@ -38,6 +52,7 @@ def serve(
         None, "--db", help="SQLAlchemy database URL [default: sqlite file in the data directory]."
     ),
     log_level: str = typer.Option("info", help="Log level: debug, info, warning, error."),
+    executor: str | None = EXECUTOR_OPTION,
 ) -> None:
     """Start the HTTP server."""
     import logging
@@ -54,6 +69,7 @@ def serve(
         overrides["port"] = port
     if db is not None:
         overrides["db_url"] = db
+    overrides["executor"] = _executor_name(executor)
     from evalstack.errors import EvalstackError
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -94,6 +110,7 @@ def run(
         "--adaptive-concurrency",
         help="Back off on 429s and rising latency, grow again while the endpoint keeps up (AIMD).",
     ),
+    executor: str | None = EXECUTOR_OPTION,
 ) -> None:
     """Run one benchmark in-process, on the same engine and store as the server."""
     import asyncio
@@ -106,7 +123,12 @@ def run(
 
     console = Console()
     try:
-        settings = load_settings(config, db_url=db, adaptive_concurrency=adaptive_concurrency or None)
+        settings = load_settings(
+            config,
+            db_url=db,
+            adaptive_concurrency=adaptive_concurrency or None,
+            executor=_executor_name(executor),
+        )
         outcome = asyncio.run(
             run_file(benchmark_file, settings=settings, model=model, limit=limit, console=console)
         )
