@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tests.fakes.model_server import FakeModelServer
 
 from evalstack.benchmark_file import parse_benchmark_file
 from evalstack.config import Settings
@@ -28,7 +29,6 @@ from evalstack.local_run import _submit_benchmark_file, run_file
 from evalstack.server import Services, build_services
 from evalstack.store.records import JobRecord, new_job_id
 from evalstack.store.repository import Store
-from tests.fakes.model_server import FakeModelServer
 
 OBJECT_STORE = 80 * 1024 * 1024
 RAY_NODE = {"object_store_memory": OBJECT_STORE, "include_dashboard": False}
@@ -46,7 +46,9 @@ def write_benchmark(workdir: Path, rows: int, *, parallelism: int = 16) -> Path:
     data = workdir / "questions.jsonl"
     with data.open("w", encoding="utf-8") as out:
         for n in range(rows):
-            out.write(json.dumps({"input_query": f"What is twice {n}?", "expected_answer": str(2 * n)}) + "\n")
+            out.write(
+                json.dumps({"input_query": f"What is twice {n}?", "expected_answer": str(2 * n)}) + "\n"
+            )
     path = workdir / "twice.yaml"
     document = {
         "benchmark_id": "twice",
@@ -118,12 +120,17 @@ async def equal(workdir: Path) -> dict[str, Any]:
     outcomes: dict[str, Any] = {}
     with FakeModelServer(answer=answer) as server:
         model = f"{server.base_url}#fake"
-        for name, executor in (("local", "local"), ("ray", {"type": "ray", "shard_size": 1000, "max_actors": 2})):
+        for name, executor in (
+            ("local", "local"),
+            ("ray", {"type": "ray", "shard_size": 1000, "max_actors": 2}),
+        ):
             from rich.console import Console
 
             settings = settings_for(workdir, executor)
             started = time.monotonic()
-            outcome = await run_file(path, settings=settings, model=model, limit=None, console=Console(quiet=True))
+            outcome = await run_file(
+                path, settings=settings, model=model, limit=None, console=Console(quiet=True)
+            )
             outcomes[name] = {
                 "status": outcome.job.status,
                 "error": outcome.job.error,
@@ -272,13 +279,20 @@ async def humaneval(workdir: Path) -> dict[str, Any]:
             samples = await services.store.read_samples(job.id)
         finally:
             await services.stop()
-    events = [e for e in ray.timeline() if e.get("cat") == "task::evalstack-sandbox"]
+    deadline = time.monotonic() + 20  # workers report task events to the GCS about once a second
+    while True:
+        events = [e for e in ray.timeline() if e.get("cat") == "task::evalstack-sandbox"]
+        if len(events) >= len(samples) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     ray.shutdown()
     cluster.shutdown()
     return {
         "status": final.status,
         "error": final.error,
-        "passed": [s.scores.get("execution", {}).get("passed") for s in sorted(samples, key=lambda s: s.index)],
+        "passed": [
+            s.scores.get("execution", {}).get("passed") for s in sorted(samples, key=lambda s: s.index)
+        ],
         "sandbox_tasks": len(events),
         "executor": final.progress.get("executor"),
     }
@@ -287,16 +301,22 @@ async def humaneval(workdir: Path) -> dict[str, Any]:
 async def cli(workdir: Path) -> dict[str, Any]:
     """`ray start --head`, `ray start --address=...`, then `evalstack run --executor ray`."""
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # The head makes an auth token (under $HOME/.ray); the worker node and the driver present it.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     common = ["--num-cpus=1", f"--object-store-memory={OBJECT_STORE}", "--disable-usage-stats"]
     head = [ray_bin, "start", "--head", "--port=6390", "--include-dashboard=false", *common]
-    subprocess.run(head, check=True, env=env, capture_output=True, timeout=120)
-    worker = [ray_bin, "start", "--address=127.0.0.1:6390", *common]
-    subprocess.run(worker, check=True, env=env, capture_output=True, timeout=120)
+    token = [ray_bin, "get-auth-token", "--generate"]
+    for command in (token, head, [ray_bin, "start", "--address=127.0.0.1:6390", *common]):
+        started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        if started.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[1:3])} failed:\n{started.stdout}\n{started.stderr}")
     path = write_benchmark(workdir, 600, parallelism=8)
+    config = workdir / "settings.yaml"  # --executor ray keeps the file's Ray settings (the shard size)
+    config.write_text("executor: {type: ray, shard_size: 200}\nembedded_model: false\n", encoding="utf-8")
     try:
         with FakeModelServer(answer=answer) as server:
             run = [sys.executable, "-m", "evalstack.cli", "run", str(path), "--executor", "ray"]
+            run += ["--config", str(config)]
             run += ["--model", f"{server.base_url}#fake", "--db", f"sqlite:///{workdir / 'evalstack.db'}"]
             run += ["--output", str(workdir / "out.json")]
             env_run = {**env, "RAY_ADDRESS": "127.0.0.1:6390", "EVALSTACK_DATA_HOME": str(workdir / "data")}

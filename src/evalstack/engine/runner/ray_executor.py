@@ -342,7 +342,14 @@ class _Coordinator:
                 self.ray.kill(actor, no_restart=True)
 
     async def kill_actors(self) -> None:
-        """Stop every actor of this run (done, failed or cancelled)."""
-        for actor in self.actors:
+        """Stop every actor of this run (done, failed or cancelled), letting each close its clients."""
+        actors, self.actors = self.actors, []
+        closing = [asyncio.ensure_future(_await_ref(actor.close.remote())) for actor in actors]
+        await asyncio.wait(closing, timeout=2.0) if closing else None
+        for actor in actors:
             await self._kill(actor)
-        self.actors.clear()
+
+
+async def _await_ref(ref: Any) -> None:
+    with contextlib.suppress(Exception):
+        await ref
