@@ -81,6 +81,7 @@ class LocalExecutorSettings(_Strict):
     """Run every job in the process that holds its lease (the default)."""
 
     type: Literal["local"] = "local"
+    """``local``: this process runs the job's samples."""
 
 
 class RayExecutorSettings(_Strict):
@@ -88,6 +89,7 @@ class RayExecutorSettings(_Strict):
     and is still the only writer of its samples. Needs the ``ray`` extra (``evalstack[ray]``)."""
 
     type: Literal["ray"] = "ray"
+    """``ray``: Ray actors run the job's samples, this process coordinates."""
 
     address: str | None = None
     """The cluster: ``auto``, ``host:6379`` or ``ray://host:10001``. Default: ``RAY_ADDRESS`` if set, else a
