@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import ModelClient, ModelEndpoint
@@ -31,6 +32,11 @@ class ModelClientPool:
         self._embedded_loader = embedded_loader or _default_embedded
         self._embedded: ModelClient | None = None
         self._clients: dict[tuple[ModelEndpoint, int, float, int], ModelClient] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pool travels (to a Ray worker, inside a plan's metrics) as an empty pool: clients hold
+        connections and models that belong to one process, so the receiver makes its own."""
+        return {"_embedded_loader": self._embedded_loader, "_embedded": None, "_clients": {}}
 
     def get(
         self,

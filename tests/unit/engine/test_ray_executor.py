@@ -17,8 +17,9 @@ from evalstack.engine.runner import run_plan
 from evalstack.engine.runner.ray_executor import cut_shards, shard_plan, split_parallelism
 from evalstack.engine.runner.ray_shard import ShardRunner
 from evalstack.errors import EvalstackError
+from evalstack.inference.clients import ModelClientPool
 from evalstack.store.records import SampleRecord
-from tests.unit.engine.test_runner import FakeClient, FakePool, make_plan, make_rows
+from tests.unit.engine.test_runner import ENDPOINT, FakeClient, FakePool, make_plan, make_rows
 
 
 def test_shards_keep_row_order_and_cover_every_item_once() -> None:
@@ -48,6 +49,18 @@ async def test_the_plan_sent_to_actors_carries_requests_and_metrics_but_no_rows_
         await task.rows()
     with pytest.raises(EvalstackError, match="coordinator"):
         travelling.summarize({})
+
+
+async def test_a_client_pool_travels_empty_so_the_receiver_opens_its_own_clients() -> None:
+    pool = ModelClientPool()
+    client = pool.get(ENDPOINT, max_connections=4)
+    try:
+        copy = pickle.loads(cloudpickle.dumps(pool))
+        fresh = copy.get(ENDPOINT, max_connections=4)
+        assert fresh is not client and isinstance(fresh, type(client))
+        await copy.aclose()
+    finally:
+        await pool.aclose()
 
 
 async def test_run_plan_runs_exactly_the_given_rows_with_their_own_indices() -> None:
