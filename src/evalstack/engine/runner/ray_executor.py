@@ -12,7 +12,8 @@ that did not come back run again on a new actor, up to ``max_shard_attempts`` ti
 coordinator crash the next run works out again what is missing. A sample that still arrives twice
 is dropped here, and the store's unique ``(job, task, index)`` key drops any that slip through.
 
-Concurrency: at most ``max_actors`` actors run at once (default: one per alive node), and the job's
+Concurrency: at most ``max_actors`` actors run at once (default: one per alive node, lane ``i`` placed
+on alive node ``i`` modulo their number while it lives), and the job's
 ``parallelism`` is split among them, so the requests in flight never exceed it. Cancel kills every
 actor of the job. ``import ray`` happens on the first job, never at start-up.
 """
@@ -241,22 +242,21 @@ class _Coordinator:
 
     async def run(self) -> None:
         ray, options = self.ray, self.executor.options
-        alive = sum(1 for node in await asyncio.to_thread(ray.nodes) if node.get("Alive"))
-        lanes = min(options.max_actors or max(alive, 1), len(self.queue))
+        alive = [node["NodeID"] for node in await asyncio.to_thread(ray.nodes) if node.get("Alive")]
+        self.alive_nodes = alive
+        lanes = min(options.max_actors or max(len(alive), 1), len(self.queue))
         shares = split_parallelism(int(self.plan.parallelism), lanes)
         resources = await asyncio.to_thread(ray.cluster_resources)
         sandbox = {options.sandbox_resource: 1.0} if resources.get(options.sandbox_resource) else None
         from evalstack.engine.runner.ray_shard import ShardRunner
 
-        self.actor_class = ray.remote(ShardRunner).options(
-            num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD"
-        )
+        self.actor_class = ray.remote(ShardRunner).options(num_cpus=0, max_restarts=0)
         self.sandbox = sandbox
         try:
             self.plan_ref = ray.put(shard_plan(self.plan))
         except Exception as exc:
             raise EvalstackError(f"this job's plan cannot be sent to the Ray cluster: {exc}") from exc
-        lane_tasks = [asyncio.ensure_future(self._lane(share)) for share in shares]
+        lane_tasks = [asyncio.ensure_future(self._lane(lane, share)) for lane, share in enumerate(shares)]
         try:
             for finished in asyncio.as_completed(lane_tasks):
                 await finished  # the first lane to fail fails the run
@@ -265,8 +265,15 @@ class _Coordinator:
                 lane.cancel()
             await asyncio.gather(*lane_tasks, return_exceptions=True)
 
-    async def _new_actor(self) -> Any:
-        actor = self.actor_class.remote(self.sandbox)
+    async def _new_actor(self, lane: int) -> Any:
+        """A shard actor, placed on the lane's node while that node lives (elsewhere once it is gone)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options: dict[str, Any] = {}
+        if self.alive_nodes:
+            node = self.alive_nodes[lane % len(self.alive_nodes)]
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+        actor = self.actor_class.options(**options).remote(self.sandbox)
         self.actors.append(actor)
         self.progress.executor = {**(self.progress.executor or {}), "actors": len(self.actors)}
         node = await actor.node_id.remote()
@@ -274,7 +281,7 @@ class _Coordinator:
         self.progress.executor = {**self.progress.executor, "nodes": len(self.nodes)}
         return actor
 
-    async def _lane(self, share: int) -> None:
+    async def _lane(self, lane: int, share: int) -> None:
         """Take shards off the queue until it is empty, each on this lane's actor (renewed if it dies)."""
         ray = self.ray
         actor: Any = None
@@ -285,7 +292,7 @@ class _Coordinator:
             while remaining:
                 try:
                     if actor is None:
-                        actor = await self._new_actor()
+                        actor = await self._new_actor(lane)
                     rows = _by_task(remaining)
                     stream = actor.run.remote(self.plan_ref, rows, share, self.executor.batch_size)
                     async for ref in stream:
