@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -197,29 +198,19 @@ def main() -> None:
         asyncio.run(inside(args))
         return
     sys.path.insert(0, str(REPO))
-    from tests.fakes.private_network import private_network_refusal
+    from tests.fakes.private_network import private_command, private_network_refusal
 
     refusal = private_network_refusal()
     if refusal is not None:
         raise SystemExit(f"ray_scale runs its clusters in a private network namespace only: {refusal}")
-    env = {
-        **os.environ,
-        INSIDE: "1",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "HOME": tempfile.mkdtemp(prefix="ray-home-"),
-    }
-    command = [
-        "unshare",
-        "-rn",
-        "-p",
-        "-f",
-        "--mount-proc",
-        sys.executable,
-        "-m",
-        "tests.fakes.private_network",
-    ]
-    command += [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
-    raise SystemExit(subprocess.call(command, cwd=REPO, env=env))
+    private = tempfile.mkdtemp(prefix="ray-")  # Ray's token, sessions and sockets: this run's own
+    env = {**os.environ, INSIDE: "1", "RAY_USAGE_STATS_ENABLED": "0", "HOME": private, "RAY_TMPDIR": private}
+    command = private_command([sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]])
+    try:
+        code = subprocess.call(command, cwd=REPO, env=env)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

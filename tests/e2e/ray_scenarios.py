@@ -176,7 +176,9 @@ async def node_loss(workdir: Path) -> dict[str, Any]:
     cluster, worker = await two_node_cluster()
     rows = 3000
     executor = {"type": "ray", "shard_size": 250, "max_actors": 2}
-    with FakeModelServer(answer=answer, latency=0.01) as server:
+    # Slow enough (4 requests of 50 ms in flight per actor) that a loaded machine's slow worker start
+    # cannot let the head's actor finish the job alone.
+    with FakeModelServer(answer=answer, latency=0.05) as server:
         services = build_services(settings_for(workdir, executor))
         await services.start()
         try:
@@ -188,7 +190,13 @@ async def node_loss(workdir: Path) -> dict[str, Any]:
                 nodes = (progress.get("executor") or {}).get("nodes", 0)
                 return nodes >= 2 and progress.get("samples_processed", 0) >= 400
 
-            await wait_until(both_nodes_busy, 120, "both nodes to work")
+            try:
+                await wait_until(both_nodes_busy, 120, "both nodes to work")
+            except TimeoutError:
+                record = await services.worker.get(job.id)
+                raise TimeoutError(
+                    f"both nodes never worked: {record.status} {record.error} {record.progress}"
+                )
             before = (await services.worker.get(job.id)).progress["samples_processed"]
             cluster.remove_node(worker)
             removed_at = before

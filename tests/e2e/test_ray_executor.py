@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,15 @@ def run_scenario(name: str, tmp_path: Path) -> dict[str, Any]:
     refusal = private_network_refusal()
     if refusal is not None:
         pytest.skip(f"Ray tests run only inside a private network namespace: {refusal}")
-    env = {**os.environ, "HOME": str(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}  # Ray's files stay here
-    done = run_private(
-        [sys.executable, "-m", "tests.e2e.ray_scenarios", name, str(tmp_path / name)], timeout=540, env=env
-    )
+    # Ray's files (its token, sessions, sockets, the address of the last cluster) stay the scenario's own;
+    # the sockets need a short path.
+    ray_tmp = tempfile.mkdtemp(prefix="ray-")
+    env = {**os.environ, "HOME": str(tmp_path), "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}
+    try:
+        command = [sys.executable, "-m", "tests.e2e.ray_scenarios", name, str(tmp_path / name)]
+        done = run_private(command, timeout=540, env=env)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, (
         f"scenario {name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"

@@ -42,7 +42,7 @@ def private_network_refusal() -> str | None:
     """Why a private network and PID namespace cannot be made here; ``None`` when it can."""
     if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
         return "needs Linux with util-linux `unshare` (for a private network namespace)"
-    probe = [*_UNSHARE, sys.executable, "-m", "tests.fakes.private_network", "true"]
+    probe = private_command(["true"])
     try:
         done = subprocess.run(probe, capture_output=True, timeout=30, check=False, cwd=_repo_root())
     except (OSError, subprocess.SubprocessError) as exc:
@@ -57,13 +57,17 @@ def _repo_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def private_command(argv: Sequence[str]) -> list[str]:
+    """``argv`` wrapped to run inside a new private network + PID namespace (from the repository root)."""
+    return [*_UNSHARE, sys.executable, "-m", "tests.fakes.private_network", *argv]
+
+
 def run_private(
     argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` inside a new private network + PID namespace, from the repository root."""
-    command = [*_UNSHARE, sys.executable, "-m", "tests.fakes.private_network", *argv]
     return subprocess.run(
-        command,
+        private_command(argv),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -250,7 +250,7 @@ class _Coordinator:
         sandbox = {options.sandbox_resource: 1.0} if resources.get(options.sandbox_resource) else None
         from evalstack.engine.runner.ray_shard import ShardRunner
 
-        self.actor_class = ray.remote(ShardRunner).options(num_cpus=0, max_restarts=0)
+        self.actor_class = ray.remote(ShardRunner)
         self.sandbox = sandbox
         try:
             self.plan_ref = ray.put(shard_plan(self.plan))
@@ -269,7 +269,7 @@ class _Coordinator:
         """A shard actor, placed on the lane's node while that node lives (elsewhere once it is gone)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0}
         if self.alive_nodes:
             node = self.alive_nodes[lane % len(self.alive_nodes)]
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
