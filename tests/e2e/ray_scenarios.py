@@ -192,11 +192,11 @@ async def node_loss(workdir: Path) -> dict[str, Any]:
 
             try:
                 await wait_until(both_nodes_busy, 120, "both nodes to work")
-            except TimeoutError:
+            except TimeoutError as exc:
                 record = await services.worker.get(job.id)
                 raise TimeoutError(
                     f"both nodes never worked: {record.status} {record.error} {record.progress}"
-                )
+                ) from exc
             before = (await services.worker.get(job.id)).progress["samples_processed"]
             cluster.remove_node(worker)
             removed_at = before

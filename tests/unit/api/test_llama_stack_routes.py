@@ -33,7 +33,7 @@ from evalstack.api.llama_stack.models import (
     ScoringResult,
 )
 from evalstack.api.llama_stack.routes import include_llama_stack_api
-from evalstack.errors import InvalidInputError, NotFoundError, UnsupportedError, UpstreamError
+from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError, UpstreamError
 
 # ---- stand-ins ----------------------------------------------------------------------------------
 
@@ -46,6 +46,12 @@ class FakeRegistry:
         self.datasets: dict[str, Dataset] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.models: dict[str, tuple[Model, dict[str, Any]]] = {}
+        self.dataset_replace_flags: list[bool] = []
+
+    async def check_benchmark_replacement(self, b: Benchmark) -> None:
+        existing = self.benchmarks.get(b.identifier)
+        if existing is not None and existing != b:
+            raise ConflictError(f"Benchmark '{b.identifier}' already exists with other settings.")
 
     async def put_benchmark(self, b: Benchmark) -> None:
         self.benchmarks[b.identifier] = b
@@ -62,7 +68,8 @@ class FakeRegistry:
         await self.get_benchmark(benchmark_id)
         del self.benchmarks[benchmark_id]
 
-    async def register_dataset(self, req: RegisterDatasetRequest) -> Dataset:
+    async def register_dataset(self, req: RegisterDatasetRequest, *, replace: bool = True) -> Dataset:
+        self.dataset_replace_flags.append(replace)
         dataset_id = req.dataset_id or "dataset-generated"
         ds = Dataset(
             identifier=dataset_id,
@@ -772,7 +779,8 @@ async def test_create_app_builds_configured_providers_and_mounts_both_api_famili
         response = await c.post("/v1alpha/eval/benchmarks", json={**body, "provider_id": "local"})
         assert response.status_code == 200
         assert (await c.get("/v1alpha/eval/benchmarks/b")).json()["provider_id"] == "local"
-        assert (await c.get("/v1/evalstack/jobs")).json() == {"data": []}
+        jobs = (await c.get("/v1/evalstack/jobs")).json()
+        assert (jobs["data"], jobs["total"]) == ([], 0)
         nemo = await c.get("/v1/evaluation/configs")
         assert nemo.status_code == 200
         ids = {fn["identifier"] for fn in (await c.get("/v1/scoring-functions")).json()["data"]}

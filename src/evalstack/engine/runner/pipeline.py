@@ -19,7 +19,7 @@ from evalstack.engine.adaptive import AdaptiveConcurrency
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.engine.ports import ClientSource
 from evalstack.errors import EvalstackError, UpstreamError
-from evalstack.inference.base import InferenceError, ModelClient
+from evalstack.inference.base import InferenceError, InferenceRequest, ModelClient
 from evalstack.inference.feedback import overload_listener
 from evalstack.store.records import SampleRecord
 
@@ -100,6 +100,18 @@ async def load_task_rows(task: TaskPlan) -> list[dict[str, Any]]:
     return rows if task.limit is None else rows[: task.limit]
 
 
+def _request_as_sent(request: InferenceRequest) -> dict[str, Any]:
+    """The request as the model was asked (kept with the sample, for the viewer and search)."""
+    sent: dict[str, Any] = {"kind": request.kind}
+    if request.messages is not None:
+        sent["messages"] = request.messages
+    if request.prompt is not None:
+        sent["prompt"] = request.prompt
+    if request.params:
+        sent["params"] = request.params
+    return sent
+
+
 async def _process_sample(
     task: TaskPlan, client: ModelClient | None, index: int, row: dict[str, Any]
 ) -> SampleRecord:
@@ -108,6 +120,7 @@ async def _process_sample(
     try:
         if task.build_request is not None:
             request = task.build_request(row)
+            sample.extra["request"] = _request_as_sent(request)
             assert client is not None  # run_plan checks that inference tasks have a model
             result = await client.generate(request)
             output = SampleOutput(result.text, result.raw)
