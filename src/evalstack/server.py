@@ -136,13 +136,14 @@ def build_services(settings: Settings) -> Services:
     from evalstack.engine.compile import compile_job
     from evalstack.engine.runner import JobWorker
     from evalstack.engine.scoring import ScoringService
+    from evalstack.inference.breaker import BreakerSettings
     from evalstack.inference.clients import ModelClientPool
     from evalstack.registry import Registry
     from evalstack.store.repository import Store
 
     store = Store(settings.db_url)
     registry = Registry(store, settings)
-    clients = ModelClientPool()
+    clients = ModelClientPool(breaker_settings=BreakerSettings(**settings.circuit_breaker.model_dump()))
     scoring = ScoringService(registry, clients)
 
     async def compile_for_worker(job: JobRecord) -> EvalPlan:
@@ -153,6 +154,7 @@ def build_services(settings: Settings) -> Services:
         clients,
         compile_for_worker,
         adaptive_concurrency=settings.adaptive_concurrency,
+        max_outage=settings.max_outage,
         executor=build_executor(settings),
     )
     services = Services(

@@ -58,6 +58,7 @@ async def test_a_client_pool_travels_empty_so_the_receiver_opens_its_own_clients
         copy = pickle.loads(cloudpickle.dumps(pool))
         fresh = copy.get(ENDPOINT, max_connections=4)
         assert fresh is not client and isinstance(fresh, type(client))
+        assert copy.breaker_settings == pool.breaker_settings
         await copy.aclose()
     finally:
         await pool.aclose()

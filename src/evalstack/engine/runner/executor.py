@@ -9,11 +9,14 @@ from typing import Protocol
 from evalstack.engine.plan import EvalPlan
 from evalstack.engine.ports import ClientSource
 from evalstack.engine.runner.pipeline import ProgressCallback, RunProgress, Sink
+from evalstack.inference.breaker import DEFAULT_MAX_OUTAGE
 
 
 class PlanExecutor(Protocol):
     """Runs every sample of a plan not in ``skip``, handing each finished one to ``sink`` (as
-    ``run_plan`` does); stops promptly once ``cancel`` is set and then returns ``cancelled=True``."""
+    ``run_plan`` does); stops promptly once ``cancel`` is set and then returns ``cancelled=True``;
+    raises ``UpstreamError`` when the model endpoint stays unreachable for ``max_outage`` seconds.
+    ``progress``, when given, is the object filled in."""
 
     async def __call__(
         self,
@@ -25,4 +28,6 @@ class PlanExecutor(Protocol):
         cancel: asyncio.Event | None = None,
         on_progress: ProgressCallback | None = None,
         progress_interval: float = 0.5,
+        max_outage: float = DEFAULT_MAX_OUTAGE,
+        progress: RunProgress | None = None,
     ) -> RunProgress: ...

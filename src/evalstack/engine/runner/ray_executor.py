@@ -40,6 +40,7 @@ from evalstack.engine.runner.pipeline import (
     load_task_rows,
 )
 from evalstack.errors import EvalstackError
+from evalstack.inference.breaker import DEFAULT_MAX_OUTAGE
 from evalstack.store.records import SampleRecord
 
 logger = logging.getLogger(__name__)
@@ -149,9 +150,13 @@ class RayExecutor:
         cancel: asyncio.Event | None = None,
         on_progress: ProgressCallback | None = None,
         progress_interval: float = 0.5,
+        max_outage: float = DEFAULT_MAX_OUTAGE,
+        progress: RunProgress | None = None,
     ) -> RunProgress:
         skip = skip or {}
-        progress = RunProgress(task_status={task.name: "pending" for task in plan.tasks})
+        progress = progress or RunProgress()
+        progress.task_status = {task.name: "pending" for task in plan.tasks}
+        progress.max_outage = max_outage
         if cancel is not None and cancel.is_set():
             progress.cancelled = True
             return progress
@@ -182,7 +187,8 @@ class RayExecutor:
             return progress
 
         ray = await self._connect()
-        coordinator = _Coordinator(self, ray, plan, shards, sink, progress, todo, failed)
+        coordinator = _Coordinator(self, ray, plan, shards, sink, progress, todo, failed, max_outage)
+        coordinator.breakers = getattr(clients, "breaker_settings", None)  # the actors' endpoints trip alike
         loop = asyncio.get_running_loop()
         last_report = loop.time()
 
@@ -225,7 +231,9 @@ class _Coordinator:
         progress: RunProgress,
         todo: dict[str, int],
         failed: dict[str, int],
+        max_outage: float,
     ) -> None:
+        self.max_outage = max_outage
         self.executor = executor
         self.ray = ray
         self.plan = plan
@@ -239,6 +247,7 @@ class _Coordinator:
         self.actors: list[Any] = []
         self.nodes: set[str] = set()
         self.on_sample: Any = None
+        self.breakers: Any = None
 
     async def run(self) -> None:
         ray, options = self.ray, self.executor.options
@@ -273,7 +282,7 @@ class _Coordinator:
         if self.alive_nodes:
             node = self.alive_nodes[lane % len(self.alive_nodes)]
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
-        actor = self.actor_class.options(**options).remote(self.sandbox)
+        actor = self.actor_class.options(**options).remote(self.sandbox, self.breakers)
         self.actors.append(actor)
         self.progress.executor = {**(self.progress.executor or {}), "actors": len(self.actors)}
         node = await actor.node_id.remote()
@@ -294,7 +303,9 @@ class _Coordinator:
                     if actor is None:
                         actor = await self._new_actor(lane)
                     rows = _by_task(remaining)
-                    stream = actor.run.remote(self.plan_ref, rows, share, self.executor.batch_size)
+                    stream = actor.run.remote(
+                        self.plan_ref, rows, share, self.executor.batch_size, max_outage=self.max_outage
+                    )
                     async for ref in stream:
                         await self._record(await ref)
                     remaining = []

@@ -26,6 +26,7 @@ from evalstack.engine.benchmarks.sandbox import (
 )
 from evalstack.engine.plan import EvalPlan
 from evalstack.engine.runner.pipeline import IndexedRows, run_plan
+from evalstack.inference.breaker import DEFAULT_MAX_OUTAGE, BreakerSettings
 from evalstack.inference.clients import ModelClientPool
 from evalstack.store.records import SampleRecord
 
@@ -60,8 +61,10 @@ def ray_program_runner(resources: Mapping[str, float] | None = None) -> ProgramR
 class ShardRunner:
     """A Ray actor that runs shards of one job's plan and streams their finished samples back."""
 
-    def __init__(self, sandbox_resources: Mapping[str, float] | None = None) -> None:
-        self.clients = ModelClientPool()
+    def __init__(
+        self, sandbox_resources: Mapping[str, float] | None = None, breakers: BreakerSettings | None = None
+    ) -> None:
+        self.clients = ModelClientPool(breaker_settings=breakers)
         self.sandbox_resources = dict(sandbox_resources or {})
 
     def node_id(self) -> str:
@@ -78,10 +81,12 @@ class ShardRunner:
         parallelism: int,
         batch_size: int = 256,
         flush_interval: float = 0.2,
+        max_outage: float = DEFAULT_MAX_OUTAGE,
     ) -> AsyncIterator[list[SampleRecord]]:
         """Run ``rows`` (a shard, by task name) through the pipeline with ``parallelism`` requests in
         flight; yield the finished samples in batches of at most ``batch_size``, at least every
-        ``flush_interval`` seconds. An error of the pipeline (not of a sample) is raised at the end."""
+        ``flush_interval`` seconds. An error of the pipeline (not of a sample), such as the endpoint
+        staying unreachable for ``max_outage`` seconds, is raised after the samples finished before it."""
         buffer: list[SampleRecord] = []
         ready = asyncio.Event()
 
@@ -93,7 +98,9 @@ class ShardRunner:
         token = program_runner.set(ray_program_runner(self.sandbox_resources))
         try:
             shard_plan = dataclasses.replace(plan, parallelism=max(parallelism, 1))
-            runner = asyncio.ensure_future(run_plan(shard_plan, self.clients, sink=collect, rows=rows))
+            runner = asyncio.ensure_future(
+                run_plan(shard_plan, self.clients, sink=collect, rows=rows, max_outage=max_outage)
+            )
         finally:
             program_runner.reset(token)  # the pipeline's tasks copied the context already
         try:
@@ -105,10 +112,10 @@ class ShardRunner:
                 while buffer:
                     batch, buffer[:] = buffer[:batch_size], buffer[batch_size:]
                     yield batch
-            runner.result()
-            while buffer:
+            while buffer:  # what finished before a failure still goes back
                 batch, buffer[:] = buffer[:batch_size], buffer[batch_size:]
                 yield batch
+            runner.result()
         finally:
             if not runner.done():
                 runner.cancel()
