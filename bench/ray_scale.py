@@ -139,7 +139,12 @@ async def compare(
 
 
 async def inside(args: argparse.Namespace) -> None:
-    work = Path(tempfile.mkdtemp(prefix="ray-bench-"))
+    """The measurements, in a working folder removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="ray-bench-") as folder:
+        await measure(args, Path(folder))
+
+
+async def measure(args: argparse.Namespace, work: Path) -> None:
     results: list[list[Any]] = []
     with Stub(stub_path(args.stub), latency_ms=args.latency_ms) as stub:
         model = f"{stub.base_url}#stub"
