@@ -25,9 +25,9 @@ from tests.fakes.model_server import FakeModelServer
 
 from evalstack.benchmark_file import parse_benchmark_file
 from evalstack.config import Settings
-from evalstack.local_run import _submit_benchmark_file, run_file
-from evalstack.server import Services, build_services
-from evalstack.store.records import JobRecord, new_job_id
+from evalstack.local_run import _submit_benchmark_file, _submit_nemo_config, run_file
+from evalstack.services import Services, build_services
+from evalstack.store.records import JobRecord
 from evalstack.store.repository import Store
 
 OBJECT_STORE = 80 * 1024 * 1024
@@ -281,8 +281,7 @@ async def humaneval(workdir: Path) -> dict[str, Any]:
         services = build_services(settings_for(workdir, {"type": "ray", "shard_size": 3}))
         await services.start()
         try:
-            spec = {"config": config, "target": {"type": "model", "model": f"{server.base_url}#fake"}}
-            job = await services.worker.submit(JobRecord(id=new_job_id(), front="nemo", spec=spec))
+            job = await _submit_nemo_config(services, config, f"{server.base_url}#fake", None)
             final = await services.worker.wait(job.id, timeout=300)
             samples = await services.store.read_samples(job.id)
         finally:

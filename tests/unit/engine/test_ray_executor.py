@@ -114,7 +114,7 @@ def test_choosing_the_ray_executor_does_not_import_ray_until_a_job_runs(tmp_path
     code = (
         "import sys\n"
         "from evalstack.config import Settings\n"
-        "from evalstack.server import build_services\n"
+        "from evalstack.services import build_services\n"
         f"services = build_services(Settings(data_dir={str(tmp_path)!r}, executor='ray'))\n"
         "print(type(services.worker.executor).__name__, 'ray' in sys.modules)\n"
     )

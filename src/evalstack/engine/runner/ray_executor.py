@@ -252,7 +252,6 @@ class _Coordinator:
     async def run(self) -> None:
         ray, options = self.ray, self.executor.options
         alive = [node["NodeID"] for node in await asyncio.to_thread(ray.nodes) if node.get("Alive")]
-        self.alive_nodes = alive
         lanes = min(options.max_actors or max(len(alive), 1), len(self.queue))
         shares = split_parallelism(int(self.plan.parallelism), lanes)
         resources = await asyncio.to_thread(ray.cluster_resources)
@@ -275,13 +274,17 @@ class _Coordinator:
             await asyncio.gather(*lane_tasks, return_exceptions=True)
 
     async def _new_actor(self, lane: int) -> Any:
-        """A shard actor, placed on the lane's node while that node lives (elsewhere once it is gone)."""
+        """A shard actor on lane ``lane``'s node: alive node ``lane`` modulo their number, counted now
+        (so a replacement goes to a node that lives). Pinned there: Ray's soft placement and SPREAD
+        both let zero-CPU actors pile up on one node."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        nodes = await asyncio.to_thread(self.ray.nodes)
+        alive = sorted(node["NodeID"] for node in nodes if node.get("Alive"))
         options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0}
-        if self.alive_nodes:
-            node = self.alive_nodes[lane % len(self.alive_nodes)]
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+        if alive:
+            node_id = alive[lane % len(alive)]
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
         actor = self.actor_class.options(**options).remote(self.sandbox, self.breakers)
         self.actors.append(actor)
         self.progress.executor = {**(self.progress.executor or {}), "actors": len(self.actors)}
