@@ -36,6 +36,20 @@ DEFAULT_URL = "http://127.0.0.1:8321"
 URL_OPTION = typer.Option(
     DEFAULT_URL, "--url", envvar="EVALSTACK_URL", help="Base URL of a running evalstack server."
 )
+EXECUTOR_OPTION = typer.Option(
+    None,
+    "--executor",
+    help="Where jobs run: 'local' (this process) or 'ray' (sharded over the Ray cluster at RAY_ADDRESS, "
+    "or the settings' executor.address, else a new local Ray instance) [default: the settings' executor].",
+)
+
+
+def _executor_name(value: str | None) -> str | None:
+    if value is not None and value not in ("local", "ray"):
+        raise typer.BadParameter(
+            f"{value!r} is not an executor; accepted: local, ray", param_hint="--executor"
+        )
+    return value
 
 
 @app.command()
@@ -52,6 +66,7 @@ def serve(
     insecure_no_auth: bool = typer.Option(
         False, "--insecure-no-auth", help="Serve without authentication on a non-loopback address."
     ),
+    executor: str | None = EXECUTOR_OPTION,
 ) -> None:
     """Start the HTTP server."""
     import logging
@@ -69,6 +84,7 @@ def serve(
         overrides["port"] = port
     if db is not None:
         overrides["db_url"] = db
+    overrides["executor"] = _executor_name(executor)
     from evalstack.errors import EvalstackError
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -150,6 +166,7 @@ def run(
         help="Seconds to wait for an unreachable model endpoint before the job fails, keeping its samples "
         "(resume it with 'evalstack resume') [default: the max_outage setting, 900].",
     ),
+    executor: str | None = EXECUTOR_OPTION,
 ) -> None:
     """Run one benchmark in-process, on the same engine and store as the server."""
     import asyncio
@@ -162,7 +179,12 @@ def run(
 
     console = Console()
     try:
-        settings = load_settings(config, db_url=db, adaptive_concurrency=adaptive_concurrency or None)
+        settings = load_settings(
+            config,
+            db_url=db,
+            adaptive_concurrency=adaptive_concurrency or None,
+            executor=_executor_name(executor),
+        )
         outcome = asyncio.run(
             run_file(
                 benchmark_file,

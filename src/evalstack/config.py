@@ -78,6 +78,43 @@ class ModelEntry(_Strict):
         return _check_http_url(value, "base_url")
 
 
+class LocalExecutorSettings(_Strict):
+    """Run every job in the process that holds its lease (the default)."""
+
+    type: Literal["local"] = "local"
+    """``local``: this process runs the job's samples."""
+
+
+class RayExecutorSettings(_Strict):
+    """Shard each job's samples over a Ray cluster; the process holding the job's lease coordinates
+    and is still the only writer of its samples. Needs the ``ray`` extra (``evalstack[ray]``)."""
+
+    type: Literal["ray"] = "ray"
+    """``ray``: Ray actors run the job's samples, this process coordinates."""
+
+    address: str | None = None
+    """The cluster: ``auto``, ``host:6379`` or ``ray://host:10001``. Default: ``RAY_ADDRESS`` if set, else a
+    new local Ray instance."""
+
+    shard_size: int = Field(default=1000, ge=1)
+    """Samples per shard; a shard is what one actor runs at a time and runs again if its actor dies."""
+
+    max_actors: int | None = Field(default=None, ge=1)
+    """Shard actors running at once per job (the job's ``parallelism`` is split among them). Default: one
+    per alive node."""
+
+    num_cpus: int | None = Field(default=None, ge=1)
+    """CPUs of a new local Ray instance (ignored when connecting to a cluster)."""
+
+    object_store_memory: int | None = Field(default=None, ge=78643200)
+    """Object store size in bytes of a new local Ray instance (ignored when connecting to a cluster)."""
+
+
+def _executor_from_name(value: Any) -> Any:
+    """``"local"`` and ``"ray"`` stand for ``{type: local}`` and ``{type: ray}``."""
+    return {"type": value} if isinstance(value, str) else value
+
+
 class ProviderEntry(_Strict):
     """An eval provider the Llama Stack Eval API routes benchmarks to."""
 
@@ -220,6 +257,12 @@ class Settings(_Strict):
     """How model endpoint outages are detected and probed (``failure_threshold``, ``failure_window``,
     ``probe_interval``, ``probe_interval_max``, ``enabled``)."""
 
+    executor: LocalExecutorSettings | RayExecutorSettings = Field(
+        default_factory=LocalExecutorSettings, discriminator="type"
+    )
+    """Where jobs run: ``local`` (default) or ``ray`` / ``{type: ray, address, shard_size, max_actors}``.
+    ``evalstack serve --executor ray`` and ``evalstack run --executor ray`` choose Ray for one process."""
+
     data_roots: list[Path] = Field(default_factory=list)
     """Folders whose files may be registered as datasets by path or ``file://`` URL; nothing outside
     them can be read. Default: the working directory and ``data_dir``."""
@@ -241,6 +284,11 @@ class Settings(_Strict):
     embedded_model: bool = True
     """Register the embedded model (SmolLM2-135M-Instruct, alias ``embedded``) as the default model.
     Running it needs the ``embedded`` extra (torch, transformers)."""
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_name(cls, value: Any) -> Any:
+        return _executor_from_name(value)
 
     @field_validator("hf_endpoint")
     @classmethod
@@ -309,7 +357,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """Settings from the config file (YAML, or JSON for ``*.json``), the environment and overrides.
 
     Overrides whose value is None are ignored, so command-line options that were not given can be
-    passed as they are. Raises InvalidInputError with every problem found.
+    passed as they are. ``executor="ray"`` keeps the file's Ray settings, if it has any. Raises
+    InvalidInputError with every problem found.
     """
     data: dict[str, Any] = _read_config_file(Path(config_file)) if config_file is not None else {}
     env = os.environ
@@ -329,6 +378,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
                 "config": {"evaluator_url": nvidia_url},
             },
         ]
+    executor = overrides.pop("executor", None)
+    current = _executor_from_name(data.get("executor", "local"))
+    if executor is not None and (not isinstance(current, dict) or current.get("type") != executor):
+        data["executor"] = executor  # else the file's own settings for that executor are kept
     data.update({key: value for key, value in overrides.items() if value is not None})
     try:
         return Settings.model_validate(data)
