@@ -48,6 +48,7 @@ from evalstack.engine import datasets
 from evalstack.engine.aggregate import score_value
 from evalstack.engine.benchmarks import ACADEMIC_TYPES, compile_academic_plan, is_academic
 from evalstack.engine.datasets import load_rows
+from evalstack.engine.lm_eval import compile_lm_eval_plan, is_lm_eval_config
 from evalstack.engine.metrics.nemo import nemo_metric
 from evalstack.engine.metrics.nemo_base import (
     MetricDeps,
@@ -635,6 +636,17 @@ Academic benchmark types (``mmlu``, ``gsm8k``...) plug in here, one entry per ty
 that resolves the target's model (:func:`resolve_model_spec`) and builds the benchmark's plan."""
 
 
+def _asks_for_lm_eval(config: Mapping[str, Any]) -> bool:
+    """A config whose type is ``lm-eval`` or an lm-eval task or group that is not one of our own types."""
+    config_type = config.get("type")
+    if not isinstance(config_type, str) or config_type in CONFIG_COMPILERS:
+        return False
+    params = config.get("params")
+    extra = params.get("extra") if isinstance(params, Mapping) else None
+    include_path = extra.get("include_path") if isinstance(extra, Mapping) else None
+    return is_lm_eval_config(config_type, include_path if isinstance(include_path, str) else None)
+
+
 async def compile_nemo_plan(
     config: dict[str, Any],
     target: dict[str, Any],
@@ -654,6 +666,12 @@ async def compile_nemo_plan(
             raise InvalidInputError("Academic benchmarks need a target of type 'model'.")
         endpoint = await resolve_model_spec(parsed_target.model, registry, "target.model")
         return await compile_academic_plan(dict(config), endpoint, settings=settings, clients=clients)
+    if isinstance(config, Mapping) and _asks_for_lm_eval(config):
+        parsed_target = parse_target(target)
+        if parsed_target.type != "model" or parsed_target.model is None:
+            raise InvalidInputError("lm-eval tasks need a target of type 'model'.")
+        endpoint = await resolve_model_spec(parsed_target.model, registry, "target.model")
+        return await compile_lm_eval_plan(config, endpoint, settings=settings, clients=clients)
     parsed_config = parse_config(config)
     parsed_target = parse_target(target)
     compiler = CONFIG_COMPILERS.get(parsed_config.type)

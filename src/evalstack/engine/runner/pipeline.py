@@ -104,6 +104,7 @@ async def _process_sample(
         sample.response = output.response
         for metric in task.metrics:
             sample.scores[metric.name] = await metric.score(row, output)
+        sample.extra.update(output.extra)
     except (InferenceError, UpstreamError) as exc:
         sample.scores = {}
         sample.error = _error_text(exc)
