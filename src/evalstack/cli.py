@@ -71,8 +71,10 @@ def serve(
 
 @app.command()
 def run(
-    benchmark_file: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="A benchmark file (YAML or JSON) or a NeMo Evaluator config."
+    benchmark_file: str = typer.Argument(
+        ...,
+        help="A benchmark file (YAML or JSON), a NeMo Evaluator config, or lm-eval:TASK[,TASK...] "
+        "(lm-evaluation-harness tasks or groups by name).",
     ),
     model: str | None = typer.Option(
         None,
@@ -94,6 +96,13 @@ def run(
         "--adaptive-concurrency",
         help="Back off on 429s and rising latency, grow again while the endpoint keeps up (AIMD).",
     ),
+    extra: list[str] = typer.Option(
+        [],
+        "--extra",
+        "-x",
+        help="For lm-eval:TASK, a params.extra setting KEY=VALUE (repeatable), e.g. num_fewshot=5, "
+        "tokenizer=NAME, endpoint_type=chat, apply_chat_template=true, include_path=DIR.",
+    ),
 ) -> None:
     """Run one benchmark in-process, on the same engine and store as the server."""
     import asyncio
@@ -102,13 +111,20 @@ def run(
 
     from evalstack.config import load_settings
     from evalstack.errors import EvalstackError
-    from evalstack.local_run import render_table, run_file, write_output
+    from evalstack.local_run import lm_eval_document, render_table, run_file, write_output
 
     console = Console()
     try:
+        document = lm_eval_document(benchmark_file, extra) if benchmark_file.startswith("lm-eval:") else None
+        path = Path(benchmark_file)
+        if document is None and not path.is_file():
+            typer.secho(
+                f"error: {benchmark_file} is not a file (nor lm-eval:TASK)", fg=typer.colors.RED, err=True
+            )
+            raise typer.Exit(2)
         settings = load_settings(config, db_url=db, adaptive_concurrency=adaptive_concurrency or None)
         outcome = asyncio.run(
-            run_file(benchmark_file, settings=settings, model=model, limit=limit, console=console)
+            run_file(path, settings=settings, model=model, limit=limit, console=console, document=document)
         )
     except EvalstackError as exc:
         typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)

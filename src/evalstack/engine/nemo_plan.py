@@ -636,7 +636,7 @@ Academic benchmark types (``mmlu``, ``gsm8k``...) plug in here, one entry per ty
 that resolves the target's model (:func:`resolve_model_spec`) and builds the benchmark's plan."""
 
 
-def _asks_for_lm_eval(config: Mapping[str, Any]) -> bool:
+def asks_for_lm_eval(config: Mapping[str, Any]) -> bool:
     """A config whose type is ``lm-eval`` or an lm-eval task or group that is not one of our own types."""
     config_type = config.get("type")
     if not isinstance(config_type, str) or config_type in CONFIG_COMPILERS:
@@ -666,7 +666,7 @@ async def compile_nemo_plan(
             raise InvalidInputError("Academic benchmarks need a target of type 'model'.")
         endpoint = await resolve_model_spec(parsed_target.model, registry, "target.model")
         return await compile_academic_plan(dict(config), endpoint, settings=settings, clients=clients)
-    if isinstance(config, Mapping) and _asks_for_lm_eval(config):
+    if isinstance(config, Mapping) and asks_for_lm_eval(config):
         parsed_target = parse_target(target)
         if parsed_target.type != "model" or parsed_target.model is None:
             raise InvalidInputError("lm-eval tasks need a target of type 'model'.")

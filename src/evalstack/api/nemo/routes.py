@@ -127,6 +127,8 @@ class NemoEvaluatorAPI:
         if "type" not in part:
             supported = nemo_plan.CONFIG_COMPILERS if kind == "config" else nemo_plan.TARGET_TYPES
             raise invalid(f"type is required; supported {kind} types: {', '.join(supported)}", [*loc, "type"])
+        if kind == "config" and nemo_plan.asks_for_lm_eval(part):
+            return  # an lm-eval task or group: lm-eval checks it when the job compiles
         if kind == "config" and isinstance(part.get("tasks"), list):
             raise invalid(
                 "tasks is a list (the early-access format); map task names to tasks: "

@@ -4,7 +4,8 @@
 become ``--gen_kwargs`` (``max_gen_toks``, ``temperature``, ``top_p``, ``until``); ``parallelism``,
 ``max_retries`` and ``request_timeout`` are our engine's. ``extra`` takes ``num_fewshot``,
 ``fewshot_seed``, ``apply_chat_template``, ``fewshot_as_multiturn``, ``system_instruction``,
-``tokenizer`` (a Hugging Face name or a local folder), ``include_path`` (a folder of task YAMLs),
+``tokenizer`` (a Hugging Face name or a local folder), ``include_path`` (a folder of task YAMLs;
+``include_defaults: false`` indexes only that folder),
 ``endpoint_type`` (``chat`` or ``completions``; default completions, chat when
 ``apply_chat_template`` is set), ``max_length``, ``add_bos_token``, ``seed`` and ``eos_string``.
 """
@@ -26,7 +27,8 @@ PARAM_KEYS = (
 )  # fmt: skip
 EXTRA_KEYS = (
     "num_fewshot", "fewshot_seed", "apply_chat_template", "fewshot_as_multiturn", "system_instruction",
-    "tokenizer", "include_path", "endpoint_type", "max_length", "add_bos_token", "seed", "eos_string",
+    "tokenizer", "include_path", "include_defaults", "endpoint_type", "max_length", "add_bos_token", "seed",
+    "eos_string",
 )  # fmt: skip
 
 
@@ -137,6 +139,7 @@ def parse_options(
     tasks = TaskSettings(
         names=tuple(names),
         include_path=str(include_path) if include_path is not None else None,
+        include_defaults=_bool(extra.get("include_defaults", True), "extra.include_defaults"),
         limit=_int(merged["limit_samples"], "limit_samples", 1) if "limit_samples" in merged else None,
         num_fewshot=_int(extra["num_fewshot"], "extra.num_fewshot", 0) if "num_fewshot" in extra else None,
         fewshot_seed=_int(extra.get("fewshot_seed", DEFAULT_FEWSHOT_SEED), "extra.fewshot_seed", 0),

@@ -31,6 +31,7 @@ class TaskSettings:
 
     names: tuple[str, ...]
     include_path: str | None = None
+    include_defaults: bool = True
     limit: int | None = None
     num_fewshot: int | None = None
     fewshot_seed: int = DEFAULT_FEWSHOT_SEED
@@ -53,15 +54,21 @@ class LoadedTasks:
 
 
 @functools.lru_cache(maxsize=8)
-def task_manager(include_path: str | None) -> Any:
-    """lm-eval's TaskManager (it indexes every task YAML once: cached per include path)."""
+def task_manager(include_path: str | None, include_defaults: bool = True) -> Any:
+    """lm-eval's TaskManager (it indexes every task YAML once, seconds: cached per include path).
+
+    ``include_defaults=False`` indexes the include path only (its YAMLs may still ``include:`` built-in
+    files by path), which is much faster.
+    """
     from lm_eval.tasks import TaskManager
 
     if include_path is not None and not Path(include_path).is_dir():
         raise InvalidInputError(
             f"params.extra.include_path {include_path!r} is not a folder; name a folder of lm-eval task YAMLs"
         )
-    return TaskManager(include_path=include_path)
+    if include_path is None and not include_defaults:
+        raise InvalidInputError("params.extra.include_defaults false needs params.extra.include_path")
+    return TaskManager(include_path=include_path, include_defaults=include_defaults)
 
 
 def known_name(name: str, include_path: str | None = None) -> bool:
@@ -80,7 +87,7 @@ def _missing_data_error(names: tuple[str, ...], exc: BaseException) -> NotFoundE
 
 def load_tasks(settings: TaskSettings, model: LmEvalModel) -> LoadedTasks:
     """Load, configure and build the requests of ``settings.names`` (blocking: run it in a thread)."""
-    manager = task_manager(settings.include_path)
+    manager = task_manager(settings.include_path, settings.include_defaults)
     unknown = [n for n in settings.names if n not in manager.all_tasks]
     if unknown:
         raise InvalidInputError(
