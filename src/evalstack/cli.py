@@ -183,6 +183,30 @@ def models(url: str = URL_OPTION) -> None:
     Console().print(table)
 
 
+@app.command()
+def benchmarks(
+    search: str | None = typer.Option(
+        None, "--search", "-s", help="Keep names (or descriptions) containing WORD."
+    ),
+    include_path: Path | None = typer.Option(
+        None, "--include-path", exists=True, file_okay=False, help="A folder of your own lm-eval task YAMLs."
+    ),
+) -> None:
+    """List what evalstack can run: native benchmarks and lm-eval tasks, groups and tags."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from evalstack.engine.catalog import catalog
+
+    entries = catalog(search, include_path=str(include_path) if include_path else None)
+    table = Table(title=f"Benchmarks ({len(entries)})")
+    for column in ("name", "runs on", "kind", "output type", "description"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry.name, entry.path, entry.kind, entry.output_type or "", entry.description)
+    Console().print(table)
+
+
 def _progress_text(progress: dict[str, Any]) -> str:
     done, total = progress.get("samples_processed"), progress.get("samples_total")
     if done is None:

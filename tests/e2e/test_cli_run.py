@@ -135,7 +135,7 @@ class Workspace:
     def db_url(self) -> str:
         return f"sqlite:///{self.db_path}"
 
-    def run(self, *args: str, db: bool = True) -> Run:
+    def run(self, *args: str, db: bool = True, command: str = "run") -> Run:
         env = {
             **os.environ,
             "EVALSTACK_DATA_HOME": str(self.root / "home"),
@@ -145,11 +145,11 @@ class Workspace:
         }
         for name in ("NVIDIA_EVALUATOR_URL", "EVALSTACK_DB_URL", "HF_ENDPOINT"):
             env.pop(name, None)
-        command = [*evalstack_command(), "run", *args]
+        argv = [*evalstack_command(), command, *args]
         if db:
-            command += ["--db", self.db_url]
+            argv += ["--db", self.db_url]
         done = subprocess.run(
-            command, capture_output=True, text=True, env=env, cwd=self.cwd, timeout=RUN_TIMEOUT
+            argv, capture_output=True, text=True, env=env, cwd=self.cwd, timeout=RUN_TIMEOUT
         )
         return Run(done.returncode, done.stdout, done.stderr)
 

@@ -112,3 +112,30 @@ def test_kill_9_mid_lm_eval_job_resumes_with_the_records_and_results_of_a_clean_
         assert set(resumed["tasks"]["gsm8k"]["metrics"]) == SCORES
     finally:
         server.stop()
+
+
+def test_benchmarks_are_listed_with_their_path_and_output_type_by_cli_and_api(tmp_path: Path) -> None:
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    ws = Workspace(root=tmp_path, cwd=cwd, db_path=tmp_path / "x.db")
+    listed = ws.run("--search", "gpqa_diamond_cot_zero", db=False, command="benchmarks")
+    assert listed.returncode == 0, listed.stderr
+    assert "gpqa_diamond_cot_zeroshot" in listed.stdout and "generate_until" in listed.stdout
+
+    server = Server(tmp_path, tmp_path / "evalstack.db").start()
+    try:
+        server.http.timeout = 120.0
+        data = server.http.get(f"{server.url}/v1/evalstack/benchmarks", params={"search": "arc_easy"}).json()[
+            "data"
+        ]
+    finally:
+        server.stop()
+    by_name = {entry["name"]: entry for entry in data}
+    assert by_name["arc_easy"] == {
+        "name": "arc_easy",
+        "path": "native",
+        "kind": "benchmark",
+        "output_type": "multiple_choice",
+        "description": by_name["arc_easy"]["description"],
+    }
+    assert any(e["path"] == "lm-eval" and e["output_type"] == "multiple_choice" for e in data), data

@@ -2,16 +2,20 @@
 
 ``GET /v1/evalstack/jobs`` lists jobs (newest first, ``front`` and ``limit`` optional) and
 ``GET /v1/evalstack/jobs/{job_id}`` shows one with its cached result. The CLI's ``evalstack jobs``
-reads these. Errors use the Llama Stack family's body (``{"error": {"message": ...}}``).
+reads these. ``GET /v1/evalstack/benchmarks[?search=WORD]`` lists what can run (native benchmarks and
+lm-eval tasks, each with its output type), as ``evalstack benchmarks`` does. Errors use the Llama Stack
+family's body (``{"error": {"message": ...}}``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Query
 
 from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
+from evalstack.engine.catalog import catalog
 from evalstack.errors import NotFoundError
 from evalstack.redaction import scrub, secret_values
 
@@ -61,5 +65,11 @@ def jobs_router(services: Services) -> APIRouter:
             "result": job.result,
             "samples_recorded": await services.store.count_samples(job_id),
         }
+
+    @router.get("/evalstack/benchmarks", tags=["evalstack"])
+    async def list_benchmarks(search: str | None = None) -> dict[str, Any]:
+        """What evalstack can run: native benchmarks and lm-eval tasks, groups and tags."""
+        entries = await asyncio.to_thread(catalog, search)
+        return {"data": [entry.to_dict() for entry in entries]}
 
     return router
