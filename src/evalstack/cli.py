@@ -1,4 +1,4 @@
-"""The ``evalstack`` command line: ``serve``, ``run``, ``models`` and ``jobs``.
+"""The ``evalstack`` command line: ``serve``, ``view``, ``run``, ``models`` and ``jobs``.
 
 Heavy modules (the server, the engine, httpx) are imported inside the commands so that
 ``evalstack --help`` stays fast.
@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from evalstack.local_run import RunOutcome
 
 app = typer.Typer(
     name="evalstack",
@@ -66,6 +71,34 @@ def serve(
     uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level.lower())
 
 
+# ---- evalstack view -----------------------------------------------------------------------------
+
+
+@app.command()
+def view(
+    db: str | None = typer.Option(
+        None, "--db", help="SQLAlchemy database URL [default: sqlite file in the data directory]."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8322, help="Port to listen on."),
+    log_level: str = typer.Option("warning", help="Log level: debug, info, warning, error."),
+) -> None:
+    """Browse a local store's jobs and samples in the web viewer (http://HOST:PORT/ui/)."""
+    import uvicorn
+
+    from evalstack.config import load_settings
+    from evalstack.errors import EvalstackError
+    from evalstack.viewer.app import create_viewer_app
+
+    try:
+        settings = load_settings(None, db_url=db)
+    except (EvalstackError, ValueError, OSError) as exc:
+        typer.secho(f"Invalid settings: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"evalstack viewer on http://{host}:{port}/ui/")
+    uvicorn.run(create_viewer_app(settings.db_url), host=host, port=port, log_level=log_level.lower())
+
+
 # ---- evalstack run ------------------------------------------------------------------------------
 
 
@@ -96,6 +129,13 @@ def run(
         "--adaptive-concurrency",
         help="Back off on 429s and rising latency, grow again while the endpoint keeps up (AIMD).",
     ),
+    max_outage: float | None = typer.Option(
+        None,
+        "--max-outage",
+        min=0.001,
+        help="Seconds to wait for an unreachable model endpoint before the job fails, keeping its samples "
+        "(resume it with 'evalstack resume') [default: the max_outage setting, 900].",
+    ),
     extra: list[str] = typer.Option(
         [],
         "--extra",
@@ -111,7 +151,7 @@ def run(
 
     from evalstack.config import load_settings
     from evalstack.errors import EvalstackError
-    from evalstack.local_run import lm_eval_document, render_table, run_file, write_output
+    from evalstack.local_run import lm_eval_document, run_file
 
     console = Console()
     try:
@@ -124,11 +164,56 @@ def run(
             raise typer.Exit(2)
         settings = load_settings(config, db_url=db, adaptive_concurrency=adaptive_concurrency or None)
         outcome = asyncio.run(
-            run_file(path, settings=settings, model=model, limit=limit, console=console, document=document)
+            run_file(
+                path,
+                settings=settings,
+                model=model,
+                limit=limit,
+                console=console,
+                max_outage=max_outage,
+                document=document,
+            )
         )
     except EvalstackError as exc:
         typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
+    _report(outcome, output, console)
+
+
+@app.command()
+def resume(
+    job_id: str = typer.Argument(..., help="The id of a failed or cancelled job in the database."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the full result as JSON here."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", exists=True, dir_okay=False, help="Settings file (YAML or JSON)."
+    ),
+    db: str | None = typer.Option(
+        None, "--db", help="SQLAlchemy database URL [default: sqlite file in the data directory]."
+    ),
+) -> None:
+    """Finish a failed or cancelled job in-process: only the samples it has not recorded are run."""
+    import asyncio
+
+    from rich.console import Console
+
+    from evalstack.config import load_settings
+    from evalstack.errors import EvalstackError
+    from evalstack.local_run import resume_job
+
+    console = Console()
+    try:
+        settings = load_settings(config, db_url=db)
+        outcome = asyncio.run(resume_job(job_id, settings=settings, console=console))
+    except EvalstackError as exc:
+        typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    _report(outcome, output, console)
+
+
+def _report(outcome: RunOutcome, output: Path | None, console: Console) -> None:
+    """Write the JSON result if asked, then the metrics table, or why the job did not complete (exit 1)."""
+    from evalstack.local_run import render_table, write_output
+
     if output is not None:
         write_output(outcome, output)
         console.print(f"Full result written to {output}")
@@ -143,12 +228,12 @@ def run(
 # -------------------------------------------------------------------------------------------------
 
 
-def _get(url: str, path: str, params: dict[str, Any] | None = None) -> Any:
-    """GET ``url + path`` and return the JSON body; exit with a readable message on any failure."""
+def _get(url: str, path: str, params: dict[str, Any] | None = None, *, method: str = "GET") -> Any:
+    """``method`` ``url + path`` and return the JSON body; exit with a readable message on any failure."""
     import httpx
 
     try:
-        response = httpx.get(url.rstrip("/") + path, params=params, timeout=30.0)
+        response = httpx.request(method, url.rstrip("/") + path, params=params, timeout=30.0)
     except httpx.HTTPError as exc:
         typer.secho(f"Cannot reach the evalstack server at {url}: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
@@ -208,13 +293,18 @@ def benchmarks(
 
 
 def _progress_text(progress: dict[str, Any]) -> str:
+    from rich.markup import escape
+
     done, total = progress.get("samples_processed"), progress.get("samples_total")
     if done is None:
         return ""
     text = f"{done}/{total}" if total else str(done)
     if progress.get("errors"):
         text += f" ({progress['errors']} errors)"
-    return text
+    outage = progress.get("outage")
+    if isinstance(outage, dict):
+        text += f"; waiting for {outage.get('endpoint')}, unreachable for {outage.get('unreachable_s')}s"
+    return escape(text)
 
 
 @jobs_app.callback()
@@ -256,6 +346,15 @@ def list_jobs(
             str(job.get("created_at") or "")[:19],
         )
     Console().print(table)
+
+
+@jobs_app.command("resume")
+def resume_server_job(
+    ctx: typer.Context, job_id: str = typer.Argument(..., help="The job id."), url: str = URL_OPTION
+) -> None:
+    """Run a failed or cancelled job again on the server, from the samples it already recorded."""
+    job = _get(_jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}/resume", method="POST")
+    typer.echo(f"Job {job['id']} is {job['status']} again")
 
 
 @jobs_app.command("show")

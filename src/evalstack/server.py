@@ -117,19 +117,26 @@ def build_services(settings: Settings) -> Services:
     from evalstack.engine.compile import compile_job
     from evalstack.engine.runner import JobWorker
     from evalstack.engine.scoring import ScoringService
+    from evalstack.inference.breaker import BreakerSettings
     from evalstack.inference.clients import ModelClientPool
     from evalstack.registry import Registry
     from evalstack.store.repository import Store
 
     store = Store(settings.db_url)
     registry = Registry(store, settings)
-    clients = ModelClientPool()
+    clients = ModelClientPool(breaker_settings=BreakerSettings(**settings.circuit_breaker.model_dump()))
     scoring = ScoringService(registry, clients)
 
     async def compile_for_worker(job: JobRecord) -> EvalPlan:
         return await compile_job(job, registry, scoring, settings, clients)
 
-    worker = JobWorker(store, clients, compile_for_worker, adaptive_concurrency=settings.adaptive_concurrency)
+    worker = JobWorker(
+        store,
+        clients,
+        compile_for_worker,
+        adaptive_concurrency=settings.adaptive_concurrency,
+        max_outage=settings.max_outage,
+    )
     services = Services(
         settings=settings, store=store, registry=registry, clients=clients, scoring=scoring, worker=worker
     )
@@ -176,13 +183,17 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     from fastapi import FastAPI
 
     from evalstack.api.jobs import jobs_router
+    from evalstack.api.listings import listings_router
     from evalstack.api.llama_stack.routes import include_llama_stack_api
+    from evalstack.viewer.pages import mount_viewer
 
     app = FastAPI(title="evalstack", version=__version__, lifespan=lifespan)
     app.state.services = services
     include_llama_stack_api(app, services)
+    app.include_router(listings_router(services.store), prefix="/v1")
     app.include_router(jobs_router(services), prefix="/v1")
     _include_nemo_api(app, services)
+    mount_viewer(app, services.store)
     return app
 
 

@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 import sacrebleu
 import yaml
+from tests.fakes import squares
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.serving import free_port
 
@@ -446,24 +449,30 @@ def test_unknown_scoring_function_is_rejected_before_any_job(ws: Workspace, fake
 
 
 @pytest.mark.slow
-def test_model_url_nobody_listens_on_fails_the_job_with_the_url(ws: Workspace) -> None:
+def test_model_url_nobody_listens_on_fails_the_job_after_max_outage_with_the_url(ws: Workspace) -> None:
     port = free_port()  # nothing listens there
     write_jsonl(ws.cwd / "qa.jsonl", QA_ROWS[:2])
     config = nemo_config("qa.jsonl")
     config["params"]["max_retries"] = 0  # fail fast; retries are tested elsewhere
     (ws.cwd / "down.json").write_text(json.dumps(config), encoding="utf-8")
     out = ws.cwd / "out.json"
-    run = ws.run("down.json", "--model", f"http://127.0.0.1:{port}/v1#m", "--output", str(out))
+    model = f"http://127.0.0.1:{port}/v1#m"
+    started = time.monotonic()
+    run = ws.run("down.json", "--model", model, "--output", str(out), "--max-outage", "2")
+    assert time.monotonic() - started < 2 + 15  # the interpreter's start-up, then two seconds of waiting
     assert run.returncode == 1, run.stdout + run.stderr
     assert "failed" in run.stderr and f"127.0.0.1:{port}" in run.stderr, run.stderr
+    assert "max_outage is 2.0s" in run.stderr and "resume" in run.stderr, run.stderr
+    assert f"Model endpoint http://127.0.0.1:{port}/v1 is unreachable" in run.stdout
     assert "Traceback" not in run.stdout + run.stderr
     document = json.loads(out.read_text(encoding="utf-8"))
     assert document["status"] == "failed"
     assert f"127.0.0.1:{port}" in document["error"]
-    # The failed job and its failed samples are recorded in the store.
+    assert document["progress"]["task_status"] == {"qa": "failed"}
+    # The failed job is recorded; its samples were never answered, so none is recorded as an error.
     job, samples = stored_job(ws.db_url, document["job_id"])
     assert job is not None and job.status == "failed"
-    assert samples == 2
+    assert samples == 0
 
 
 # ---- (e) the shipped demo benchmark -------------------------------------------------------------------
@@ -493,3 +502,76 @@ def test_demo_benchmark_runs_against_a_model_url(ws: Workspace, fake: FakeModelS
     for body in fake.requests:
         assert body["max_tokens"] == spec.sampling_params.max_tokens
         assert body["messages"][0] == {"role": "system", "content": spec.system_message}
+
+
+# ---- (f) the model server goes away mid-run -------------------------------------------------------------
+
+FAST_BREAKER = "circuit_breaker: {failure_threshold: 3, probe_interval: 0.1, probe_interval_max: 0.5}\n"
+
+
+def squares_file(ws: Workspace, rows: list[dict[str, Any]]) -> Path:
+    dataset = write_jsonl(ws.cwd / "squares.jsonl", rows)
+    path = ws.cwd / "squares.json"
+    path.write_text(json.dumps(squares.squares_config(dataset, parallelism=4)), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_a_brief_outage_mid_run_completes_with_the_results_of_an_uninterrupted_run(ws: Workspace) -> None:
+    rows = squares.square_rows(80)
+    bench = squares_file(ws, rows)
+    settings = ws.cwd / "settings.yaml"
+    settings.write_text(FAST_BREAKER, encoding="utf-8")
+    with FakeModelServer(answer=squares.answer, latency=0.05) as model:
+        url = f"{model.base_url}#{model.model_id}"
+        clean_out = ws.cwd / "clean.json"
+        clean = ws.run(str(bench), "--model", url, "--config", str(settings), "--output", str(clean_out))
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        model.reset_stats()
+
+        def outage() -> None:
+            deadline = time.monotonic() + RUN_TIMEOUT
+            while len(model.requests) < 20 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            model.go_down()
+            time.sleep(3.0)
+            model.come_back()
+
+        breaker = threading.Thread(target=outage)
+        breaker.start()
+        out = ws.cwd / "out.json"
+        run = ws.run(str(bench), "--model", url, "--config", str(settings), "--output", str(out))
+        breaker.join()
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"Model endpoint {model.base_url} is unreachable; the job waits for it" in run.stdout
+    assert f"Model endpoint {model.base_url} is reachable again" in run.stdout
+    document, clean_document = (json.loads(p.read_text(encoding="utf-8")) for p in (out, clean_out))
+    assert document["progress"]["errors"] == 0 and document["progress"]["samples_processed"] == len(rows)
+    assert document["result"]["tasks"] == clean_document["result"]["tasks"]
+    accuracy = document["result"]["tasks"]["qa"]["metrics"]["accuracy"]["scores"]["string-check"]["value"]
+    assert accuracy == pytest.approx(squares.expected_accuracy(rows))
+    # Every row was answered once after the restart or before the stop: none was asked twice.
+    asked = [body["messages"][-1]["content"] for body in model.requests]
+    assert sorted(set(asked)) == sorted(row["question"] for row in rows)
+
+
+@pytest.mark.slow
+def test_a_run_that_gave_up_on_its_model_is_finished_by_evalstack_resume(ws: Workspace) -> None:
+    rows = squares.square_rows(12)
+    bench = squares_file(ws, rows)
+    model = FakeModelServer(answer=squares.answer)  # not started: connections are refused
+    url = f"{model.base_url}#{model.model_id}"
+    out = ws.cwd / "out.json"
+    failed = ws.run(str(bench), "--model", url, "--max-outage", "1", "--output", str(out))
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    job_id = json.loads(out.read_text(encoding="utf-8"))["job_id"]
+    assert f"Job {job_id} ended failed" in failed.stderr and "max_outage is 1.0s" in failed.stderr
+    with model:
+        resumed = ws.run(job_id, command="resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"Resuming job {job_id}" in resumed.stdout
+    assert resumed.value("task qa", "accuracy.string-check") == pytest.approx(
+        squares.expected_accuracy(rows), abs=1e-4
+    )
+    again = ws.run(job_id, command="resume")
+    assert again.returncode == 2 and "only a failed or cancelled job can be resumed" in again.stderr

@@ -1,7 +1,9 @@
 """evalstack's own read-only view of every job, whichever front door created it.
 
-``GET /v1/evalstack/jobs`` lists jobs (newest first, ``front`` and ``limit`` optional) and
-``GET /v1/evalstack/jobs/{job_id}`` shows one with its cached result. The CLI's ``evalstack jobs``
+``GET /v1/evalstack/jobs/{job_id}`` shows one job with its cached result (the listings, with their
+filters and paging, are in ``api/listings.py``), and ``POST /v1/evalstack/jobs/{job_id}/resume`` runs
+a failed or cancelled job again from its recorded samples (400 for any other status). The CLI's
+``evalstack jobs``
 reads these. ``GET /v1/evalstack/benchmarks[?search=WORD]`` lists what can run (native benchmarks and
 lm-eval tasks, each with its output type), as ``evalstack benchmarks`` does. Errors use the Llama Stack
 family's body (``{"error": {"message": ...}}``).
@@ -10,9 +12,9 @@ family's body (``{"error": {"message": ...}}``).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
 from evalstack.engine.catalog import catalog
@@ -44,16 +46,6 @@ def jobs_router(services: Services) -> APIRouter:
     """Routes under ``/evalstack/jobs`` (mounted at ``/v1``)."""
     router = APIRouter(route_class=LlamaStackRoute)
 
-    @router.get("/evalstack/jobs", tags=["evalstack"])
-    async def list_jobs(
-        front: Literal["llama_stack", "nemo"] | None = None,
-        limit: int | None = Query(default=None, ge=1),
-    ) -> dict[str, Any]:
-        jobs = await services.store.list_jobs(front)
-        if limit is not None:
-            jobs = jobs[:limit]
-        return {"data": [job_summary(j) for j in jobs]}
-
     @router.get("/evalstack/jobs/{job_id}", tags=["evalstack"])
     @not_found_status(404)
     async def get_job(job_id: str) -> dict[str, Any]:
@@ -71,5 +63,10 @@ def jobs_router(services: Services) -> APIRouter:
         """What evalstack can run: native benchmarks and lm-eval tasks, groups and tags."""
         entries = await asyncio.to_thread(catalog, search)
         return {"data": [entry.to_dict() for entry in entries]}
+
+    @router.post("/evalstack/jobs/{job_id}/resume", tags=["evalstack"])
+    @not_found_status(404)
+    async def resume_job(job_id: str) -> dict[str, Any]:
+        return job_summary(await services.worker.resume(job_id))
 
     return router

@@ -76,3 +76,5 @@ class EvalPlan:
     # AIMD between 1 and ``parallelism``: back off on 429/503 and rising latency, grow back when the
     # endpoint keeps up (engine.adaptive); the history lands in job.progress["concurrency"].
     adaptive_concurrency: bool = False
+    # Seconds the job waits for an unreachable model endpoint before it fails (None: the server's setting).
+    max_outage: float | None = None

@@ -349,3 +349,17 @@ async def test_job_leases_are_held_by_one_owner_renewed_released_and_taken_over(
     assert await store.claim_job("j", "c", ttl=30)
     assert await store.claim_job("k", "a", ttl=-1)  # a lease that has already lapsed...
     assert await store.claim_job("k", "b", ttl=30)  # ...is taken over by the next claim
+
+
+async def test_iter_samples_reads_every_sample_in_order_in_bounded_batches(store: Store) -> None:
+    # "b" sorts after "a", and index 10 after 9 (numbers, not text): the keyset must cross both
+    await store.add_samples("job", [sample("b", i) for i in range(12)] + [sample("a", i) for i in range(5)])
+    await store.add_samples("other", [sample("a", 0)])
+    batches = [batch async for batch in store.iter_samples("job", batch_size=4)]
+    assert [len(b) for b in batches] == [4, 4, 4, 4, 1]
+    read = [(s.task, s.index) for b in batches for s in b]
+    assert read == [("a", i) for i in range(5)] + [("b", i) for i in range(12)]
+    assert batches[0][0] == (await store.read_samples("job"))[0]
+    assert [b async for b in store.iter_samples("missing")] == []
+    with pytest.raises(ValueError, match="batch_size"):
+        [b async for b in store.iter_samples("job", batch_size=0)]
