@@ -637,7 +637,10 @@ that resolves the target's model (:func:`resolve_model_spec`) and builds the ben
 
 
 def asks_for_lm_eval(config: Mapping[str, Any]) -> bool:
-    """A config whose type is ``lm-eval`` or an lm-eval task or group that is not one of our own types."""
+    """A config whose type is ``lm-eval`` or an lm-eval task or group that is not one of our own types.
+
+    Blocking the first time (lm-eval indexes its task YAMLs): call it in a thread from async code.
+    """
     config_type = config.get("type")
     if not isinstance(config_type, str) or config_type in CONFIG_COMPILERS:
         return False
@@ -666,7 +669,7 @@ async def compile_nemo_plan(
             raise InvalidInputError("Academic benchmarks need a target of type 'model'.")
         endpoint = await resolve_model_spec(parsed_target.model, registry, "target.model")
         return await compile_academic_plan(dict(config), endpoint, settings=settings, clients=clients)
-    if isinstance(config, Mapping) and asks_for_lm_eval(config):
+    if isinstance(config, Mapping) and await asyncio.to_thread(asks_for_lm_eval, config):
         parsed_target = parse_target(target)
         if parsed_target.type != "model" or parsed_target.model is None:
             raise InvalidInputError("lm-eval tasks need a target of type 'model'.")

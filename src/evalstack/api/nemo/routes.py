@@ -128,7 +128,7 @@ class NemoEvaluatorAPI:
         if "type" not in part:
             supported = nemo_plan.CONFIG_COMPILERS if kind == "config" else nemo_plan.TARGET_TYPES
             raise invalid(f"type is required; supported {kind} types: {', '.join(supported)}", [*loc, "type"])
-        if kind == "config" and nemo_plan.asks_for_lm_eval(part):
+        if kind == "config" and await asyncio.to_thread(nemo_plan.asks_for_lm_eval, part):
             return  # an lm-eval task or group: lm-eval checks it when the job compiles
         if kind == "config" and isinstance(part.get("tasks"), list):
             raise invalid(
