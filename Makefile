@@ -45,6 +45,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/peers.py
+	$(BIN)/python bench/compare.py
 
 serve: $(STAMP_EMBEDDED)
 	$(BIN)/evalstack serve

@@ -1,4 +1,5 @@
-"""The ``evalstack`` command line: ``serve``, ``view``, ``run``, ``models`` and ``jobs``.
+"""The ``evalstack`` command line: ``serve``, ``view``, ``run``, ``models`` and ``jobs``; ``compare``,
+``gate`` and ``report`` live in :mod:`evalstack.cli_analysis`.
 
 Heavy modules (the server, the engine, httpx) are imported inside the commands so that
 ``evalstack --help`` stays fast.
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from evalstack.cli_analysis import add_analysis_commands
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -398,6 +401,8 @@ def _results_table(result: dict[str, Any]) -> Any:
             table.add_row(fn_id, name, json.dumps(value) if not isinstance(value, str) else value)
     return table
 
+
+add_analysis_commands(app)  # compare, gate, report
 
 if __name__ == "__main__":
     app()

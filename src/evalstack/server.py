@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from evalstack import __version__
+from evalstack.api.analysis import analysis_router
 from evalstack.api.jobs import jobs_router
 from evalstack.api.listings import listings_router
 from evalstack.api.llama_stack.routes import include_llama_stack_api
@@ -43,6 +44,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     include_llama_stack_api(app, services)
     app.include_router(listings_router(services.store), prefix="/v1")
     app.include_router(jobs_router(services.store, services.worker), prefix="/v1")
+    app.include_router(analysis_router(services.store), prefix="/v1")
     include_nemo_api(app, services)
     mount_viewer(app, services.store)
     return app

@@ -68,6 +68,11 @@ JOB_FIELDS_UPDATABLE: frozenset[str] = frozenset(
 )
 """The job fields :meth:`Store.update_job` may change."""
 
+SAMPLE_FIELDS: tuple[str, ...] = (
+    "item", "output_text", "response", "finish_reason", "scores", "error", "extra",
+)  # fmt: skip
+"""The columns of a sample besides task and index, that :meth:`Store.iter_samples` can read."""
+
 _JOB_STATUSES: frozenset[str] = frozenset(get_args(JobStatus))
 _JSON_DIALECTS = frozenset({"sqlite", "postgresql", "mysql", "mariadb"})
 _RESOURCES = tables.resources
@@ -652,17 +657,27 @@ class Store:
                 for task, index, item, text, response, finish, scores, error, extra in rows
             ]
 
-    async def iter_samples(self, job_id: str, batch_size: int = 2000) -> AsyncIterator[list[SampleRecord]]:
+    async def iter_samples(
+        self, job_id: str, batch_size: int = 2000, *, fields: Collection[str] | None = None
+    ) -> AsyncIterator[list[SampleRecord]]:
         """The job's samples in batches of at most ``batch_size``, ordered by task then index.
 
         Each batch is one keyset query on the ``(job_id, task, index)`` index, so a job of any size
-        is read with bounded memory.
+        is read with bounded memory. ``fields`` (some of ``SAMPLE_FIELDS``) reads only those columns
+        besides task and index; the others keep their empty defaults. Raises ValueError naming the
+        accepted fields for an unknown one.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        wanted = SAMPLE_FIELDS if fields is None else tuple(f for f in SAMPLE_FIELDS if f in fields)
+        unknown = set(fields or ()) - set(SAMPLE_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"Unknown sample field(s) {', '.join(sorted(unknown))}; accepted: {', '.join(SAMPLE_FIELDS)}"
+            )
         after: tuple[str, int] | None = None
         while True:
-            batch = await self._run(self._read_sample_batch, job_id, after, batch_size)
+            batch = await self._run(self._read_sample_batch, job_id, after, batch_size, wanted)
             if not batch:
                 return
             yield batch
@@ -671,21 +686,23 @@ class Store:
             after = (batch[-1].task, batch[-1].index)
 
     def _read_sample_batch(
-        self, job_id: str, after: tuple[str, int] | None, limit: int
+        self, job_id: str, after: tuple[str, int] | None, limit: int, fields: tuple[str, ...]
     ) -> list[SampleRecord]:
         c = _SAMPLES.c
-        query = select(
-            c.task, c["index"], c.item, c.output_text, c.response, c.finish_reason, c.scores, c.error, c.extra
-        ).where(c.job_id == job_id)
+        query = select(c.task, c["index"], *(c[name] for name in fields)).where(c.job_id == job_id)
         if after is not None:
             task, index = after
             query = query.where(or_(c.task > task, and_(c.task == task, c["index"] > index)))
         with self._connect() as conn:
             rows = conn.execute(query.order_by(c.task, c["index"]).limit(limit))
-            return [
-                SampleRecord(task, index, item, text, response, finish, scores or {}, error, extra or {})
-                for task, index, item, text, response, finish, scores, error, extra in rows
-            ]
+            batch = []
+            for task, index, *values in rows:
+                sample = SampleRecord(task=task, index=index, item={})
+                for name, value in zip(fields, values, strict=True):
+                    if value is not None:  # JSON columns read back as None keep the empty default
+                        setattr(sample, name, value)
+                batch.append(sample)
+            return batch
 
     async def recorded_indices(self, job_id: str) -> dict[str, set[int]]:
         """For each task of the job, the indices of the samples already recorded."""

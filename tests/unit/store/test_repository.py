@@ -361,5 +361,9 @@ async def test_iter_samples_reads_every_sample_in_order_in_bounded_batches(store
     assert read == [("a", i) for i in range(5)] + [("b", i) for i in range(12)]
     assert batches[0][0] == (await store.read_samples("job"))[0]
     assert [b async for b in store.iter_samples("missing")] == []
+    (light,) = [b async for b in store.iter_samples("other", fields=("scores", "error"))]
+    assert (light[0].task, light[0].index, light[0].item, light[0].output_text) == ("a", 0, {}, None)
+    with pytest.raises(ValueError, match="accepted: item, output_text"):
+        [b async for b in store.iter_samples("job", fields=("prompt",))]
     with pytest.raises(ValueError, match="batch_size"):
         [b async for b in store.iter_samples("job", batch_size=0)]
