@@ -1,4 +1,4 @@
-"""The ``evalstack`` command line: ``serve``, ``run``, ``models`` and ``jobs``.
+"""The ``evalstack`` command line: ``serve``, ``run``, ``models``, ``jobs`` and ``cache``.
 
 Heavy modules (the server, the engine, httpx) are imported inside the commands so that
 ``evalstack --help`` stays fast.
@@ -20,6 +20,10 @@ app = typer.Typer(
 )
 jobs_app = typer.Typer(help="Jobs held by a running server.", invoke_without_command=True)
 app.add_typer(jobs_app, name="jobs")
+cache_app = typer.Typer(
+    help="The response cache in the store (see `evalstack run --cache`).", no_args_is_help=True
+)
+app.add_typer(cache_app, name="cache")
 
 DEFAULT_URL = "http://127.0.0.1:8321"
 URL_OPTION = typer.Option(
@@ -71,8 +75,10 @@ def serve(
 
 @app.command()
 def run(
-    benchmark_file: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="A benchmark file (YAML or JSON) or a NeMo Evaluator config."
+    benchmark: str = typer.Argument(
+        ...,
+        help="A benchmark file (YAML or JSON), a NeMo Evaluator config, or the name of a native "
+        "benchmark (gsm8k, mmlu, arc_challenge, ...).",
     ),
     model: str | None = typer.Option(
         None,
@@ -94,6 +100,9 @@ def run(
         "--adaptive-concurrency",
         help="Back off on 429s and rising latency, grow again while the endpoint keeps up (AIMD).",
     ),
+    cache: bool = typer.Option(
+        False, "--cache", help="Reuse model answers from the response cache and keep new ones there."
+    ),
 ) -> None:
     """Run one benchmark in-process, on the same engine and store as the server."""
     import asyncio
@@ -108,7 +117,9 @@ def run(
     try:
         settings = load_settings(config, db_url=db, adaptive_concurrency=adaptive_concurrency or None)
         outcome = asyncio.run(
-            run_file(benchmark_file, settings=settings, model=model, limit=limit, console=console)
+            run_file(
+                Path(benchmark), settings=settings, model=model, limit=limit, console=console, cache=cache
+            )
         )
     except EvalstackError as exc:
         typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
@@ -258,6 +269,84 @@ def _results_table(result: dict[str, Any]) -> Any:
         for name, value in aggregated.items():
             table.add_row(fn_id, name, json.dumps(value) if not isinstance(value, str) else value)
     return table
+
+
+# ---- evalstack cache ----------------------------------------------------------------------------
+
+CACHE_CONFIG_OPTION = typer.Option(
+    None, "--config", "-c", exists=True, dir_okay=False, help="Settings file (YAML or JSON)."
+)
+CACHE_DB_OPTION = typer.Option(
+    None, "--db", help="SQLAlchemy database URL [default: sqlite file in the data directory]."
+)
+
+
+def _with_store(config: Path | None, db: str | None, work: Any) -> Any:
+    """Open the store the settings name, run ``await work(store, settings)``, close it."""
+    import asyncio
+
+    from evalstack.config import load_settings
+    from evalstack.errors import EvalstackError
+    from evalstack.store.repository import Store
+
+    async def main() -> Any:
+        settings = load_settings(config, db_url=db)
+        async with Store(settings.db_url) as store:
+            return await work(store, settings)
+
+    try:
+        return asyncio.run(main())
+    except EvalstackError as exc:
+        typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+
+
+@cache_app.command("stats")
+def cache_stats(config: Path | None = CACHE_CONFIG_OPTION, db: str | None = CACHE_DB_OPTION) -> None:
+    """How many answers the cache holds and their size, per model."""
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = _with_store(config, db, lambda store, settings: store.cache_summary(settings.cache_ttl))
+    table = Table(title=f"Response cache: {summary.entries:,} answers, {summary.bytes:,} bytes")
+    for column in ("model", "answers", "bytes"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for model, counts in sorted(summary.models.items()):
+        table.add_row(model, f"{counts['entries']:,}", f"{counts['bytes']:,}")
+    console = Console()
+    console.print(table)
+    if summary.entries:
+        console.print(
+            f"oldest {summary.oldest:%Y-%m-%d %H:%M:%S}, newest {summary.newest:%Y-%m-%d %H:%M:%S} (UTC)"
+        )
+    if summary.expired:
+        console.print(
+            f"{summary.expired:,} expired (older than cache_ttl); "
+            "`evalstack cache clear --expired` deletes them"
+        )
+
+
+@cache_app.command("clear")
+def cache_clear(
+    model: str | None = typer.Option(
+        None, "--model", help="Only this model identity, as `evalstack cache stats` lists it."
+    ),
+    expired: bool = typer.Option(False, "--expired", help="Only answers older than the settings' cache_ttl."),
+    config: Path | None = CACHE_CONFIG_OPTION,
+    db: str | None = CACHE_DB_OPTION,
+) -> None:
+    """Delete cached answers (all of them unless narrowed)."""
+
+    async def clear(store: Any, settings: Any) -> int:
+        if expired and settings.cache_ttl is None:
+            typer.secho(
+                "--expired needs cache_ttl in the settings; nothing deleted", fg=typer.colors.RED, err=True
+            )
+            raise typer.Exit(2)
+        return int(await store.clear_cache(model=model, max_age=settings.cache_ttl if expired else None))
+
+    deleted = _with_store(config, db, clear)
+    typer.echo(f"Deleted {deleted:,} cached answer{'s' if deleted != 1 else ''}.")
 
 
 if __name__ == "__main__":

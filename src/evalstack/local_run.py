@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import math
 import time
@@ -125,6 +126,30 @@ def _dataset_source(spec: BenchmarkFile, base: Path) -> RowsDataSource | URIData
     return URIDataSource(uri=spec.dataset.uri)
 
 
+def _looks_like_file(path: Path) -> bool:
+    """A name with a folder or a file suffix is meant as a file (so a typo says "cannot read")."""
+    return len(path.parts) > 1 or path.suffix.lower() in (".yaml", ".yml", ".json")
+
+
+def native_config(name: str) -> dict[str, Any]:
+    """The NeMo config that runs the native benchmark ``name`` (``{"type": "gsm8k"}``).
+
+    An unknown name raises InvalidInputError listing the benchmarks and suggesting the nearest one.
+    """
+    from evalstack.engine.benchmarks import ACADEMIC_TYPES  # the benchmark modules load only when named
+
+    key = name.strip().lower()
+    if key in ACADEMIC_TYPES:
+        return {"type": key}
+    choices = sorted(ACADEMIC_TYPES)
+    nearest = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
+    raise InvalidInputError(
+        f"{name!r} is neither a benchmark file nor a native benchmark.{hint} "
+        f"Native benchmarks: {', '.join(choices)}; or give the path of a YAML or JSON benchmark file."
+    )
+
+
 async def _check_model(services: Services, model: str) -> None:
     """Resolve ``--model`` now, with a hint that fits the command line."""
     try:
@@ -138,7 +163,7 @@ async def _check_model(services: Services, model: str) -> None:
 
 
 async def _submit_benchmark_file(
-    services: Services, spec: BenchmarkFile, source: Path, model: str, limit: int | None
+    services: Services, spec: BenchmarkFile, source: Path, model: str, limit: int | None, cache: bool
 ) -> JobRecord:
     benchmark_id = spec.benchmark_id or source.stem
     dataset = await services.registry.register_dataset(
@@ -175,6 +200,8 @@ async def _submit_benchmark_file(
     }
     if spec.parallelism:
         job_spec["parallelism"] = spec.parallelism
+    if cache or spec.cache:
+        job_spec["cache"] = True
     job = JobRecord(
         id=new_job_id(), front="llama_stack", spec=job_spec, benchmark_id=benchmark_id, provider_id="local"
     )
@@ -182,16 +209,18 @@ async def _submit_benchmark_file(
 
 
 async def _submit_nemo_config(
-    services: Services, config: dict[str, Any], model: str, limit: int | None
+    services: Services, config: dict[str, Any], model: str, limit: int | None, cache: bool
 ) -> JobRecord:
     if limit is not None:
         config = {**config, "params": {**(config.get("params") or {}), "limit_samples": limit}}
     await _check_model(services, model)
-    spec = {
+    spec: dict[str, Any] = {
         "config": config,
         "target": {"type": "model", "model": model},
         "meta": {"source": "evalstack run"},
     }
+    if cache:
+        spec["cache"] = True
     return await services.worker.submit(JobRecord(id=new_job_id(), front="nemo", spec=spec))
 
 
@@ -242,9 +271,11 @@ async def run_file(
     model: str | None,
     limit: int | None,
     console: Console,
+    cache: bool = False,
 ) -> RunOutcome:
-    """Run one benchmark file (ours or a NeMo config) and return its result and summary lines."""
-    document = read_document(path)
+    """Run one benchmark file (ours or a NeMo config), or a native benchmark by name (``gsm8k``),
+    and return its result and summary lines."""
+    document = read_document(path) if path.exists() or _looks_like_file(path) else native_config(str(path))
     # The user named this file: the files beside it may be read, whatever the server's data roots.
     folder = path.resolve().parent
     if folder not in settings.data_roots:
@@ -254,12 +285,18 @@ async def run_file(
     try:
         chosen_model = model or EMBEDDED_MODEL_ID
         if is_nemo_config(document):
-            job = await _submit_nemo_config(services, document, chosen_model, limit)
+            job = await _submit_nemo_config(services, document, chosen_model, limit, cache)
         else:
             spec = parse_benchmark_file(document, path)
-            job = await _submit_benchmark_file(services, spec, path, chosen_model, limit)
+            job = await _submit_benchmark_file(services, spec, path, chosen_model, limit, cache)
         console.print(f"Job [bold]{job.id}[/bold]: {path.name} on model [bold]{chosen_model}[/bold]")
         job = await _follow(services, job.id, console)
+        cached = job.progress.get("cache")
+        if cached:
+            console.print(
+                f"Response cache: {cached['hits']} answers reused, {cached['misses']} asked "
+                f"({cached['bytes_served']:,} bytes reused)"
+            )
         if job.status != "completed":
             return RunOutcome(job=job, result={})
         if job.front == "nemo":

@@ -117,6 +117,7 @@ def build_services(settings: Settings) -> Services:
     from evalstack.engine.compile import compile_job
     from evalstack.engine.runner import JobWorker
     from evalstack.engine.scoring import ScoringService
+    from evalstack.inference.cache import ResponseCache
     from evalstack.inference.clients import ModelClientPool
     from evalstack.registry import Registry
     from evalstack.store.repository import Store
@@ -129,7 +130,14 @@ def build_services(settings: Settings) -> Services:
     async def compile_for_worker(job: JobRecord) -> EvalPlan:
         return await compile_job(job, registry, scoring, settings, clients)
 
-    worker = JobWorker(store, clients, compile_for_worker, adaptive_concurrency=settings.adaptive_concurrency)
+    worker = JobWorker(
+        store,
+        clients,
+        compile_for_worker,
+        adaptive_concurrency=settings.adaptive_concurrency,
+        response_cache=ResponseCache(store, ttl=settings.cache_ttl),
+        cache_every_job=settings.response_cache,
+    )
     services = Services(
         settings=settings, store=store, registry=registry, clients=clients, scoring=scoring, worker=worker
     )

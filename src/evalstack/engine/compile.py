@@ -53,6 +53,20 @@ def _validated(model: type[Benchmark] | type[BenchmarkConfig], data: Any, what: 
         raise InvalidInputError(f"The job's {what} is invalid: {exc}") from exc
 
 
+def cache_requested(spec: Mapping[str, Any]) -> bool:
+    """Whether a job asks for the response cache: ``cache: true`` in its spec (a benchmark file,
+    ``evalstack run --cache``) or ``params.extra.cache`` in its NeMo config."""
+    if spec.get("cache") is True:
+        return True
+    config = spec.get("config")
+    if not isinstance(config, Mapping):
+        benchmark = spec.get("benchmark")
+        config = benchmark.get("metadata") if isinstance(benchmark, Mapping) else None
+    params = config.get("params") if isinstance(config, Mapping) else None
+    extra = params.get("extra") if isinstance(params, Mapping) else None
+    return isinstance(extra, Mapping) and extra.get("cache") is True
+
+
 async def compile_job(
     job: JobRecord,
     registry: Registry,
@@ -64,6 +78,18 @@ async def compile_job(
 
     ``clients`` is needed by NeMo configs (their judges); Llama Stack benchmarks do without.
     """
+    plan = await _compile_front(job, registry, scoring, settings, clients)
+    plan.cache = plan.cache or cache_requested(job.spec)
+    return plan
+
+
+async def _compile_front(
+    job: JobRecord,
+    registry: Registry,
+    scoring: ScoringService,
+    settings: Settings,
+    clients: ClientSource | None,
+) -> EvalPlan:
     spec = job.spec
     if job.front == "llama_stack":
         benchmark: Benchmark = _validated(Benchmark, spec.get("benchmark"), "benchmark")

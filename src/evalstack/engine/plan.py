@@ -72,3 +72,5 @@ class EvalPlan:
     # AIMD between 1 and ``parallelism``: back off on 429/503 and rising latency, grow back when the
     # endpoint keeps up (engine.adaptive); the history lands in job.progress["concurrency"].
     adaptive_concurrency: bool = False
+    # Serve model answers from the response cache and keep new ones there (inference.cache).
+    cache: bool = False

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from evalstack.engine.adaptive import AdaptiveConcurrency
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
@@ -29,6 +29,9 @@ from evalstack.errors import ConflictError, EvalstackError, NotFoundError, Upstr
 from evalstack.inference.base import InferenceError, ModelClient, ModelEndpoint
 from evalstack.inference.feedback import overload_listener
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleRecord
+
+if TYPE_CHECKING:
+    from evalstack.inference.cache import CacheStats, ResponseCache
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +110,7 @@ class RunProgress:
     cancelled: bool = False
     started: float = field(default_factory=time.monotonic)
     concurrency: AdaptiveConcurrency | None = None
+    cache: CacheStats | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy for ``job.progress`` and progress listeners."""
@@ -121,6 +125,8 @@ class RunProgress:
         }
         if self.concurrency is not None:
             snapshot["concurrency"] = self.concurrency.snapshot()
+        if self.cache is not None:
+            snapshot["cache"] = self.cache.snapshot()
         return snapshot
 
 
@@ -148,6 +154,7 @@ async def _process_sample(
     try:
         if task.build_request is not None:
             request = task.build_request(row)
+            request.sample_id = f"{task.name}#{index}"
             assert client is not None  # run_plan checks that inference tasks have a model
             result = await client.generate(request)
             output = SampleOutput(result.text, result.raw)
@@ -185,6 +192,7 @@ async def run_plan(
     cancel: asyncio.Event | None = None,
     on_progress: ProgressCallback | None = None,
     progress_interval: float = 0.5,
+    cache: ResponseCache | None = None,
 ) -> RunProgress:
     """Run every sample of ``plan`` not in ``skip`` and hand each finished sample to ``sink``.
 
@@ -193,7 +201,8 @@ async def run_plan(
     cancelled at once (in-flight requests are abandoned, not recorded) and the returned progress
     has ``cancelled=True``. ``on_progress`` is called at most every ``progress_interval`` seconds
     and once at the end. A task whose rows cannot be loaded raises (the job fails); a failing
-    sample never does. The sink is the caller's to flush.
+    sample never does. The sink is the caller's to flush. With ``cache``, model answers are served
+    from and kept in it (hits and misses land in ``progress.cache``); the cache is the caller's to flush.
     """
     skip = skip or {}
     progress = RunProgress(task_status={task.name: "pending" for task in plan.tasks})
@@ -212,6 +221,9 @@ async def run_plan(
             timeout=plan.request_timeout,
             max_connections=max(plan.parallelism, 1),
         )
+        if cache is not None:
+            cached = cache.wrap(client, plan.model)
+            client, progress.cache = cached, cached.stats
 
     parallelism = max(int(plan.parallelism), 1)
     controller = AdaptiveConcurrency(parallelism) if plan.adaptive_concurrency else None
@@ -485,7 +497,9 @@ class JobWorker:
     (``job.error`` says why); ``cancel`` -> cancelling -> cancelled. ``stop`` leaves running jobs
     as they are (flushed) so that ``start`` resumes them, skipping the samples already recorded.
     ``adaptive_concurrency`` turns AIMD concurrency (``engine.adaptive``) on for every job; a plan can
-    ask for it on its own. Its history is kept in ``job.progress["concurrency"]``.
+    ask for it on its own. Its history is kept in ``job.progress["concurrency"]``. ``response_cache``
+    serves the jobs whose plan has ``cache`` set (every job with ``cache_every_job``); hits and misses
+    are kept in ``job.progress["cache"]``.
 
     Several processes may share one store (two servers, or ``evalstack run`` beside a server): a job
     runs only in the worker that holds its lease (``Store.claim_job``), renewed every
@@ -508,6 +522,8 @@ class JobWorker:
         adaptive_concurrency: bool = False,
         lease_ttl: float = 30.0,
         monitor_interval: float = 1.0,
+        response_cache: ResponseCache | None = None,
+        cache_every_job: bool = False,
     ) -> None:
         self.store = store
         self.clients = clients
@@ -518,6 +534,8 @@ class JobWorker:
         self.progress_interval = progress_interval
         self.cancel_timeout = cancel_timeout
         self.adaptive_concurrency = adaptive_concurrency  # on for every job, whatever its plan says
+        self.response_cache = response_cache  # used by jobs whose plan asks for it, or every job
+        self.cache_every_job = cache_every_job
         self._slots = asyncio.Semaphore(self.max_running_jobs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_events: dict[str, asyncio.Event] = {}
@@ -560,6 +578,8 @@ class JobWorker:
         await asyncio.gather(*tasks, return_exceptions=True)
         writes = list(self._progress_writes.values())
         await asyncio.gather(*writes, return_exceptions=True)
+        if self.response_cache is not None:
+            await self.response_cache.flush()
 
     # ---- jobs ------------------------------------------------------------------------------
 
@@ -786,6 +806,7 @@ class JobWorker:
                 cancel=event,
                 on_progress=lambda p: self._on_progress(job_id, p),
                 progress_interval=self.progress_interval,
+                cache=self.response_cache if plan.cache or self.cache_every_job else None,
             )
         except EvalstackError as exc:
             failure = exc.message
@@ -801,6 +822,8 @@ class JobWorker:
                 if failure is None:
                     failure = f"could not record samples: {exc}"
             await self._settle_progress(job_id)
+            if self.response_cache is not None:
+                await self.response_cache.flush()
 
         snapshot = progress.snapshot() if progress is not None else None
         if failure is not None:

@@ -64,6 +64,8 @@ class OpenAIClient:
             raise InvalidInputError(f"timeout must be positive, got {timeout}")
         self.endpoint = endpoint
         self.chat_url, self.completions_url, self.models_url = _routes(endpoint.base_url)
+        path, _, query = self.models_url.partition("?")
+        self.api_root = path.removesuffix("/models") + (f"?{query}" if query else "")
         self._chat_target = _target(self.chat_url)
         self._completions_target = _target(self.completions_url)
         self._models_target = _target(self.models_url)
@@ -87,24 +89,21 @@ class OpenAIClient:
     async def generate(self, request: InferenceRequest) -> InferenceResult:
         """Send one chat or completion request; raise InferenceError when it cannot be answered."""
         model = self._model or await self.discover_model()
+        payload = request_body(model, request)
         if request.kind == "chat":
-            payload: dict[str, Any] = {"model": model, "messages": request.messages}
             target, url, parse = self._chat_target, self.chat_url, _parse_chat
-        elif request.kind == "completion":
-            payload = {"model": model, "prompt": request.prompt}
-            target, url, parse = self._completions_target, self.completions_url, _parse_completion
         else:
-            raise InferenceError(f"unknown request kind {request.kind!r}; expected 'chat' or 'completion'")
-        params = request.params
-        if params:
-            for key, value in params.items():
-                if value is not None and key != "stream":
-                    payload[key] = value
+            target, url, parse = self._completions_target, self.completions_url, _parse_completion
         try:
             body = _encode(payload).encode()
         except (TypeError, ValueError) as exc:
             raise InferenceError(f"request for {url} cannot be sent as JSON: {exc}") from None
         return await self._call("POST", target, url, body, parse)
+
+    @property
+    def identity(self) -> str:
+        """Which model this is: the API root and the model name, ``http://host:8000/v1#name``."""
+        return f"{self.api_root}#{self._model}"
 
     async def discover_model(self) -> str:
         """Ask the server which model it serves (``GET {root}/models``, first id), once.
@@ -183,6 +182,21 @@ class OpenAIClient:
                 problem,
             )
             await asyncio.sleep(delay)
+
+
+def request_body(model: str, request: InferenceRequest) -> dict[str, Any]:
+    """The JSON body sent for ``request``: ``model``, the messages or prompt, and every set parameter
+    (``stream`` is never sent: responses are read whole)."""
+    if request.kind == "chat":
+        payload: dict[str, Any] = {"model": model, "messages": request.messages}
+    elif request.kind == "completion":
+        payload = {"model": model, "prompt": request.prompt}
+    else:
+        raise InferenceError(f"unknown request kind {request.kind!r}; expected 'chat' or 'completion'")
+    for key, value in request.params.items():
+        if value is not None and key != "stream":
+            payload[key] = value
+    return payload
 
 
 def _routes(base_url: str | None) -> tuple[str, str, str]:

@@ -42,7 +42,7 @@ from sqlalchemy.pool import StaticPool
 
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
 from evalstack.store import tables
-from evalstack.store.records import JobRecord, JobStatus, SampleRecord
+from evalstack.store.records import CachedResponse, CacheSummary, JobRecord, JobStatus, SampleRecord
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ _DATASET_ROWS = tables.dataset_rows
 _JOBS = tables.jobs
 _SAMPLES = tables.samples
 _LEASES = tables.job_leases
+_CACHE = tables.response_cache
 
 
 def _now() -> datetime:
@@ -135,6 +136,11 @@ def _job_record(row: Row[Any]) -> JobRecord:
         created_at=_aware(row.created_at),
         updated_at=_aware(row.updated_at),
     )
+
+
+def _cache_cutoff(max_age: float | None) -> datetime | None:
+    """The oldest ``created_at`` still fresh under a time-to-live of ``max_age`` seconds."""
+    return None if max_age is None else _now() - timedelta(seconds=max_age)
 
 
 def _sample_values(job_id: str, sample: SampleRecord) -> dict[str, Any]:
@@ -662,3 +668,101 @@ class Store:
         query = select(func.count()).select_from(_SAMPLES).where(_SAMPLES.c.job_id == job_id)
         with self._connect() as conn:
             return int(conn.scalar(query) or 0)
+
+    # ---- response cache -------------------------------------------------------------------------
+
+    async def get_cached_response(self, key: str, max_age: float | None = None) -> CachedResponse | None:
+        """The cached answer under ``key``; None when there is none or it is older than ``max_age`` s."""
+        return await self._run(self._get_cached_response, key, _cache_cutoff(max_age))
+
+    def _get_cached_response(self, key: str, cutoff: datetime | None) -> CachedResponse | None:
+        c = _CACHE.c
+        query = select(c.key, c.model, c.text, c.finish_reason, c.raw, c.size, c.created_at).where(
+            c.key == key
+        )
+        if cutoff is not None:
+            query = query.where(c.created_at >= cutoff)
+        with self._connect() as conn:
+            row = conn.execute(query).one_or_none()
+        if row is None:
+            return None
+        return CachedResponse(
+            row.key, row.model, row.text, row.finish_reason, row.raw or {}, row.size, _aware(row.created_at)
+        )
+
+    async def put_cached_responses(self, entries: Sequence[CachedResponse]) -> None:
+        """Store answers in the cache in one transaction; an entry replaces one with the same key."""
+        if entries:
+            await self._run(self._put_cached_responses, list(entries))
+
+    def _put_cached_responses(self, entries: list[CachedResponse]) -> None:
+        now = _now()
+        unique = {entry.key: entry for entry in entries}
+        values = [
+            {
+                "key": e.key,
+                "model": e.model,
+                "text": e.text,
+                "finish_reason": e.finish_reason,
+                "raw": e.raw,
+                "size": e.size,
+                "created_at": e.created_at or now,
+            }
+            for e in unique.values()
+        ]
+        with self._begin() as conn:
+            dialect = conn.dialect.name
+            if dialect in ("sqlite", "postgresql"):
+                if dialect == "sqlite":
+                    statement: Any = sqlite_insert(_CACHE)
+                else:
+                    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+                    statement = postgresql_insert(_CACHE)
+                replaced = {name: statement.excluded[name] for name in values[0] if name != "key"}
+                conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_=replaced), values)
+            else:
+                conn.execute(delete(_CACHE).where(_CACHE.c.key.in_(list(unique))))
+                conn.execute(insert(_CACHE), values)
+
+    async def cache_summary(self, max_age: float | None = None) -> CacheSummary:
+        """Entries and bytes in the cache, per model identity; ``expired`` under ``max_age`` seconds."""
+        return await self._run(self._cache_summary, _cache_cutoff(max_age))
+
+    def _cache_summary(self, cutoff: datetime | None) -> CacheSummary:
+        c = _CACHE.c
+        summary = CacheSummary()
+        query = select(
+            c.model,
+            func.count(),
+            func.coalesce(func.sum(c.size), 0),
+            func.min(c.created_at),
+            func.max(c.created_at),
+        ).group_by(c.model)
+        with self._connect() as conn:
+            for model, count, size, oldest, newest in conn.execute(query).tuples():
+                summary.models[model] = {"entries": int(count), "bytes": int(size)}
+                summary.entries += int(count)
+                summary.bytes += int(size)
+                oldest, newest = _aware(oldest), _aware(newest)
+                summary.oldest = oldest if summary.oldest is None else min(summary.oldest, oldest)
+                summary.newest = newest if summary.newest is None else max(summary.newest, newest)
+            if cutoff is not None:
+                expired = select(func.count()).select_from(_CACHE).where(c.created_at < cutoff)
+                summary.expired = int(conn.scalar(expired) or 0)
+        return summary
+
+    async def clear_cache(self, *, model: str | None = None, max_age: float | None = None) -> int:
+        """Delete cached answers (of one ``model`` identity; only those older than ``max_age`` seconds
+        when given); returns how many were deleted."""
+        return await self._run(self._clear_cache, model, _cache_cutoff(max_age))
+
+    def _clear_cache(self, model: str | None, cutoff: datetime | None) -> int:
+        c = _CACHE.c
+        statement = delete(_CACHE)
+        if model is not None:
+            statement = statement.where(c.model == model)
+        if cutoff is not None:
+            statement = statement.where(c.created_at < cutoff)
+        with self._begin() as conn:
+            return int(conn.execute(statement).rowcount or 0)
