@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RESOURCE_KINDS: frozenset[str] = frozenset(
-    {"model", "dataset", "benchmark", "scoring_fn", "nemo_config", "nemo_target", "nemo_result"}
+    {"model", "dataset", "benchmark", "scoring_fn", "nemo_config", "nemo_target", "nemo_result", "eval_job"}
 )
 """The kinds of resources evalstack keeps; any lowercase name of up to 32 characters is accepted."""
 

@@ -46,6 +46,7 @@ class FakeRegistry:
         self.datasets: dict[str, Dataset] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.models: dict[str, tuple[Model, dict[str, Any]]] = {}
+        self.eval_jobs: dict[str, str] = {}
 
     async def put_benchmark(self, b: Benchmark) -> None:
         self.benchmarks[b.identifier] = b
@@ -61,6 +62,14 @@ class FakeRegistry:
     async def delete_benchmark(self, benchmark_id: str) -> None:
         await self.get_benchmark(benchmark_id)
         del self.benchmarks[benchmark_id]
+
+    async def note_eval_job(self, benchmark_id: str, job_id: str) -> None:
+        self.eval_jobs[benchmark_id] = job_id
+
+    async def latest_eval_job(self, benchmark_id: str) -> str:
+        if benchmark_id not in self.eval_jobs:
+            raise NotFoundError(f"No eval job has been run for benchmark '{benchmark_id}'")
+        return self.eval_jobs[benchmark_id]
 
     async def register_dataset(self, req: RegisterDatasetRequest) -> Dataset:
         dataset_id = req.dataset_id or "dataset-generated"
