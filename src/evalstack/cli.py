@@ -140,10 +140,15 @@ def run(
 
 def _get(url: str, path: str, params: dict[str, Any] | None = None) -> Any:
     """GET ``url + path`` and return the JSON body; exit with a readable message on any failure."""
+    return _call("GET", url, path, params=params)
+
+
+def _call(method: str, url: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+    """Send one request to the server and return the JSON body; exit with a readable message on failure."""
     import httpx
 
     try:
-        response = httpx.get(url.rstrip("/") + path, params=params, timeout=30.0)
+        response = httpx.request(method, url.rstrip("/") + path, params=params, json=body, timeout=30.0)
     except httpx.HTTPError as exc:
         typer.secho(f"Cannot reach the evalstack server at {url}: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
@@ -252,6 +257,48 @@ def show_job(
     result = job.get("result")
     if result:
         console.print(_results_table(result) or json.dumps(result, indent=2)[:4000])
+
+
+def _json_option(value: str | None, option: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        typer.secho(f"{option} is not valid JSON: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+
+
+@jobs_app.command("rescore")
+def rescore_job(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., help="A completed job whose stored outputs are scored again."),
+    metrics: str | None = typer.Option(
+        None,
+        "--metrics",
+        help="Scoring function ids, comma-separated (Llama Stack jobs), or a JSON object: scoring "
+        "function id -> params, or NeMo metrics by name (custom configs); default: the job's own.",
+    ),
+    params: str | None = typer.Option(
+        None,
+        "--params",
+        help='JSON merged into a NeMo config\'s params, e.g. \'{"extra": {"answer_regex": "is ([A-D])"}}\'.',
+    ),
+    url: str = URL_OPTION,
+) -> None:
+    """Score a finished job's stored outputs again, as a new job; no model request is sent."""
+    body: dict[str, Any] = {}
+    if metrics is not None:
+        stripped = metrics.strip()
+        body["metrics"] = (
+            _json_option(stripped, "--metrics")
+            if stripped.startswith("{")
+            else [name.strip() for name in stripped.split(",") if name.strip()]
+        )
+    if params is not None:
+        body["params"] = _json_option(params, "--params")
+    job = _call("POST", _jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}/rescore", body=body)
+    typer.echo(f"Job {job['id']} re-scores {job_id}; `evalstack jobs show {job['id']}` shows its result.")
 
 
 def _results_table(result: dict[str, Any]) -> Any:

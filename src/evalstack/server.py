@@ -115,6 +115,7 @@ def _build_provider(entry: ProviderEntry, services: Services) -> EvalProvider | 
 def build_services(settings: Settings) -> Services:
     """Build (but do not open) every service the server needs."""
     from evalstack.engine.compile import compile_job
+    from evalstack.engine.rescore import RESCORE_OF, replay_stored_outputs
     from evalstack.engine.runner import JobWorker
     from evalstack.engine.scoring import ScoringService
     from evalstack.inference.cache import ResponseCache
@@ -128,7 +129,10 @@ def build_services(settings: Settings) -> Services:
     scoring = ScoringService(registry, clients)
 
     async def compile_for_worker(job: JobRecord) -> EvalPlan:
-        return await compile_job(job, registry, scoring, settings, clients)
+        plan = await compile_job(job, registry, scoring, settings, clients)
+        if job.spec.get(RESCORE_OF):  # re-scoring: stored outputs instead of model requests
+            plan = await replay_stored_outputs(plan, store, str(job.spec[RESCORE_OF]))
+        return plan
 
     worker = JobWorker(
         store,

@@ -1,8 +1,10 @@
 """evalstack's own read-only view of every job, whichever front door created it.
 
-``GET /v1/evalstack/jobs`` lists jobs (newest first, ``front`` and ``limit`` optional) and
-``GET /v1/evalstack/jobs/{job_id}`` shows one with its cached result. The CLI's ``evalstack jobs``
-reads these. Errors use the Llama Stack family's body (``{"error": {"message": ...}}``).
+``GET /v1/evalstack/jobs`` lists jobs (newest first, ``front`` and ``limit`` optional),
+``GET /v1/evalstack/jobs/{job_id}`` shows one with its cached result, and
+``POST /v1/evalstack/jobs/{job_id}/rescore`` creates a job that scores a completed job's stored outputs
+again (``engine.rescore``). The CLI's ``evalstack jobs`` uses these. Errors use the Llama Stack
+family's body (``{"error": {"message": ...}}``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict
 
 from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
 from evalstack.errors import NotFoundError
@@ -32,6 +35,18 @@ def job_summary(job: JobRecord) -> dict[str, Any]:
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "updated_at": job.updated_at.isoformat() if job.updated_at else None,
     }
+
+
+class RescoreRequest(BaseModel):
+    """What to change when re-scoring; nothing changed re-scores with the same metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metrics: list[str] | dict[str, Any] | None = None
+    """Llama Stack jobs: scoring function ids (or id -> params); NeMo custom jobs: the metrics object."""
+
+    params: dict[str, Any] | None = None
+    """NeMo jobs: merged into the config's ``params`` (``{"extra": {"answer_regex": "..."}}``)."""
 
 
 def jobs_router(services: Services) -> APIRouter:
@@ -59,5 +74,16 @@ def jobs_router(services: Services) -> APIRouter:
             "result": job.result,
             "samples_recorded": await services.store.count_samples(job_id),
         }
+
+    @router.post("/evalstack/jobs/{job_id}/rescore", tags=["evalstack"])
+    @not_found_status(404)
+    async def rescore_job(job_id: str, body: RescoreRequest | None = None) -> dict[str, Any]:
+        from evalstack.engine.rescore import submit_rescore
+
+        body = body or RescoreRequest()
+        job = await submit_rescore(
+            services.store, services.worker, job_id, metrics=body.metrics, params=body.params
+        )
+        return {**job_summary(job), "rescore_of": job_id}
 
     return router
