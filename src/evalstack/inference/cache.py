@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,7 +41,9 @@ _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 class CacheStore(Protocol):
     """The part of ``store.repository.Store`` the cache uses."""
 
-    async def get_cached_response(self, key: str, max_age: float | None = None) -> CachedResponse | None: ...
+    async def get_cached_responses(
+        self, keys: Collection[str], max_age: float | None = None
+    ) -> dict[str, CachedResponse]: ...
 
     async def put_cached_responses(self, entries: Sequence[CachedResponse]) -> None: ...
 
@@ -101,19 +103,38 @@ class ResponseCache:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self._pending: list[CachedResponse] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Future[None] | None = None
+        self._lookups: list[tuple[str, asyncio.Future[CachedResponse | None]]] = []
+        self._reader: asyncio.Future[None] | None = None
 
     def wrap(self, client: ModelClient, endpoint: ModelEndpoint) -> CachedModelClient:
         """``client`` behind this cache, with its own counters (``.stats``)."""
         return CachedModelClient(client, endpoint, self, CacheStats())
 
     async def lookup(self, key: str) -> CachedResponse | None:
-        """The fresh answer under ``key``; a store failure is logged and counts as a miss."""
-        try:
-            return await self.store.get_cached_response(key, self.ttl)
-        except Exception:
-            logger.warning("reading the response cache failed; asking the model", exc_info=True)
-            return None
+        """The fresh answer under ``key``, or None.
+
+        Lookups made while another is being read are read together, in one query: the store is one
+        thread, and a job's workers all look up at once. A store failure is logged and is a miss.
+        """
+        future: asyncio.Future[CachedResponse | None] = asyncio.get_running_loop().create_future()
+        self._lookups.append((key, future))
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.ensure_future(self._read_lookups())
+        return await future
+
+    async def _read_lookups(self) -> None:
+        await asyncio.sleep(0)  # the other workers of this turn add their keys first
+        while self._lookups:
+            batch, self._lookups = self._lookups, []
+            try:
+                found = await self.store.get_cached_responses({key for key, _ in batch}, self.ttl)
+            except Exception:
+                logger.warning("reading the response cache failed; asking the model", exc_info=True)
+                found = {}
+            for key, future in batch:
+                if not future.done():
+                    future.set_result(found.get(key))
 
     def add(self, entry: CachedResponse) -> None:
         """Queue one answer for writing."""

@@ -671,24 +671,27 @@ class Store:
 
     # ---- response cache -------------------------------------------------------------------------
 
-    async def get_cached_response(self, key: str, max_age: float | None = None) -> CachedResponse | None:
-        """The cached answer under ``key``; None when there is none or it is older than ``max_age`` s."""
-        return await self._run(self._get_cached_response, key, _cache_cutoff(max_age))
+    async def get_cached_responses(
+        self, keys: Collection[str], max_age: float | None = None
+    ) -> dict[str, CachedResponse]:
+        """The cached answers under ``keys`` that exist and are at most ``max_age`` seconds old."""
+        if not keys:
+            return {}
+        return await self._run(self._get_cached_responses, list(keys), _cache_cutoff(max_age))
 
-    def _get_cached_response(self, key: str, cutoff: datetime | None) -> CachedResponse | None:
+    def _get_cached_responses(self, keys: list[str], cutoff: datetime | None) -> dict[str, CachedResponse]:
         c = _CACHE.c
-        query = select(c.key, c.model, c.text, c.finish_reason, c.raw, c.size, c.created_at).where(
-            c.key == key
-        )
-        if cutoff is not None:
-            query = query.where(c.created_at >= cutoff)
+        found: dict[str, CachedResponse] = {}
         with self._connect() as conn:
-            row = conn.execute(query).one_or_none()
-        if row is None:
-            return None
-        return CachedResponse(
-            row.key, row.model, row.text, row.finish_reason, row.raw or {}, row.size, _aware(row.created_at)
-        )
+            for start in range(0, len(keys), 500):  # bounded IN lists
+                query = select(c.key, c.model, c.text, c.finish_reason, c.raw, c.size, c.created_at).where(
+                    c.key.in_(keys[start : start + 500])
+                )
+                if cutoff is not None:
+                    query = query.where(c.created_at >= cutoff)
+                for key, model, text, finish, raw, size, created in conn.execute(query).tuples():
+                    found[key] = CachedResponse(key, model, text, finish, raw or {}, size, _aware(created))
+        return found
 
     async def put_cached_responses(self, entries: Sequence[CachedResponse]) -> None:
         """Store answers in the cache in one transaction; an entry replaces one with the same key."""

@@ -358,11 +358,16 @@ def cached(key: str, model: str = "http://h/v1#m", text: str = "answer", size: i
     return CachedResponse(key, model, text, "stop", {"choices": [{"text": text}]}, size)
 
 
+async def get_one(store: Store, key: str, max_age: float | None = None) -> CachedResponse | None:
+    return (await store.get_cached_responses([key], max_age)).get(key)
+
+
 async def test_cached_responses_are_read_back_and_replaced(store: Store) -> None:
-    assert await store.get_cached_response("k1") is None
+    assert await store.get_cached_responses(["k1"]) == {}
     await store.put_cached_responses([cached("k1", text="first"), cached("k2")])
-    hit = await store.get_cached_response("k1")
-    assert hit is not None
+    both = await store.get_cached_responses([f"k{n}" for n in range(1, 1200)])  # more than one IN list
+    assert set(both) == {"k1", "k2"}
+    hit = both["k1"]
     assert (hit.text, hit.finish_reason, hit.raw, hit.size) == (
         "first",
         "stop",
@@ -371,18 +376,18 @@ async def test_cached_responses_are_read_back_and_replaced(store: Store) -> None
     )
     assert hit.created_at is not None and hit.created_at.tzinfo is not None
     await store.put_cached_responses([cached("k1", text="second", size=7)])
-    again = await store.get_cached_response("k1")
+    again = await get_one(store, "k1")
     assert again is not None and (again.text, again.size) == ("second", 7)
 
 
 async def test_cached_responses_expire_and_survive_reopening(store: Store, db_url: str) -> None:
     await store.put_cached_responses([cached("k1")])
     await asyncio.sleep(0.05)
-    assert await store.get_cached_response("k1", max_age=3600) is not None
-    assert await store.get_cached_response("k1", max_age=0.01) is None
+    assert await get_one(store, "k1", max_age=3600) is not None
+    assert await get_one(store, "k1", max_age=0.01) is None
     await store.close()
     await store.open()
-    assert await store.get_cached_response("k1") is not None
+    assert await get_one(store, "k1") is not None
 
 
 async def test_cache_summary_and_clear_by_model_and_age(store: Store) -> None:
@@ -394,7 +399,7 @@ async def test_cache_summary_and_clear_by_model_and_age(store: Store) -> None:
     assert summary.models == {"m-a": {"entries": 2, "bytes": 11}, "m-b": {"entries": 1, "bytes": 100}}
     assert summary.oldest is not None and summary.newest is not None and summary.oldest < summary.newest
     assert await store.clear_cache(max_age=0.03) == 2  # the expired ones only
-    assert await store.get_cached_response("b1") is not None
+    assert await get_one(store, "b1") is not None
     await store.put_cached_responses([cached("a1", "m-a")])
     assert await store.clear_cache(model="m-b") == 1
     assert (await store.cache_summary()).models == {"m-a": {"entries": 1, "bytes": 10}}
