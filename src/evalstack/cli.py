@@ -190,6 +190,9 @@ def _progress_text(progress: dict[str, Any]) -> str:
     text = f"{done}/{total}" if total else str(done)
     if progress.get("errors"):
         text += f" ({progress['errors']} errors)"
+    cache = progress.get("cache")
+    if cache:
+        text += f", cache {cache.get('hits', 0)} hits / {cache.get('misses', 0)} misses"
     return text
 
 
