@@ -14,6 +14,9 @@ What may change, by the kind of job:
   metrics (``{"acc": {"type": "string-check", ...}}``) that replaces every task's metrics.
 - Academic benchmarks (``mmlu``, ``gsm8k``...): ``params`` is merged into the config's ``params``,
   e.g. ``{"extra": {"answer_regex": "answer is \\(?([A-D])"}}`` for another answer extraction.
+
+Log-likelihood metrics ask the model for every choice but the first while scoring; re-scoring a job
+that ran with the response cache finds those answers there, else it asks again.
 """
 
 from __future__ import annotations
@@ -85,8 +88,7 @@ def rescore_spec(
         raise ConflictError(
             f"Job {source.id} is {source.status}; only a completed job's outputs can be re-scored"
         )
-    spec = copy.deepcopy(source.spec)
-    spec.pop("cache", None)
+    spec = copy.deepcopy(source.spec)  # a job that used the cache still does (log-likelihood metrics ask)
     spec[RESCORE_OF] = source.id
     config = _nemo_config(spec)
     if config is None:  # a Llama Stack benchmark: a dataset and scoring functions
@@ -174,7 +176,6 @@ async def replay_stored_outputs(plan: EvalPlan, samples: SampleReader, source_id
         task.build_request = None
         task.read_output = _stored_output
         task.limit = None
-    plan.cache = False
     return plan
 
 

@@ -27,11 +27,12 @@ from evalstack.engine.adaptive import AdaptiveConcurrency
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.errors import ConflictError, EvalstackError, NotFoundError, UpstreamError
 from evalstack.inference.base import InferenceError, ModelClient, ModelEndpoint
+from evalstack.inference.cache import CacheStats
 from evalstack.inference.feedback import overload_listener
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleRecord
 
 if TYPE_CHECKING:
-    from evalstack.inference.cache import CacheStats, ResponseCache
+    from evalstack.inference.cache import ResponseCache
 
 logger = logging.getLogger(__name__)
 
@@ -201,16 +202,35 @@ async def run_plan(
     cancelled at once (in-flight requests are abandoned, not recorded) and the returned progress
     has ``cancelled=True``. ``on_progress`` is called at most every ``progress_interval`` seconds
     and once at the end. A task whose rows cannot be loaded raises (the job fails); a failing
-    sample never does. The sink is the caller's to flush. With ``cache``, model answers are served
-    from and kept in it (hits and misses land in ``progress.cache``); the cache is the caller's to flush.
+    sample never does. The sink is the caller's to flush. With ``cache``, every model client this run
+    gets from ``clients`` answers through it (hits and misses land in ``progress.cache``); the cache is
+    the caller's to flush.
     """
     skip = skip or {}
     progress = RunProgress(task_status={task.name: "pending" for task in plan.tasks})
-    counters = [_TaskCounters() for _ in plan.tasks]
     if cancel is not None and cancel.is_set():
         progress.cancelled = True
         return progress
 
+    scope: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if cache is not None:  # clients handed out from here on, in this run's tasks too, use the cache
+        progress.cache = CacheStats()
+        scope = cache.scope(progress.cache)
+    with scope:
+        return await _run_tasks(plan, clients, progress, sink, skip, cancel, on_progress, progress_interval)
+
+
+async def _run_tasks(
+    plan: EvalPlan,
+    clients: ClientSource,
+    progress: RunProgress,
+    sink: Sink,
+    skip: Mapping[str, set[int]],
+    cancel: asyncio.Event | None,
+    on_progress: ProgressCallback | None,
+    progress_interval: float,
+) -> RunProgress:
+    counters = [_TaskCounters() for _ in plan.tasks]
     client: ModelClient | None = None
     if any(task.build_request is not None for task in plan.tasks):
         if plan.model is None:
@@ -221,9 +241,6 @@ async def run_plan(
             timeout=plan.request_timeout,
             max_connections=max(plan.parallelism, 1),
         )
-        if cache is not None:
-            cached = cache.wrap(client, plan.model)
-            client, progress.cache = cached, cached.stats
 
     parallelism = max(int(plan.parallelism), 1)
     controller = AdaptiveConcurrency(parallelism) if plan.adaptive_concurrency else None

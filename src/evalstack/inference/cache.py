@@ -16,16 +16,23 @@ canonical JSON (sorted keys, no spaces) of
 Only answers are cached: a request that fails (after its retries) raises as before and leaves
 nothing behind. Entries older than ``ttl`` seconds are not served. Writes are batched in the
 background; :meth:`ResponseCache.flush` writes what is pending.
+
+A job turns the cache on with :meth:`ResponseCache.scope` around the code that creates its tasks:
+inside it (a :class:`contextvars.ContextVar`, so per task, like ``feedback.overload_listener``)
+``clients.ModelClientPool`` hands out clients through the cache. That covers the candidate's
+requests and those metrics send while scoring (log-likelihoods of the other choices); clients a
+metric took when it was compiled (judges) are not covered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -65,6 +72,20 @@ class CacheStats:
             "bytes_served": self.bytes_served,
             "bytes_stored": self.bytes_stored,
         }
+
+
+_active: contextvars.ContextVar[tuple[ResponseCache, CacheStats] | None] = contextvars.ContextVar(
+    "evalstack_response_cache", default=None
+)
+
+
+def through_active_cache(client: ModelClient, endpoint: ModelEndpoint) -> ModelClient:
+    """``client`` behind the cache of the current task's job, if its job uses one."""
+    active = _active.get()
+    if active is None:
+        return client
+    cache, stats = active
+    return CachedModelClient(client, endpoint, cache, stats)
 
 
 def is_sampled(body: dict[str, Any]) -> bool:
@@ -107,9 +128,15 @@ class ResponseCache:
         self._lookups: list[tuple[str, asyncio.Future[CachedResponse | None]]] = []
         self._reader: asyncio.Future[None] | None = None
 
-    def wrap(self, client: ModelClient, endpoint: ModelEndpoint) -> CachedModelClient:
-        """``client`` behind this cache, with its own counters (``.stats``)."""
-        return CachedModelClient(client, endpoint, self, CacheStats())
+    @contextlib.contextmanager
+    def scope(self, stats: CacheStats) -> Iterator[None]:
+        """Inside, the model clients handed out (``through_active_cache``) use this cache, counting in
+        ``stats``; tasks created inside keep it after the block ends."""
+        token = _active.set((self, stats))
+        try:
+            yield
+        finally:
+            _active.reset(token)
 
     async def lookup(self, key: str) -> CachedResponse | None:
         """The fresh answer under ``key``, or None.

@@ -240,3 +240,25 @@ async def test_what_cannot_be_rescored_is_refused_with_the_reason(
     assert bad.status_code == 400 and "answer_regex" in bad.text
     unknown = await http.post(f"/v1/evalstack/jobs/{done.id}/rescore", json={"metric": ["x"]})
     assert unknown.status_code == 400 and "metric" in unknown.text
+
+
+async def test_loglikelihood_jobs_with_the_cache_rescore_and_rerun_without_requests(
+    services: Services, http: httpx.AsyncClient
+) -> None:
+    config = {"type": "mmlu", "params": {"extra": {"endpoint_type": "completions", "cache": True}}}
+    with FakeModelServer(answer=" x") as model:  # echo + logprobs: each choice scored by its log-likelihood
+        source = await services.worker.submit(
+            JobRecord(id=new_job_id(), front="nemo", spec={"config": config, "target": target(model)})
+        )
+        first = await finished(services, source.id)
+        assert len(model.requests) == 4 * len(MMLU_SUBJECTS)  # one per choice, three sent by the metric
+        assert first.progress["cache"]["misses"] == 4 * len(MMLU_SUBJECTS)
+        model.reset_stats()
+        again = await rescore(http, services, source.id)
+        rerun = await services.worker.submit(
+            JobRecord(id=new_job_id(), front="nemo", spec={"config": config, "target": target(model)})
+        )
+        repeated = await finished(services, rerun.id)
+        assert model.requests == []
+    assert again.result == first.result == repeated.result
+    assert repeated.progress["cache"]["hits"] == 4 * len(MMLU_SUBJECTS)
