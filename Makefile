@@ -36,6 +36,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/peers.py
+	$(BIN)/python bench/cache.py
 
 serve: $(STAMP_EMBEDDED)
 	$(BIN)/evalstack serve
