@@ -262,3 +262,22 @@ async def test_loglikelihood_jobs_with_the_cache_rescore_and_rerun_without_reque
         assert model.requests == []
     assert again.result == first.result == repeated.result
     assert repeated.progress["cache"]["hits"] == 4 * len(MMLU_SUBJECTS)
+
+
+async def test_gsm8k_answer_regex_replaces_only_the_flexible_extraction(tmp_path: Path) -> None:
+    from evalstack.engine.benchmarks import compile_academic_plan
+    from evalstack.engine.plan import SampleOutput
+    from evalstack.inference.base import ModelEndpoint
+
+    endpoint = ModelEndpoint(kind="openai", model="m", base_url="http://h/v1")
+    settings = Settings(data_dir=tmp_path, embedded_model=False)
+    item = {"id": "0", "question": "q", "solution": "#### 12", "answer": "12"}
+    reply = SampleOutput("Final: 12 apples, then 3 left over.\n#### 15")
+    scores = {}
+    for extra in ({}, {"answer_regex": r"Final: (\d+)"}):
+        plan = await compile_academic_plan(
+            {"type": "gsm8k", "params": {"extra": extra}}, endpoint, settings=settings, clients=None
+        )
+        scores[bool(extra)] = await plan.tasks[0].metrics[0].score(item, reply)
+    assert scores[False] == {"exact_match__strict-match": 0.0, "exact_match__flexible-extract": 0.0}
+    assert scores[True] == {"exact_match__strict-match": 0.0, "exact_match__flexible-extract": 1.0}
