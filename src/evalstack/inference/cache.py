@@ -1,8 +1,8 @@
 """The response cache: never pay twice for the same model answer.
 
 :class:`ResponseCache` keeps successful answers in the store (``response_cache`` table), and
-:meth:`ResponseCache.wrap` puts it in front of one job's model client. The key is a SHA-256 of
-canonical JSON (sorted keys, no spaces) of
+:class:`CachedModelClient` puts it in front of a model client. The key is a SHA-256 of canonical
+JSON (sorted keys, no spaces) of
 
 - the endpoint's model identity: the API root and model name (``http://host:8000/v1#name``), or
   ``embedded:<name>`` for the in-process model;
