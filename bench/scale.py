@@ -12,7 +12,7 @@ Sections (each prints its figures and its target):
 - ``inflight``: in-process jobs at parallelism 64, 256 and 1,024 against the stub at 50 ms latency;
   the most requests in flight (stub ``/stats``) and the mean (samples/s x latency). Target: >= 95%.
 - ``memory``: a 100,000-row job through the server; the server's peak RSS (``VmHWM``). Target: < 400 MB.
-- ``bootstrap``: ``engine.stats.bootstrap_ci`` (and ``score_stats``) over 100,000 samples, 0/1 and
+- ``bootstrap``: ``engine.aggregate.stats.bootstrap_ci`` (and ``score_stats``) over 100,000 samples, 0/1 and
   continuous scores. Target: < 2 s.
 - ``startup``: ``evalstack run --limit 1`` from spawn to the first model request (a tiny listener
   records its arrival), and ``evalstack --help``. Target: < 1.5 s.
@@ -324,7 +324,7 @@ def section_memory(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def section_bootstrap(args: argparse.Namespace, tmp: Path) -> None:
-    from evalstack.engine.stats import bootstrap_ci, score_stats
+    from evalstack.engine.aggregate.stats import bootstrap_ci, score_stats
 
     rng = random.Random(0)
     cases = {

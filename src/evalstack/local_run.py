@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from evalstack.api.llama_stack.models import (
 )
 from evalstack.benchmark_file import BenchmarkFile, is_nemo_config, parse_benchmark_file, read_document
 from evalstack.config import Settings
+from evalstack.engine.aggregate.stats import score_stats
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.registry import EMBEDDED_MODEL_ID
 from evalstack.server import Services, build_services
@@ -56,14 +56,9 @@ class RunOutcome:
 
 def mean_and_stderr(values: Sequence[Any]) -> tuple[float | None, float | None, int]:
     """Mean and standard error (population stddev / sqrt(n)) of the numeric, non-NaN values."""
-    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-    numbers = [v for v in numbers if not math.isnan(v)]
-    if not numbers:
-        return None, None, 0
-    n = len(numbers)
-    mean = sum(numbers) / n
-    variance = sum((v - mean) ** 2 for v in numbers) / n
-    return mean, math.sqrt(variance / n), n
+    stats = score_stats([v for v in values if isinstance(v, int | float) and not isinstance(v, bool)])
+    count = int(stats["count"] or 0)
+    return stats["mean"], stats["stderr"], count
 
 
 def llama_stack_lines(response: EvaluateResponse) -> list[MetricLine]:

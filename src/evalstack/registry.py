@@ -18,14 +18,11 @@ existing dataset id again replaces it cleanly: its old rows, appended ones inclu
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
 import time
 import uuid
 from collections import OrderedDict
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
 
 from evalstack.api.llama_stack.models import (
     Benchmark,
@@ -38,9 +35,10 @@ from evalstack.api.llama_stack.models import (
     URIDataSource,
 )
 from evalstack.config import Settings
-from evalstack.engine.datasets import DATA_EXTENSIONS, load_rows
-from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UpstreamError
+from evalstack.engine.datasets import DatasetUriKind, check_dataset_uri, load_rows
+from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
 from evalstack.inference.base import ModelEndpoint
+from evalstack.redaction import drop_secrets
 from evalstack.store.repository import Store
 
 logger = logging.getLogger(__name__)
@@ -57,19 +55,11 @@ HTTP_PROVIDER_ID = "openai"
 EMBEDDED_PROVIDER_ID = "embedded"
 """``provider_id`` of the in-process embedded model."""
 
-SECRET_METADATA_KEYS = frozenset({"api_key", "apikey", "api-key", "authorization", "token", "secret"})
-"""Model metadata keys (compared in lower case) that never leave the registry."""
-
 NemoKind = Literal["config", "target"]
 
-URI_FORMS = (
-    "a local path or file:// URL inside the server's data_roots, an http(s):// URL of a JSON, JSONL, CSV "
-    "or Parquet file, 'hf://datasets/<org>/<name>[/<path>]' or "
-    "'huggingface://datasets/<org>/<name>?split=<split>'"
-)
-"""The dataset URI forms accepted, as error messages name them."""
+REGISTRABLE_URI_KINDS: tuple[DatasetUriKind, ...] = ("hub", "http", "local")
+"""The dataset URI kinds registration accepts (``engine.datasets.check_dataset_uri`` names their forms)."""
 
-_HUGGINGFACE_PARAMS = ("split", "name", "revision")
 _ROWS_CACHE_SIZE = 8
 
 
@@ -83,108 +73,6 @@ def _dataset_not_found(dataset_id: str) -> NotFoundError:
     return NotFoundError(
         f"Dataset '{dataset_id}' not found. Use 'client.datasets.list()' to list available Datasets."
     )
-
-
-# ---- reading dataset sources ------------------------------------------------------------------
-
-
-def uri_kind(uri: str) -> Literal["local", "http", "hub", "huggingface"]:
-    """Which kind of source a dataset URI names; InvalidInputError naming the accepted forms otherwise."""
-    scheme = urlsplit(uri).scheme.lower()
-    if scheme in ("", "file") or re.match(r"^[A-Za-z]:[/\\]", uri):
-        return "local"
-    if scheme in ("http", "https"):
-        return "http"
-    if scheme in ("hf", "nds"):
-        return "hub"
-    if scheme == "huggingface":
-        return "huggingface"
-    raise InvalidInputError(f"Unsupported dataset URI '{uri}'; accepted: {URI_FORMS}")
-
-
-def parse_huggingface_uri(uri: str) -> tuple[str, dict[str, str]]:
-    """``(repo_id, params)`` of Llama Stack's ``huggingface://datasets/<org>/<name>?split=...`` form."""
-    parts = urlsplit(uri)
-    segments = [s for s in (parts.netloc, *parts.path.split("/")) if s]
-    if segments and segments[0] == "datasets":
-        segments = segments[1:]
-    if len(segments) != 2:
-        raise InvalidInputError(
-            f"Dataset URI '{uri}' does not name a Hugging Face dataset; "
-            "expected 'huggingface://datasets/<org>/<name>?split=<split>'"
-        )
-    params = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-    unknown = sorted(set(params) - set(_HUGGINGFACE_PARAMS))
-    if unknown:
-        raise InvalidInputError(
-            f"Dataset URI '{uri}' has unsupported parameters {', '.join(unknown)}; "
-            f"accepted: {', '.join(_HUGGINGFACE_PARAMS)}"
-        )
-    return "/".join(segments), params
-
-
-def choose_hf_files(files: list[str], split: str | None = None, name: str | None = None) -> list[str]:
-    """The data files of a Hub dataset repository that hold ``split`` (of config ``name``).
-
-    A split or config name matches a whole component of the file path, as in
-    ``data/test-00000-of-00001.parquet`` or ``main/test.jsonl``. A config name that matches no
-    file is ignored (single-config repositories do not name it).
-    """
-    data = sorted(f for f in files if f.lower().removesuffix(".gz").endswith(DATA_EXTENSIONS))
-
-    def has_token(file: str, token: str) -> bool:
-        return re.search(rf"(^|[/_.\-]){re.escape(token)}([/_.\-]|$)", file) is not None
-
-    if name:
-        data = [f for f in data if has_token(f, name)] or data
-    if split:
-        data = [f for f in data if has_token(f, split)]
-    return data
-
-
-def _list_hub_files(repo_id: str, revision: str, endpoint: str | None) -> list[str]:
-    from huggingface_hub import HfApi
-    from huggingface_hub import errors as hf_errors
-
-    try:
-        return HfApi(endpoint=endpoint).list_repo_files(repo_id, repo_type="dataset", revision=revision)
-    except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError) as exc:
-        raise NotFoundError(
-            f"Dataset repository '{repo_id}' (revision {revision}) not found at "
-            f"{endpoint or 'the Hugging Face Hub'}"
-        ) from exc
-    except Exception as exc:  # network failures, refused access, broken answers
-        raise UpstreamError(f"Cannot list the files of dataset repository '{repo_id}': {exc}") from exc
-
-
-async def _load_huggingface_rows(uri: str, settings: Settings, limit: int | None) -> list[dict[str, Any]]:
-    repo_id, params = parse_huggingface_uri(uri)
-    revision = params.get("revision", "main")
-    base = f"hf://datasets/{repo_id}" + ("" if revision == "main" else f"@{revision}")
-    split = params.get("split")
-    if split is None:
-        return await load_rows(base, settings=settings, limit=limit)
-    listing = await asyncio.to_thread(_list_hub_files, repo_id, revision, settings.hf_endpoint)
-    files = choose_hf_files(listing, split, params.get("name"))
-    if not files:
-        raise NotFoundError(f"Dataset repository '{repo_id}' has no data files for split '{split}'")
-    rows: list[dict[str, Any]] = []
-    for file in files:
-        rows.extend(
-            await load_rows(
-                f"{base}/{file}", settings=settings, limit=None if limit is None else limit - len(rows)
-            )
-        )
-        if limit is not None and len(rows) >= limit:
-            break
-    return rows
-
-
-async def load_uri_rows(uri: str, settings: Settings, limit: int | None = None) -> list[dict[str, Any]]:
-    """The rows a dataset URI names, the first ``limit`` of them when given (see the module docstring)."""
-    if uri_kind(uri) == "huggingface":
-        return await _load_huggingface_rows(uri, settings, limit)
-    return await load_rows(uri, settings=settings, limit=limit)
 
 
 # ---- the registry -----------------------------------------------------------------------------
@@ -265,7 +153,7 @@ class Registry:
 
     @staticmethod
     def _model(record: dict[str, Any]) -> Model:
-        metadata = {k: v for k, v in record["metadata"].items() if k.lower() not in SECRET_METADATA_KEYS}
+        metadata = drop_secrets(record["metadata"])
         return Model(
             identifier=record["model_id"],
             provider_resource_id=record["provider_model_id"],
@@ -336,17 +224,15 @@ class Registry:
         source = req.source
         default_provider = "localfs"
         if isinstance(source, URIDataSource):
-            kind = uri_kind(source.uri)
+            kind = check_dataset_uri(source.uri, kinds=REGISTRABLE_URI_KINDS)
             if kind == "local":
                 # Fail now, not at the first read, for a path outside data_roots, missing or unreadable.
                 try:
                     await load_rows(source.uri, settings=self.settings, limit=1)
                 except NotFoundError as exc:
                     raise InvalidInputError(exc.message, detail=exc.detail) from exc
-            elif kind in ("hub", "huggingface"):
+            elif kind == "hub":
                 default_provider = "huggingface"
-                if kind == "huggingface":
-                    parse_huggingface_uri(source.uri)
         record = {
             "identifier": dataset_id,
             "provider_resource_id": dataset_id,
@@ -395,14 +281,14 @@ class Registry:
     async def _source_rows(self, record: dict[str, Any], limit: int | None = None) -> list[dict[str, Any]]:
         """The rows a ``uri`` dataset's source holds: local files are read each time, remote ones cached."""
         dataset_id, uri = record["identifier"], record["source"]["uri"]
-        if uri_kind(uri) == "local":
-            return await load_uri_rows(uri, self.settings, limit)
+        if check_dataset_uri(uri) == "local":
+            return await load_rows(uri, settings=self.settings, limit=limit)
         cached = self._uri_rows.get(dataset_id)
         if cached is not None and cached[0] == uri:
             self._uri_rows.move_to_end(dataset_id)
             rows = cached[1]
         else:
-            rows = await load_uri_rows(uri, self.settings)
+            rows = await load_rows(uri, settings=self.settings)
             logger.info("loaded %d rows of dataset %s from %s", len(rows), dataset_id, uri)
             self._uri_rows[dataset_id] = (uri, rows)
             while len(self._uri_rows) > _ROWS_CACHE_SIZE:

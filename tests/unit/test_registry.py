@@ -22,9 +22,10 @@ from evalstack.api.llama_stack.models import (
     URIDataSource,
 )
 from evalstack.config import ModelEntry, Settings
+from evalstack.engine.datasets import choose_hf_files
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
 from evalstack.inference.base import ModelEndpoint
-from evalstack.registry import EMBEDDED_MODEL_ID, Registry, choose_hf_files
+from evalstack.registry import EMBEDDED_MODEL_ID, Registry
 from evalstack.store.repository import Store
 from tests.fakes.hf_hub import FakeHub
 

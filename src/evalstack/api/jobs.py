@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
 from evalstack.errors import NotFoundError
+from evalstack.redaction import scrub, secret_values
 
 if TYPE_CHECKING:
     from evalstack.server import Services
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 
 
 def job_summary(job: JobRecord) -> dict[str, Any]:
-    """The fields of a job that a listing shows."""
-    return {
+    """The fields of a job that a listing shows (any secret its spec carries masked where quoted)."""
+    summary: dict[str, Any] = {
         "id": job.id,
         "front": job.front,
         "status": job.status,
@@ -35,6 +36,7 @@ def job_summary(job: JobRecord) -> dict[str, Any]:
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "updated_at": job.updated_at.isoformat() if job.updated_at else None,
     }
+    return scrub(summary, secret_values(job.spec))
 
 
 class RescoreRequest(BaseModel):

@@ -27,7 +27,7 @@ from evalstack.store.records import JobRecord
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
-    from evalstack.engine.runner import ClientSource
+    from evalstack.engine.ports import ClientSource
     from evalstack.engine.scoring import ScoringService
     from evalstack.registry import Registry
 

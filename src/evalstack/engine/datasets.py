@@ -9,14 +9,19 @@ Accepted ``files_url`` forms:
   (sorted by path, read one after the other). Downloads are kept in the Hugging Face cache layout under
   ``<data_dir>/huggingface``; a file already there is used when the endpoint cannot be reached.
   ``?split=<split>`` keeps the files of that split (``train.jsonl``, ``data/test-00000-of-00001.parquet``,
-  ``test/...``) and ``?name=<config>`` those under that configuration's folder.
-- ``huggingface://datasets/<namespace>/<repo>?split=<split>`` (the Llama Stack form) and
-  ``nds:<namespace>/<repo>/<file>`` (the legacy NeMo Data Store form): the same as ``hf://datasets/...``.
+  ``test/...``), ``?name=<config>`` those whose path names that configuration (ignored when none
+  does: single-configuration repositories do not name it), ``?revision=<rev>`` is ``@<rev>``.
+- ``huggingface://datasets/<namespace>/<repo>?split=<split>[&name=<config>][&revision=<rev>]`` (the
+  Llama Stack form) and ``nds:<namespace>/<repo>/<file>`` (the legacy NeMo Data Store form): the same
+  as ``hf://datasets/...``.
 - ``data:<mime type>;base64,<data>`` URLs holding a whole file (Llama Stack clients send these).
 - ``http(s)://...``: one file, downloaded with httpx.
 - ``file:///abs/path``, ``file://relative/path`` and plain paths: local files or folders, which must lie
   under one of ``settings.data_roots`` once symlinks are resolved. A relative path is looked up under
   each root in turn.
+
+:func:`check_dataset_uri` tells which of these kinds a URL is, checking it without reading it; it is
+the one place that knows the forms, for ``load_rows`` and for whoever takes a URL to read later.
 
 File formats, by extension (``.gz`` compressed files too) or else by content: a JSON array of objects
 (or a JSON object holding such an array under ``data`` or ``rows``), JSON Lines, CSV (TSV for
@@ -33,12 +38,12 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import parse_qs, unquote, unquote_to_bytes, urlparse
 
 from evalstack.errors import InvalidInputError, NotFoundError, UpstreamError
@@ -49,10 +54,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DATA_EXTENSIONS = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet")
-_ACCEPTED_URLS = (
-    "hf://datasets/<namespace>/<repo>[/<path>], huggingface://datasets/<namespace>/<repo>?split=<split>, "
-    "nds:<namespace>/<repo>/<file>, http(s):// URLs, data: URLs, file:// URLs and local paths"
-)
+
+DatasetUriKind = Literal["local", "http", "hub", "data"]
+URI_FORMS: dict[DatasetUriKind, str] = {
+    "hub": (
+        "hf://datasets/<namespace>/<repo>[/<path>], huggingface://datasets/<namespace>/<repo>?split=<split> "
+        "or nds:<namespace>/<repo>/<file>"
+    ),
+    "http": "http(s):// URLs of a JSON, JSONL, CSV or Parquet file",
+    "data": "data: URLs holding a whole file",
+    "local": "file:// URLs and local paths inside the server's data_roots",
+}
+"""The dataset URL forms by kind, as error messages name them."""
+ALL_URI_KINDS: tuple[DatasetUriKind, ...] = ("hub", "http", "data", "local")
+_HF_QUERY_KEYS = ("split", "name", "revision")
 _HF_URL = re.compile(
     r"^(?:hf|huggingface)://datasets/(?P<ns>[^/@?]+)/(?P<repo>[^/@?]+)(?:@(?P<rev>[^/?]+))?"
     r"(?:/(?P<path>[^?]*))?(?:\?(?P<query>.*))?$"
@@ -80,19 +95,10 @@ class HfLocation:
             + (f"?{query}" if query else "")
         )
 
-    def selects(self, filename: str) -> bool:
-        """Whether a data file of the repository belongs to the requested configuration and split."""
-        parts = filename.lower().split("/")
-        if self.config and self.config.lower() not in parts[:-1]:
-            return False
-        if self.split:
-            split = re.escape(self.split.lower())
-            return re.search(rf"(^|[/_.-]){split}([/_.-]|$)", filename.lower()) is not None
-        return True
-
 
 def parse_hf_url(url: str) -> HfLocation:
-    """Parse ``hf://datasets/...`` and ``nds:...`` URLs; InvalidInputError for anything else."""
+    """Parse ``hf://datasets/...``, ``huggingface://datasets/...`` and ``nds:...`` URLs; InvalidInputError for
+    anything else, or for a query key other than split, name and revision."""
     if url.startswith("nds:"):
         rest = url[len("nds:") :].lstrip("/")
         url = f"hf://datasets/{rest}"
@@ -104,12 +110,72 @@ def parse_hf_url(url: str) -> HfLocation:
             "huggingface://datasets/<namespace>/<repo>?split=<split> or nds:<namespace>/<repo>/<file>."
         )
     path = unquote(match.group("path") or "").strip("/")
-    query = parse_qs(match.group("query") or "")
-    split = query.get("split", [None])[0]
-    config = query.get("name", [None])[0]
+    query = {key: values[-1] for key, values in parse_qs(match.group("query") or "").items()}
+    unknown = sorted(set(query) - set(_HF_QUERY_KEYS))
+    if unknown:
+        raise InvalidInputError(
+            f"Dataset URL {url!r} has unsupported parameters {', '.join(unknown)}; "
+            f"accepted: {', '.join(_HF_QUERY_KEYS)}."
+        )
+    revision = match.group("rev") or query.get("revision") or "main"
     return HfLocation(
-        f"{match.group('ns')}/{match.group('repo')}", match.group("rev") or "main", path, split, config
+        f"{match.group('ns')}/{match.group('repo')}", revision, path, query.get("split"), query.get("name")
     )
+
+
+def choose_hf_files(files: list[str], split: str | None = None, name: str | None = None) -> list[str]:
+    """The data files among ``files`` (paths in a Hub repository) that hold ``split`` of config ``name``.
+
+    A split or config name matches a whole component of the path, as in
+    ``data/test-00000-of-00001.parquet`` or ``main/test.jsonl``. A config name that matches no file is
+    ignored (single-config repositories do not name it).
+    """
+    data = sorted(f for f in files if _is_data_file(f.rsplit("/", 1)[-1]))
+
+    def has_token(file: str, token: str) -> bool:
+        return re.search(rf"(^|[/_.\-]){re.escape(token.lower())}([/_.\-]|$)", file.lower()) is not None
+
+    if name:
+        data = [f for f in data if has_token(f, name)] or data
+    if split:
+        data = [f for f in data if has_token(f, split)]
+    return data
+
+
+def check_dataset_uri(
+    uri: str, *, kinds: Sequence[DatasetUriKind] = ALL_URI_KINDS, settings: Settings | None = None
+) -> DatasetUriKind:
+    """Which kind of source ``uri`` names, checked without reading it.
+
+    InvalidInputError, naming the forms of ``kinds``, for an empty URL, another scheme or a kind not in
+    ``kinds``; InvalidInputError for a Hub URL that does not parse. Given ``settings``, a local path
+    must also lie inside the data roots (InvalidInputError) and exist (NotFoundError).
+    """
+    url = uri.strip()
+    accepted = "; ".join(URI_FORMS[k] for k in kinds)
+    kind: DatasetUriKind
+    if not url:
+        raise InvalidInputError(f"A dataset needs a URL; accepted: {accepted}.")
+    scheme = urlparse(url).scheme.lower()
+    if url.startswith(("hf://", "huggingface://", "nds:")):
+        kind = "hub"
+    elif url.startswith("data:"):
+        kind = "data"
+    elif scheme in ("http", "https"):
+        kind = "http"
+    elif scheme in ("", "file") or _looks_like_windows_drive(url):
+        kind = "local"
+    else:
+        raise InvalidInputError(
+            f"Dataset URL {url!r} has an unsupported scheme {scheme!r}; accepted: {accepted}."
+        )
+    if kind not in kinds:
+        raise InvalidInputError(f"Dataset URL {url!r} is not accepted here; accepted: {accepted}.")
+    if kind == "hub":
+        parse_hf_url(url)
+    elif kind == "local" and settings is not None:
+        _resolve_local(url, settings)
+    return kind
 
 
 async def load_rows(
@@ -129,25 +195,19 @@ async def load_rows(
     if limit is not None and limit <= 0:
         return []
     url = files_url.strip()
-    if not url:
-        raise InvalidInputError(f"A dataset needs a files_url; accepted: {_ACCEPTED_URLS}.")
-    if url.startswith(("hf://", "huggingface://", "nds:")):
+    kind = check_dataset_uri(url)
+    if kind == "hub":
         location = parse_hf_url(url)
         endpoint = hf_endpoint or settings.hf_endpoint
         cache_dir = Path(settings.data_dir) / "huggingface"
         paths = await asyncio.to_thread(_hf_fetch, location, cache_dir, endpoint, hf_token)
         return await asyncio.to_thread(_read_paths, paths, limit)
-    if url.startswith("data:"):
+    if kind == "data":
         return await asyncio.to_thread(_read_data_url, url, limit)
-    scheme = urlparse(url).scheme.lower()
-    if scheme in ("http", "https"):
+    if kind == "http":
         return await _load_http(url, limit)
-    if scheme == "file" or scheme == "" or _looks_like_windows_drive(url):
-        path = _resolve_local(url, settings)
-        return await asyncio.to_thread(_read_local, path, limit)
-    raise InvalidInputError(
-        f"Dataset URL {url!r} has an unsupported scheme {scheme!r}; accepted: {_ACCEPTED_URLS}."
-    )
+    path = _resolve_local(url, settings)
+    return await asyncio.to_thread(_read_local, path, limit)
 
 
 # ---------------------------------------------------------------------------------------------- local
@@ -387,11 +447,7 @@ def _hf_list(location: HfLocation, cache_dir: Path, endpoint: str | None, token:
             raise
         logger.warning("Cannot list %s (%s); using the cached copy", location.url, exc)
         names = cached
-    return sorted(
-        n
-        for n in names
-        if n.startswith(prefix) and _is_data_file(n.rsplit("/", 1)[-1]) and location.selects(n)
-    )
+    return choose_hf_files([n for n in names if n.startswith(prefix)], location.split, location.config)
 
 
 def _hf_cached_files(location: HfLocation, cache_dir: Path) -> list[str] | None:

@@ -41,23 +41,22 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evalstack.engine import datasets
+from evalstack.engine.aggregate import score_value
 from evalstack.engine.benchmarks import ACADEMIC_TYPES, compile_academic_plan, is_academic
 from evalstack.engine.datasets import load_rows
 from evalstack.engine.metrics.nemo import nemo_metric
 from evalstack.engine.metrics.nemo_base import (
     MetricDeps,
-    ModelResolver,
     NemoMetric,
     request_from_rendered,
     resolve_model_spec,
 )
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
-from evalstack.engine.stats import score_stats
+from evalstack.engine.ports import ClientSource, ModelResolver, RowSource
 from evalstack.engine.templates import build_context, check_templates, render_value
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.inference.base import InferenceRequest, ModelEndpoint
@@ -65,7 +64,6 @@ from evalstack.store.records import SampleRecord
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
-    from evalstack.engine.metrics.nemo_base import ClientSource
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +271,6 @@ def parse_target(target: Mapping[str, Any]) -> NemoTarget:
 # --------------------------------------------------------------------------------------- compiling
 
 
-RowSource = Callable[[], Awaitable[list[dict[str, Any]]]]
 ConfigCompiler = Callable[..., Awaitable[EvalPlan]]
 
 
@@ -354,20 +351,8 @@ def check_files_url(files_url: str, settings: Settings, where: str) -> None:
     Local paths and ``file://`` URLs must lie under the data roots and exist; ``hf://`` style URLs must
     parse; other schemes than those :func:`load_rows` reads are rejected. Errors are prefixed with ``where``.
     """
-    url = files_url.strip()
-    scheme = urlparse(url).scheme.lower()
     try:
-        if url.startswith(("hf://", "huggingface://", "nds:")):
-            datasets.parse_hf_url(url)
-        elif url.startswith("data:") or scheme in ("http", "https"):
-            return
-        elif scheme in ("", "file") or datasets._looks_like_windows_drive(url):
-            datasets._resolve_local(url, settings)
-        else:
-            raise InvalidInputError(
-                f"Dataset URL {url!r} has an unsupported scheme {scheme!r}; "
-                f"accepted: {datasets._ACCEPTED_URLS}."
-            )
+        datasets.check_dataset_uri(files_url, settings=settings)
     except (InvalidInputError, NotFoundError) as exc:
         raise type(exc)(f"{where}: {exc.message}", detail=exc.detail) from None
 
@@ -697,8 +682,7 @@ def _scores_for(parts: Sequence[tuple[NemoMetric, Sequence[SampleRecord]]]) -> d
             if score_name in metric.score_names
             for record in records
         ]
-        stats = score_stats(values)
-        scores[score_name] = {"value": stats["mean"], "stats": stats}
+        scores[score_name] = score_value(values)
     if first.corpus_score_names and all(type(metric) is type(first) for metric, _ in parts):
         pooled = [
             (metric, [(r.item, SampleOutput(r.output_text, r.response)) for r in records])

@@ -7,10 +7,11 @@ A plan is a list of tasks. Each task has a row source, a way to turn a row into 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from evalstack.engine.ports import RowSource
 from evalstack.inference.base import InferenceRequest, ModelEndpoint
 from evalstack.store.records import SampleRecord
 
@@ -35,7 +36,6 @@ class Metric(Protocol):
     async def score(self, item: Mapping[str, Any], output: SampleOutput) -> dict[str, Any]: ...
 
 
-RowSource = Callable[[], Awaitable[list[dict[str, Any]]]]
 RequestBuilder = Callable[[Mapping[str, Any]], InferenceRequest]
 OutputReader = Callable[[Mapping[str, Any]], SampleOutput]
 Summarizer = Callable[[Mapping[str, Sequence[SampleRecord]]], dict[str, Any]]

@@ -25,23 +25,15 @@ import copy
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from evalstack.engine.plan import EvalPlan, RowSource, SampleOutput
+from evalstack.engine.plan import EvalPlan, SampleOutput
+from evalstack.engine.ports import JobStore, RowSource
+from evalstack.engine.runner import ERROR_KIND_INFERENCE
 from evalstack.errors import ConflictError, EvalstackError, InvalidInputError, NotFoundError
 from evalstack.inference.base import InferenceError
 from evalstack.store.records import JobRecord, SampleRecord, new_job_id
 
 RESCORE_OF = "rescore_of"
 """The key of a job spec that names the job whose stored outputs it scores."""
-
-_ERROR_KIND_INFERENCE = "inference"  # runner.ERROR_KIND_INFERENCE: the first job's sample failed upstream
-
-
-class SampleReader(Protocol):
-    """The part of ``store.repository.Store`` re-scoring reads."""
-
-    async def read_samples(self, job_id: str, task: str | None = None) -> list[SampleRecord]: ...
-
-    async def get_job(self, job_id: str) -> JobRecord | None: ...
 
 
 class JobSubmitter(Protocol):
@@ -137,7 +129,7 @@ def _stored_output(row: Mapping[str, Any]) -> SampleOutput:
         raise EvalstackError("a re-scored row has no stored output")
     if sample.error is not None:
         reason = f"failed in job before re-scoring: {sample.error}"
-        if sample.extra.get("error_kind") == _ERROR_KIND_INFERENCE:
+        if sample.extra.get("error_kind") == ERROR_KIND_INFERENCE:
             raise InferenceError(reason)
         raise InvalidInputError(reason)
     return SampleOutput(sample.output_text, sample.response)
@@ -157,7 +149,7 @@ def _stored_rows(records: list[SampleRecord]) -> RowSource:
     return load
 
 
-async def replay_stored_outputs(plan: EvalPlan, samples: SampleReader, source_id: str) -> EvalPlan:
+async def replay_stored_outputs(plan: EvalPlan, samples: JobStore, source_id: str) -> EvalPlan:
     """``plan`` with every task reading the outputs job ``source_id`` stored instead of asking a model."""
     stored: dict[str, list[SampleRecord]] = {}
     for sample in await samples.read_samples(source_id):
@@ -180,7 +172,7 @@ async def replay_stored_outputs(plan: EvalPlan, samples: SampleReader, source_id
 
 
 async def submit_rescore(
-    store: SampleReader,
+    store: JobStore,
     worker: JobSubmitter,
     job_id: str,
     *,

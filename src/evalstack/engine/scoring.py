@@ -31,8 +31,11 @@ from evalstack.api.llama_stack.models import (
     ScoringFnParams,
     ScoringResult,
 )
-from evalstack.engine.metrics import aggregations, basic, judge
+from evalstack.engine.aggregate.llama_stack import aggregate as aggregate_rows
+from evalstack.engine.aggregate.llama_stack import check_aggregations
+from evalstack.engine.metrics import basic, judge
 from evalstack.engine.plan import Metric, SampleOutput
+from evalstack.engine.ports import ClientSource
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError
 from evalstack.inference.base import ModelEndpoint
 
@@ -134,7 +137,7 @@ def aggregation_names(fn: ScoringFn, params: ScoringFnParams | None) -> list[str
         names = list(fn.params.aggregation_functions)
     else:
         names = [judge.DEFAULT_JUDGE_AGGREGATION if _is_judge(fn) else "accuracy"]
-    aggregations.check_aggregations(names)
+    check_aggregations(names)
     return names
 
 
@@ -172,7 +175,7 @@ class ScoringMetric:
 class ScoringService:
     """Lists, registers and runs scoring functions (Llama Stack Scoring and ScoringFunctions APIs)."""
 
-    def __init__(self, registry: ScoringRegistry, clients: judge.ClientSource) -> None:
+    def __init__(self, registry: ScoringRegistry, clients: ClientSource) -> None:
         self._registry = registry
         self._clients = clients
 
@@ -232,7 +235,7 @@ class ScoringService:
                 "'llm_as_judge' (judge_model, prompt_template, judge_score_regexes); "
                 f"got {'none' if params is None else repr(params.type)}."
             )
-        aggregations.check_aggregations(params.aggregation_functions)
+        check_aggregations(params.aggregation_functions)
         if req.provider_id is not None and req.provider_id != provider_id:
             raise InvalidInputError(
                 f"Scoring function '{fn_id}' with params of type '{params.type}' is served by provider "
@@ -326,7 +329,7 @@ class ScoringService:
         self, fn: ScoringFn, params: ScoringFnParams | None, score_rows: list[dict[str, Any]]
     ) -> dict[str, Any]:
         """Aggregate the score rows of ``fn`` with the aggregation functions ``params`` select."""
-        return aggregations.aggregate(score_rows, aggregation_names(fn, params))
+        return aggregate_rows(score_rows, aggregation_names(fn, params))
 
     async def score(
         self, rows: list[dict[str, Any]], functions: Mapping[str, ScoringFnParams | None]

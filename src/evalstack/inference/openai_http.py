@@ -9,13 +9,10 @@ answers fail at once with the server's message. Cancellation is never retried.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
-import math
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -23,6 +20,7 @@ from evalstack.errors import InvalidInputError
 from evalstack.inference.base import InferenceError, InferenceRequest, InferenceResult, ModelEndpoint
 from evalstack.inference.feedback import OVERLOAD_STATUSES, report_overload
 from evalstack.inference.transport import AiohttpTransport, Transport, TransportError
+from evalstack.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +153,7 @@ class OpenAIClient:
                         )
                 elif status >= 500 or status in _RETRY_STATUSES:
                     problem = f"HTTP {status}: {_server_message(resp.body)}"
-                    retry_after = _retry_after(resp.headers.get("retry-after"))
+                    retry_after = parse_retry_after(resp.headers.get("retry-after"))
                     if status in OVERLOAD_STATUSES:
                         report_overload(status)  # adaptive concurrency backs off
                 else:
@@ -252,24 +250,6 @@ def _parse_models(data: Any) -> str:
     if not isinstance(model, str) or not model:
         raise TypeError("data[0].id is not a model name")
     return model
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date); None if absent or invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _server_message(body: bytes) -> str:

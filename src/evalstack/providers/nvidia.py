@@ -44,6 +44,7 @@ from evalstack.errors import (
     UpstreamTimeoutError,
 )
 from evalstack.providers.nemo_shapes import STATUS_MAP, generation_row, score_row
+from evalstack.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -171,16 +172,6 @@ def _service_message(response: httpx.Response) -> str:
             if value:
                 return value if isinstance(value, str) else json.dumps(value)[:_MAX_ERROR_BODY]
     return json.dumps(body)[:_MAX_ERROR_BODY]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, min(float(value), _MAX_BACKOFF_S))
-    except ValueError:
-        return None
 
 
 def parse_per_sample_results(archive: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -373,7 +364,9 @@ class NVIDIAEvalImpl:
                     retryable = False
                 if not retryable or attempt > max_retries:
                     raise self._status_error(response, method, path, attempt)
-                delay = _retry_after(response)
+                delay = parse_retry_after(response.headers.get("retry-after"))
+                if delay is not None:
+                    delay = min(delay, _MAX_BACKOFF_S)
                 logger.warning(
                     "NeMo Evaluator %s %s answered %d; retrying", method, url, response.status_code
                 )

@@ -205,6 +205,25 @@ async def test_patch_updates_fields_and_renames(client: httpx.AsyncClient) -> No
     assert clash.status_code == 409
 
 
+async def test_a_target_read_and_sent_back_keeps_its_api_key(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    endpoint = {"url": "http://h/v1/chat/completions", "model_id": "meta/llama", "api_key": "sk-kept-secret"}
+    await client.post(
+        "/v1/evaluation/targets", json={"type": "model", "name": "m", "model": {"api_endpoint": endpoint}}
+    )
+    shown = (await client.get("/v1/evaluation/targets/default/m")).json()
+    assert shown["model"]["api_endpoint"]["api_key"] == "*****"
+    patched = await client.patch("/v1/evaluation/targets/default/m", json={"model": shown["model"]})
+    assert patched.status_code == 200 and "sk-kept-secret" not in patched.text
+    stored = await services.registry.get_nemo("target", "default/m")
+    assert stored["model"]["api_endpoint"]["api_key"] == "sk-kept-secret"
+    renewed = {**endpoint, "api_key": "sk-new-secret"}
+    await client.patch("/v1/evaluation/targets/default/m", json={"model": {"api_endpoint": renewed}})
+    stored = await services.registry.get_nemo("target", "default/m")
+    assert stored["model"]["api_endpoint"]["api_key"] == "sk-new-secret"
+
+
 async def test_delete_returns_delete_response(client: httpx.AsyncClient) -> None:
     created = (await client.post("/v1/evaluation/targets", json=rows_target())).json()
     deleted = await client.delete("/v1/evaluation/targets/default/tgt")

@@ -21,7 +21,7 @@ from evalstack.api.llama_stack.models import (
     RowsDataSource,
 )
 from evalstack.config import Settings
-from evalstack.engine.benchmarks.multiple_choice import MMLU_SUBJECTS
+from evalstack.engine.benchmarks.mmlu import MMLU_SUBJECTS
 from evalstack.server import Services, build_services
 from evalstack.store.records import JobRecord, new_job_id
 from tests.fakes.model_server import FakeModelServer

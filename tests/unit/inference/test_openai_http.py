@@ -14,8 +14,9 @@ import pytest
 
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import InferenceError, InferenceRequest, ModelEndpoint
-from evalstack.inference.openai_http import OpenAIClient, _retry_after, _routes
+from evalstack.inference.openai_http import OpenAIClient, _routes
 from evalstack.inference.transport import Response
+from evalstack.retry_after import parse_retry_after
 from tests.fakes.model_server import FakeModelServer, default_logprob, fake_tokens
 
 
@@ -110,10 +111,10 @@ async def test_retries_429_honouring_retry_after_seconds(server: FakeModelServer
 
 def test_retry_after_accepts_an_http_date() -> None:
     when = datetime.now(UTC) + timedelta(seconds=30)
-    seconds = _retry_after(format_datetime(when, usegmt=True))
+    seconds = parse_retry_after(format_datetime(when, usegmt=True))
     assert seconds is not None and 28 <= seconds <= 31
-    assert _retry_after("3") == 3.0
-    assert _retry_after("soon") is None
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("soon") is None
 
 
 async def test_retry_after_is_capped(server: FakeModelServer) -> None:

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Query, Response
+from pydantic import BaseModel
 
 from evalstack import __version__
 from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
@@ -51,6 +52,7 @@ from evalstack.api.llama_stack.models import (
     ScoringFn,
 )
 from evalstack.errors import InvalidInputError, NotFoundError, UnsupportedError
+from evalstack.redaction import drop_secrets
 
 if TYPE_CHECKING:
     from evalstack.providers.base import EvalProvider
@@ -58,8 +60,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Keys whose values are secrets: never sent back by any API.
-_SECRET_KEYS = frozenset({"api_key", "apikey", "api-key", "authorization", "token", "secret"})
+_Resource = TypeVar("_Resource", bound=BaseModel)
 
 
 def _router() -> APIRouter:
@@ -70,24 +71,11 @@ def _data(items: list[Any]) -> dict[str, Any]:
     return {"data": [i.model_dump(mode="json") if hasattr(i, "model_dump") else i for i in items]}
 
 
-def _scrub(meta: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in meta.items() if k.lower() not in _SECRET_KEYS}
-
-
-def _scrub_deep(value: Any) -> Any:
-    """``value`` with every secret-named key removed, at any depth."""
-    if isinstance(value, Mapping):
-        return {k: _scrub_deep(v) for k, v in value.items() if str(k).lower() not in _SECRET_KEYS}
-    if isinstance(value, list):
-        return [_scrub_deep(v) for v in value]
-    return value
-
-
-def public_model(model: Model) -> Model:
-    """A model as the API shows it: any key-like metadata entry removed."""
-    return model.model_copy(
-        update={"metadata": _scrub(model.metadata), "custom_metadata": _scrub(model.custom_metadata)}
-    )
+def public(resource: _Resource) -> _Resource:
+    """A resource as the API shows it: secret keys dropped from its metadata (and custom metadata)."""
+    fields = ("metadata", "custom_metadata")
+    update = {name: drop_secrets(getattr(resource, name)) for name in fields if hasattr(resource, name)}
+    return resource.model_copy(update=update)
 
 
 # ---- provider routing ---------------------------------------------------------------------------
@@ -159,7 +147,7 @@ def benchmarks_router(services: Services) -> APIRouter:
 
     @router.get("/eval/benchmarks", tags=["benchmarks"])
     async def list_benchmarks() -> dict[str, Any]:
-        return _data(await registry.list_benchmarks())
+        return _data([public(b) for b in await registry.list_benchmarks()])
 
     @router.post("/eval/benchmarks", tags=["benchmarks"])
     async def register_benchmark(body: RegisterBenchmarkRequest) -> None:
@@ -222,7 +210,7 @@ def benchmarks_router(services: Services) -> APIRouter:
 
     @router.get("/eval/benchmarks/{benchmark_id:path}", tags=["benchmarks"])
     async def get_benchmark(benchmark_id: str) -> Benchmark:
-        return await registry.get_benchmark(benchmark_id)
+        return public(await registry.get_benchmark(benchmark_id))
 
     @router.delete("/eval/benchmarks/{benchmark_id:path}", tags=["benchmarks"])
     async def unregister_benchmark(benchmark_id: str) -> None:
@@ -316,16 +304,16 @@ def datasets_router(
                 f"purpose '{body.purpose}' is not accepted here; accepted: {accepted}. "
                 "(Llama Stack 0.2.x clients, under /v1, may also register 'post-training/messages'.)"
             )
-        return await registry.register_dataset(body)
+        return public(await registry.register_dataset(body))
 
     @router.get("/datasets", tags=["datasets"])
     async def list_datasets() -> dict[str, Any]:
-        return _data(await registry.list_datasets())
+        return _data([public(d) for d in await registry.list_datasets()])
 
     @router.get("/datasets/{dataset_id:path}", tags=["datasets"])
     @not_found_status(404)
     async def get_dataset(dataset_id: str) -> Dataset:
-        return await registry.get_dataset(dataset_id)
+        return public(await registry.get_dataset(dataset_id))
 
     @router.delete("/datasets/{dataset_id:path}", tags=["datasets"])
     @not_found_status(404)
@@ -369,7 +357,7 @@ def models_router(services: Services) -> APIRouter:
 
     @router.get("/models", tags=["models"])
     async def list_models() -> dict[str, Any]:
-        return _data([public_model(m) for m in await registry.list_models()])
+        return _data([public(m) for m in await registry.list_models()])
 
     @router.post("/models", tags=["models"])
     async def register_model(body: RegisterModelRequest) -> Model:
@@ -382,12 +370,12 @@ def models_router(services: Services) -> APIRouter:
             provider_id=body.provider_id,
             model_type=body.model_type,
         )
-        return public_model(model)
+        return public(model)
 
     @router.get("/models/{model_id:path}", tags=["models"])
     @not_found_status(404)
     async def get_model(model_id: str) -> Model:
-        return public_model(await registry.get_model(model_id))
+        return public(await registry.get_model(model_id))
 
     @router.delete("/models/{model_id:path}", tags=["models"])
     @not_found_status(404)
@@ -422,7 +410,7 @@ def _eval_provider_info(services: Services, provider: EvalProvider) -> ProviderI
         api="eval",
         provider_id=provider.provider_id,
         provider_type=provider.provider_type,
-        config=_scrub_deep(shown),
+        config=drop_secrets(shown),
         health=health,
     )
 

@@ -22,24 +22,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from evalstack.api.nemo.models import isoformat
+from evalstack.redaction import redact, scrub, secret_values
 from evalstack.store.records import JobRecord, SampleRecord
 
-REDACTED = "*****"
-_SECRET_KEYS = frozenset(
-    {"api_key", "apikey", "hf_token", "access_token", "token", "authorization", "password", "secret"}
-)
 LOG_NAME = "logs/evaluation.log"
-
-
-def redact(value: Any) -> Any:
-    """A copy of ``value`` with every api key (and similar secret) replaced by a placeholder."""
-    if isinstance(value, Mapping):
-        return {
-            k: (REDACTED if str(k).lower() in _SECRET_KEYS and v else redact(v)) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
 
 
 def json_safe(value: Any) -> Any:
@@ -79,7 +65,10 @@ def _dump(value: Any) -> str:
 
 
 def job_log_lines(job: JobRecord, samples: Sequence[SampleRecord]) -> list[str]:
-    """The job's log: lifecycle lines from the record, any lines the worker kept, and each failed sample."""
+    """The job's log: lifecycle lines from the record, any lines the worker kept, and each failed sample.
+
+    Any secret the job's spec carries is masked wherever a line quotes it.
+    """
     created = isoformat(job.created_at) or "-"
     updated = isoformat(job.updated_at) or "-"
     progress = job.progress or {}
@@ -104,7 +93,7 @@ def job_log_lines(job: JobRecord, samples: Sequence[SampleRecord]) -> list[str]:
     lines.append(f"{updated} INFO status {job.status}: {processed} samples processed, {errors} failed")
     if job.error:
         lines.append(f"{updated} ERROR {job.error}")
-    return lines
+    return scrub(lines, secret_values(job.spec))
 
 
 def _zip(files: Iterable[tuple[str, str]]) -> bytes:

@@ -28,6 +28,7 @@ from evalstack.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from evalstack.redaction import REDACTED, is_secret_key, redact
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +245,8 @@ def validation_items(
             "type": err.get("type", "value_error"),
         }
         if "input" in err and err.get("type") != "json_invalid":
-            item["input"] = _jsonable(err["input"])
+            secret = bool(loc) and is_secret_key(loc[-1]) and err["input"]
+            item["input"] = REDACTED if secret else redact(_jsonable(err["input"]))
         items.append(item)
     return items
 

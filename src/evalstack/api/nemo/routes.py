@@ -48,6 +48,7 @@ from evalstack.engine.metrics.nemo import nemo_metric
 from evalstack.engine.metrics.nemo_base import MetricDeps, resolve_model_spec
 from evalstack.engine.templates import check_templates
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError
+from evalstack.redaction import redact, restore_redacted, scrub, secret_values
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleRecord, new_job_id
 
 if TYPE_CHECKING:
@@ -101,8 +102,8 @@ def _ref(value: str, default_namespace: str) -> str:
 
 
 def _wire(kind: Kind, entity: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored config or target as the SDK reads it."""
-    return _WIRE_MODELS[kind].model_validate(entity).model_dump(mode="json", exclude_none=True)
+    """A stored config or target as the SDK reads it, its secrets (api keys, ``hf_token``) redacted."""
+    return redact(_WIRE_MODELS[kind].model_validate(entity).model_dump(mode="json", exclude_none=True))
 
 
 class NemoEvaluatorAPI:
@@ -242,6 +243,7 @@ class NemoEvaluatorAPI:
         changes = {k: v for k, v in changes.items() if k not in SERVER_FIELDS}
         async with self._entity_lock:
             current = await self.get_entity(kind, namespace, name)
+            changes = restore_redacted(changes, current)  # a masked key sent back keeps its value
             updated = {**current, **changes, "updated_at": isoformat(utc_now())}
             await self.check_engine_model(kind, updated, ["body"])
             old_ref, new_ref = f"{namespace}/{name}", f"{updated['namespace']}/{updated['name']}"
@@ -596,8 +598,8 @@ def job_view(job: JobRecord, base_url: str) -> dict[str, Any]:
         description=meta.get("description"),
         custom_fields=meta.get("custom_fields"),
         ownership=meta.get("ownership"),
-        config=EvaluationConfig.model_validate(archive.redact(job.spec.get("config") or {})),
-        target=EvaluationTarget.model_validate(archive.redact(job.spec.get("target") or {})),
+        config=EvaluationConfig.model_validate(redact(job.spec.get("config") or {})),
+        target=EvaluationTarget.model_validate(redact(job.spec.get("target") or {})),
         status=job.status,
         status_details=EvaluationStatusDetails.model_validate(status_details(job)),
         result=result_id_for_job(job.id) if job.status == "completed" else None,
@@ -609,7 +611,7 @@ def job_view(job: JobRecord, base_url: str) -> dict[str, Any]:
     data["status_details"] = view.status_details.model_dump(mode="json")  # keeps ``progress: null``
     data["config"] = view.config.model_dump(mode="json", exclude_none=True)
     data["target"] = view.target.model_dump(mode="json", exclude_none=True)
-    return data
+    return scrub(data, secret_values(job.spec))
 
 
 def result_view(job: JobRecord, aggregate: Mapping[str, Any], base_url: str) -> dict[str, Any]:

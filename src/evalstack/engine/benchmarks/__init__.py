@@ -18,22 +18,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from evalstack.engine.benchmarks.base import Benchmark, ClientSource, Compiled, Context
+from evalstack.engine.benchmarks.arc import ARC_CHALLENGE, ARC_EASY
+from evalstack.engine.benchmarks.base import Benchmark, Compiled, Context
+from evalstack.engine.benchmarks.boolq import BOOLQ
 from evalstack.engine.benchmarks.common import parse_options
 from evalstack.engine.benchmarks.generation import WMT22_EN_DE, XSUM
 from evalstack.engine.benchmarks.gsm8k import GSM8K
+from evalstack.engine.benchmarks.hellaswag import HELLASWAG
 from evalstack.engine.benchmarks.humaneval import HUMANEVAL
 from evalstack.engine.benchmarks.ifeval import IFEVAL
-from evalstack.engine.benchmarks.multiple_choice import (
-    ARC_CHALLENGE,
-    ARC_EASY,
-    BOOLQ,
-    HELLASWAG,
-    MMLU,
-    TRUTHFULQA,
-)
+from evalstack.engine.benchmarks.mmlu import MMLU
 from evalstack.engine.benchmarks.results import summarize
+from evalstack.engine.benchmarks.truthfulqa import TRUTHFULQA
 from evalstack.engine.plan import EvalPlan
+from evalstack.engine.ports import ClientSource
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import ModelEndpoint
 from evalstack.store.records import SampleRecord

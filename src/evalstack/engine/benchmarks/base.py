@@ -9,19 +9,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from evalstack.engine.benchmarks.common import DataSource, Memo, Options, load_split
 from evalstack.engine.benchmarks.results import GroupSummary, TaskSummary
 from evalstack.engine.plan import TaskPlan
+from evalstack.engine.ports import ClientSource
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.inference.base import ModelClient, ModelEndpoint
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
-
-
-class ClientSource(Protocol):
-    """The part of the model client pool the benchmarks use (extra log-likelihood requests)."""
-
-    def get(
-        self, endpoint: ModelEndpoint, *, max_retries: int = ..., timeout: float = ...
-    ) -> ModelClient: ...
 
 
 @dataclass

@@ -24,12 +24,11 @@ bootstrap statistics, ``score_macro`` the mean of the task means with a normal-a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evalstack.engine.stats import bootstrap_ci, score_stats
+from evalstack.engine.aggregate import macro_entry, score_entry
 from evalstack.store.records import SampleRecord
 
 PARSED_METRIC = "parsed"
@@ -68,38 +67,6 @@ class GroupSummary:
 
     name: str
     tasks: list[str]
-
-
-def score_entry(values: Sequence[float | None]) -> dict[str, Any]:
-    """``{"value", "stats", "ci"}`` for one score over its units."""
-    stats = score_stats(values)
-    lower, upper = bootstrap_ci(values)
-    return {
-        "value": stats["mean"],
-        "stats": stats,
-        "ci": {"level": 0.95, "lower": lower, "upper": upper, "method": "bootstrap"},
-    }
-
-
-def _macro_entry(task_stats: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    means = [s["mean"] for s in task_stats if s["mean"] is not None]
-    if not means:
-        return None
-    value = sum(means) / len(means)
-    errors = [s["stderr"] or 0.0 for s in task_stats if s["mean"] is not None]
-    stderr = math.sqrt(sum(e * e for e in errors)) / len(means)
-    stats = score_stats(means)
-    stats["stderr"] = stderr
-    return {
-        "value": value,
-        "stats": stats,
-        "ci": {
-            "level": 0.95,
-            "lower": value - 1.96 * stderr,
-            "upper": value + 1.96 * stderr,
-            "method": "normal",
-        },
-    }
 
 
 def _counts(samples: Sequence[SampleRecord]) -> dict[str, Any]:
@@ -150,7 +117,7 @@ def summarize(
         for key in sorted(shared):
             pooled = [v for t in members for v in unit_values[t][key]]
             scores: dict[str, Any] = {key: score_entry(pooled)}
-            macro = _macro_entry([task_stats[t][key] for t in members])
+            macro = macro_entry([task_stats[t][key] for t in members])
             if macro is not None:
                 scores[f"{key}_macro"] = macro
             metrics[key] = {"scores": scores}

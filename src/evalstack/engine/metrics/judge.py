@@ -21,11 +21,12 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from evalstack.engine.metrics.basic import compile_regexes
+from evalstack.engine.ports import ClientSource, ModelResolver
 from evalstack.errors import InvalidInputError, NotFoundError, UpstreamError
-from evalstack.inference.base import InferenceError, InferenceRequest, ModelClient, ModelEndpoint
+from evalstack.inference.base import InferenceError, InferenceRequest, ModelClient
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +46,6 @@ DEFAULT_PROMPT_TEMPLATE = (
 )
 DEFAULT_SCORE_REGEXES = (r"(?i)score\s*[:=]\s*(-?\d+(?:\.\d+)?)",)
 DEFAULT_JUDGE_AGGREGATION = "average"
-
-
-class ModelResolver(Protocol):
-    """What the judge needs from the registry."""
-
-    async def resolve_model(self, name_or_url: str) -> ModelEndpoint: ...
-
-
-class ClientSource(Protocol):
-    """What the judge needs from the model client pool."""
-
-    def get(self, endpoint: ModelEndpoint) -> ModelClient: ...
 
 
 def template_fields(template: str, fn_id: str) -> tuple[str, ...]:

@@ -8,30 +8,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from evalstack.engine.plan import SampleOutput
+from evalstack.engine.ports import ClientSource, ModelResolver
 from evalstack.engine.templates import build_context, check_templates, parse_json_text, render_text
 from evalstack.errors import InvalidInputError
-from evalstack.inference.base import InferenceRequest, ModelClient, ModelEndpoint
+from evalstack.inference.base import InferenceRequest, ModelEndpoint
+from evalstack.redaction import redact
 
 Scores = dict[str, float | None]
 
 API_ENDPOINT_FORMATS = ("nim", "openai", "lama_stack", "llama_stack")
-
-
-class ModelResolver(Protocol):
-    """The part of the registry that names models: a registered id (or ``ns/name``) to an endpoint."""
-
-    async def resolve_model(self, name_or_url: str) -> ModelEndpoint: ...
-
-
-class ClientSource(Protocol):
-    """The part of the model client pool that metrics use."""
-
-    def get(
-        self, endpoint: ModelEndpoint, *, max_retries: int = ..., timeout: float = ...
-    ) -> ModelClient: ...
 
 
 @dataclass
@@ -76,7 +64,8 @@ async def resolve_model_spec(spec: Any, registry: ModelResolver | None, where: s
         )
     raise InvalidInputError(
         f'{where}: a model is a name ("namespace/name" or a registered model) or '
-        f'{{"api_endpoint": {{"url", "model_id", "api_key", "format"}}}}; got {json.dumps(spec)[:200]}.'
+        f'{{"api_endpoint": {{"url", "model_id", "api_key", "format"}}}}; '
+        f"got {json.dumps(redact(spec))[:200]}."
     )
 
 

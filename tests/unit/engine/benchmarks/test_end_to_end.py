@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from evalstack.engine.benchmarks.gsm8k import gold_answer
-from evalstack.engine.benchmarks.multiple_choice import MMLU_SUBJECTS
+from evalstack.engine.benchmarks.mmlu import MMLU_SUBJECTS
 from tests.fakes.model_server import FakeModelServer, default_logprob, fake_tokens
 from tests.unit.engine.benchmarks.helpers import read_jsonl, run_config, score
 

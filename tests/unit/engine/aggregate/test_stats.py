@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from evalstack.engine.stats import bootstrap_ci, score_stats
+from evalstack.engine.aggregate.stats import bootstrap_ci, score_stats
 
 
 def test_stats_of_hand_worked_values() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evalstack.engine.metrics.aggregations import AGGREGATIONS, aggregate
+from evalstack.engine.aggregate.llama_stack import AGGREGATIONS, aggregate
 from evalstack.errors import InvalidInputError
 
 
