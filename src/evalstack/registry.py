@@ -8,12 +8,16 @@ Datasets come in two kinds. A ``rows`` dataset keeps its rows in the store. A ``
 keeps only its URI and loads its rows when they are read, through
 ``evalstack.engine.datasets.load_rows``: a local path or ``file://`` URL (only inside
 ``settings.data_roots``; checked when the dataset is registered), an ``http(s)://`` URL of a
-JSON, JSONL, CSV or Parquet file, ``hf://datasets/<org>/<name>[/<path>]``, or Llama Stack's
+JSON, JSONL, CSV or Parquet file, a ``data:`` URL holding such a file (base64 or percent-encoded,
+at most ``DATA_URL_MAX_CHARS`` long), ``hf://datasets/<org>/<name>[/<path>]``, or Llama Stack's
 ``huggingface://datasets/<org>/<name>?split=<split>[&name=<config>][&revision=<rev>]``.
 Remote rows are cached in memory (a few datasets); local files are read again each time.
 
 Rows appended to either kind are stored and come after the source's rows. Registering an
-existing dataset id again replaces it cleanly: its old rows, appended ones included, are gone.
+existing dataset id again replaces it cleanly: its old rows, appended ones included, are gone
+(Llama Stack 0.2.x answers 200). With ``replace=False`` (0.7.x) a registration that matches the
+existing one is a no-op and one that differs is refused (ConflictError), as a 0.7 server does;
+benchmarks likewise (:meth:`Registry.check_benchmark_replacement`).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ EMBEDDED_PROVIDER_ID = "embedded"
 
 NemoKind = Literal["config", "target"]
 
-REGISTRABLE_URI_KINDS: tuple[DatasetUriKind, ...] = ("hub", "http", "local")
+REGISTRABLE_URI_KINDS: tuple[DatasetUriKind, ...] = ("hub", "http", "data", "local")
 """The dataset URI kinds registration accepts (``engine.datasets.check_dataset_uri`` names their forms)."""
 
 _ROWS_CACHE_SIZE = 8
@@ -72,6 +76,13 @@ def _model_not_found(model_id: str) -> NotFoundError:
 def _dataset_not_found(dataset_id: str) -> NotFoundError:
     return NotFoundError(
         f"Dataset '{dataset_id}' not found. Use 'client.datasets.list()' to list available Datasets."
+    )
+
+
+def _already_exists(kind: str, identifier: str, differing: list[str]) -> ConflictError:
+    return ConflictError(
+        f"{kind} '{identifier}' already exists with other {', '.join(differing)}. "
+        "Unregister it first if you want to replace it."
     )
 
 
@@ -217,16 +228,21 @@ class Registry:
 
     # ---- datasets -------------------------------------------------------------------------------
 
-    async def register_dataset(self, req: RegisterDatasetRequest) -> Dataset:
-        """Register (or cleanly replace) a dataset; a missing id becomes ``dataset-<uuid4 hex>``."""
+    async def register_dataset(self, req: RegisterDatasetRequest, *, replace: bool = True) -> Dataset:
+        """Register a dataset; a missing id becomes ``dataset-<uuid4 hex>``.
+
+        An existing id is cleanly replaced, or with ``replace=False`` kept when the registration
+        matches it and refused (ConflictError naming the fields that differ) when it does not.
+        """
         dataset_id = req.dataset_id or f"dataset-{uuid.uuid4().hex}"
         metadata = dict(req.metadata or {})
         source = req.source
         default_provider = "localfs"
         if isinstance(source, URIDataSource):
             kind = check_dataset_uri(source.uri, kinds=REGISTRABLE_URI_KINDS)
-            if kind == "local":
-                # Fail now, not at the first read, for a path outside data_roots, missing or unreadable.
+            if kind in ("local", "data"):
+                # Fail now, not at the first read, for a path outside data_roots, missing or unreadable,
+                # or a data: URL too long, of another format or not decodable.
                 try:
                     await load_rows(source.uri, settings=self.settings, limit=1)
                 except NotFoundError as exc:
@@ -243,6 +259,22 @@ class Registry:
             else {"type": "rows"},
             "metadata": metadata,
         }
+        if not replace:
+            existing = await self.store.get_resource("dataset", dataset_id)
+            if existing is not None:
+                differing = [
+                    key
+                    for key in ("provider_id", "purpose", "source", "metadata")
+                    if existing[key] != record[key]
+                ]
+                if (
+                    isinstance(source, RowsDataSource)
+                    and await self.store.read_rows(dataset_id) != source.rows
+                ):
+                    differing.append("rows")
+                if differing:
+                    raise _already_exists("Dataset", dataset_id, differing)
+                return await self._dataset(existing)
         self._uri_rows.pop(dataset_id, None)
         if isinstance(source, RowsDataSource):
             await self.store.replace_rows(dataset_id, source.rows)
@@ -342,6 +374,16 @@ class Registry:
         return await self._all_rows(await self._dataset_record(dataset_id), limit)
 
     # ---- benchmarks -----------------------------------------------------------------------------
+
+    async def check_benchmark_replacement(self, b: Benchmark) -> None:
+        """ConflictError when another benchmark is registered under ``b``'s id (0.7.x servers refuse it)."""
+        data = await self.store.get_resource("benchmark", b.identifier)
+        if data is None:
+            return
+        existing, new = Benchmark.model_validate(data).model_dump(), b.model_dump()
+        differing = [key for key in new if existing[key] != new[key]]
+        if differing:
+            raise _already_exists("Benchmark", b.identifier, differing)
 
     async def put_benchmark(self, b: Benchmark) -> None:
         """Register (or replace) a benchmark."""

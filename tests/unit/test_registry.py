@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -9,6 +10,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -22,7 +24,7 @@ from evalstack.api.llama_stack.models import (
     URIDataSource,
 )
 from evalstack.config import ModelEntry, Settings
-from evalstack.engine.datasets import choose_hf_files
+from evalstack.engine.datasets import DATA_URL_MAX_CHARS, choose_hf_files
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
 from evalstack.inference.base import ModelEndpoint
 from evalstack.registry import EMBEDDED_MODEL_ID, Registry
@@ -314,6 +316,63 @@ async def test_re_registering_a_dataset_replaces_it_cleanly(registry: Registry) 
     assert replaced.source.rows == [{"new": 1}]
     assert await registry.dataset_rows("qa") == [{"new": 1}]
     assert len(await registry.list_datasets()) == 1
+
+
+async def test_without_replace_the_same_registration_is_kept_and_another_refused(
+    registry: Registry,
+) -> None:
+    # Llama Stack 0.7.x: re-registering as is is a no-op; anything else needs an unregister first.
+    first = await registry.register_dataset(rows_request([{"i": 1}]), replace=False)
+    assert await registry.register_dataset(rows_request([{"i": 1}]), replace=False) == first
+    with pytest.raises(
+        ConflictError, match=r"Dataset 'qa' already exists with other rows\. Unregister it first"
+    ):
+        await registry.register_dataset(rows_request([{"i": 2}]), replace=False)
+    other_purpose = rows_request([{"i": 1}]).model_copy(update={"purpose": "eval/messages-answer"})
+    with pytest.raises(ConflictError, match="already exists with other purpose"):
+        await registry.register_dataset(other_purpose, replace=False)
+    with pytest.raises(ConflictError, match=r"already exists with other (purpose, )?source"):
+        await registry.register_dataset(uri_request(DATA_CSV, dataset_id="qa"), replace=False)
+    assert await registry.dataset_rows("qa") == [{"i": 1}]
+    await registry.unregister_dataset("qa")
+    await registry.register_dataset(rows_request([{"i": 2}]), replace=False)
+    assert await registry.dataset_rows("qa") == [{"i": 2}]
+
+
+async def test_without_replace_a_different_benchmark_is_refused(registry: Registry) -> None:
+    bench = Benchmark(
+        identifier="b", provider_id="local", dataset_id="qa", scoring_functions=["basic::equality"]
+    )
+    await registry.check_benchmark_replacement(bench)  # nothing registered yet
+    await registry.put_benchmark(bench)
+    await registry.check_benchmark_replacement(bench.model_copy())  # the same again
+    changed = bench.model_copy(update={"scoring_functions": ["basic::subset_of"], "metadata": {"x": 1}})
+    with pytest.raises(ConflictError, match="'b' already exists with other scoring_functions, metadata"):
+        await registry.check_benchmark_replacement(changed)
+
+
+DATA_CSV = "data:text/csv;base64," + base64.b64encode(b"input_query,expected_answer\nq1,a1\nq2,a2\n").decode()
+
+
+async def test_data_uri_datasets_are_registered_read_and_cached(registry: Registry) -> None:
+    dataset = await registry.register_dataset(uri_request(DATA_CSV, dataset_id=None))
+    assert dataset.provider_id == "localfs"
+    assert isinstance(dataset.source, URIDataSource) and dataset.source.uri == DATA_CSV
+    rows = [{"input_query": "q1", "expected_answer": "a1"}, {"input_query": "q2", "expected_answer": "a2"}]
+    assert await registry.dataset_rows(dataset.identifier) == rows
+    page = await registry.iterrows(dataset.identifier, 1, 5)
+    assert (page.data, page.has_more) == (rows[1:], False)
+    plain = "data:application/jsonl," + quote('{"q": 1}\n{"q": 2}\n')
+    await registry.register_dataset(uri_request(plain, dataset_id="plain"))
+    assert await registry.dataset_rows("plain") == [{"q": 1}, {"q": 2}]
+
+
+async def test_bad_data_uris_are_refused_at_registration(registry: Registry) -> None:
+    with pytest.raises(InvalidInputError, match="not valid base64"):
+        await registry.register_dataset(uri_request("data:text/csv;base64,@@@"))
+    with pytest.raises(InvalidInputError, match="at most 16 MiB"):
+        await registry.register_dataset(uri_request("data:text/csv," + "a" * DATA_URL_MAX_CHARS))
+    assert await registry.list_datasets() == []
 
 
 async def test_unregister_dataset_removes_its_rows(registry: Registry, store: Store) -> None:

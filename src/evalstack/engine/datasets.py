@@ -14,7 +14,10 @@ Accepted ``files_url`` forms:
 - ``huggingface://datasets/<namespace>/<repo>?split=<split>[&name=<config>][&revision=<rev>]`` (the
   Llama Stack form) and ``nds:<namespace>/<repo>/<file>`` (the legacy NeMo Data Store form): the same
   as ``hf://datasets/...``.
-- ``data:<mime type>;base64,<data>`` URLs holding a whole file (Llama Stack clients send these).
+- ``data:<media type>[;base64],<data>`` URLs holding a whole file, base64 or percent-encoded, at most
+  :data:`DATA_URL_MAX_CHARS` long (Llama Stack clients send these). The media type names the format
+  (``text/csv``, ``application/jsonl``, ...); ``text/plain``, another ``text/*`` type or none leaves
+  it to the content.
 - ``http(s)://...``: one file, downloaded with httpx.
 - ``file:///abs/path``, ``file://relative/path`` and plain paths: local files or folders, which must lie
   under one of ``settings.data_roots`` once symlinks are resolved. A relative path is looked up under
@@ -35,6 +38,7 @@ import base64
 import csv
 import gzip
 import io
+import itertools
 import json
 import logging
 import re
@@ -73,6 +77,12 @@ _HF_URL = re.compile(
     r"(?:/(?P<path>[^?]*))?(?:\?(?P<query>.*))?$"
 )
 _HTTP_TIMEOUT = 60.0
+
+DATA_URL_MAX_CHARS = 16 * 2**20
+"""The longest ``data:`` URL read as a dataset (16 MiB, about 12 MiB of base64-encoded file).
+
+A ``data:`` URL is kept whole in the dataset's registration, so larger files belong in a file or at a URL.
+"""
 
 
 @dataclass(frozen=True)
@@ -288,19 +298,47 @@ async def _load_http(url: str, limit: int | None) -> list[dict[str, Any]]:
 
 
 def _read_data_url(url: str, limit: int | None) -> list[dict[str, Any]]:
+    if len(url) > DATA_URL_MAX_CHARS:
+        raise InvalidInputError(
+            f"A data: URL dataset may be at most {DATA_URL_MAX_CHARS // 2**20} MiB; this one is "
+            f"{len(url) / 2**20:.1f} MiB. Register a larger dataset by a path or file:// URL under the "
+            "server's data_roots, or by an http(s):// or hf:// URL."
+        )
     header, sep, payload = url[len("data:") :].partition(",")
     if not sep:
-        raise InvalidInputError("A data: URL needs a comma between its media type and its data.")
-    parts = header.split(";")
-    data = base64.b64decode(payload) if "base64" in parts[1:] else unquote_to_bytes(payload)
-    fmt = _format_of_content_type(parts[0])
-    if fmt is None and parts[0] and parts[0] not in ("text/plain", "application/octet-stream"):
+        raise InvalidInputError(
+            "A data: URL needs a comma between its media type and its data: "
+            "'data:text/csv;base64,<base64 data>' or 'data:text/csv,<percent-encoded data>'."
+        )
+    parts = [part.strip() for part in header.split(";")]
+    media_type = parts[0].lower()
+    if "base64" in parts[1:]:
+        try:
+            # Line breaks and spaces (wrapped base64) are not data.
+            data = base64.b64decode("".join(unquote(payload).split()), validate=True)
+        except ValueError as exc:  # binascii.Error
+            raise InvalidInputError(
+                f"The data: URL says base64 but its data is not valid base64: {exc}."
+            ) from exc
+    else:
+        data = unquote_to_bytes(payload)
+    fmt = _format_of_content_type(media_type)
+    if fmt is None and not _sniffable_media_type(media_type):
         raise InvalidInputError(
             f"data: URL of type {parts[0]!r} is not a supported dataset format; accepted: "
-            "application/json, application/jsonl, text/csv, text/tab-separated-values, "
-            "application/vnd.apache.parquet."
+            "text/csv, text/tab-separated-values, application/json, application/jsonl (JSON Lines, also "
+            "application/x-ndjson), application/vnd.apache.parquet, or text/plain and no type to detect it."
         )
     return _read_stream(io.BytesIO(data), "data: URL", fmt, False, limit)
+
+
+def _sniffable_media_type(media_type: str) -> bool:
+    """Whether a data: URL's media type leaves its format to be detected from the content.
+
+    No type, any ``text/*`` type, ``application/octet-stream``, and ``None`` (what Llama Stack's
+    tests send when Python's ``mimetypes`` does not know a file's extension, e.g. ``.jsonl``).
+    """
+    return media_type in ("", "none", "application/octet-stream") or media_type.startswith("text/")
 
 
 def _format_of_content_type(content_type: str) -> str | None:
@@ -518,6 +556,8 @@ def _read_stream(
         return _take(_iter_csv(text, "\t" if fmt == "tsv" else ","), limit)
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"Dataset file {where!r} is not UTF-8 text ({fmt}): {exc}") from exc
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise InvalidInputError(f"Dataset file {where!r} is not readable CSV: {exc}") from exc
     except (OSError, EOFError) as exc:
         raise InvalidInputError(f"Dataset file {where!r} could not be read: {exc}") from exc
 
@@ -534,12 +574,8 @@ def _sniff(head: bytes) -> str:
 
 
 def _take(rows: Iterator[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = []
-    for row in rows:
-        if limit is not None and len(result) >= limit:
-            break
-        result.append(row)
-    return result
+    """The first ``limit`` rows (all without one), reading no row past them."""
+    return list(rows if limit is None else itertools.islice(rows, limit))
 
 
 def _as_rows(values: Any, where: str) -> list[dict[str, Any]]:

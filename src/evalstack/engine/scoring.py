@@ -214,11 +214,20 @@ class ScoringService:
         return fn
 
     async def register_function(self, req: RegisterScoringFnRequest) -> None:
-        """Register a ``regex_parser`` or ``llm_as_judge`` function; re-registering it as is is a no-op."""
+        """Register a ``regex_parser`` or ``llm_as_judge`` function under a new id.
+
+        An id that is already registered is refused (ConflictError, 400), even with the same settings,
+        as Llama Stack's llm-as-judge provider refuses it at 0.2.x and 0.7.x alike.
+        """
         fn_id = req.scoring_fn_id
         if fn_id in BUILTIN_FUNCTIONS:
             raise ConflictError(
                 f"'{fn_id}' is a built-in scoring function and cannot be replaced; choose another id."
+            )
+        if await self._registered(fn_id) is not None:
+            raise ConflictError(
+                f"Scoring function '{fn_id}' already exists. "
+                f"Unregister it first (DELETE /v1/scoring-functions/{fn_id}) to replace it."
             )
         params = req.params
         if isinstance(params, RegexParserScoringFnParams):
@@ -250,14 +259,6 @@ class ScoringService:
             return_type=req.return_type,
             params=params,
         )
-        existing = await self._registered(fn_id)
-        if existing is not None:
-            if existing.model_dump() == fn.model_dump():
-                return
-            raise ConflictError(
-                f"Scoring function '{fn_id}' already exists with other settings. "
-                "Unregister it first to replace it."
-            )
         await self._registry.put_scoring_fn(fn)
         log.info("registered scoring function %s (%s)", fn_id, params.type)
 

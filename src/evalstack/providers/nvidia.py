@@ -132,6 +132,11 @@ class NVIDIAEvalConfig(BaseModel):
     retry_backoff: float = Field(
         default=0.5, ge=0, description="First retry delay in seconds; doubles on each retry (with jitter)."
     )
+    map_model_ids: bool = Field(
+        default=True,
+        description="Send Llama model names as NVIDIA model ids (NVIDIA_MODEL_ALIASES), as the original "
+        "provider did; false sends the candidate's model id unchanged, as Llama Stack 0.2.23 and later do.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -458,7 +463,7 @@ class NVIDIAEvalImpl:
             )
         body = {
             "config": f"{self.config.namespace}/{benchmark_id}",
-            "target": {"type": "model", "model": map_model_id(model)},
+            "target": {"type": "model", "model": map_model_id(model) if self.config.map_model_ids else model},
         }
         response = await self._evaluator_post("/v1/evaluation/jobs", body)
         job_id = response.get("id") if isinstance(response, dict) else None

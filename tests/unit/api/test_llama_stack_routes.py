@@ -33,7 +33,7 @@ from evalstack.api.llama_stack.models import (
     ScoringResult,
 )
 from evalstack.api.llama_stack.routes import include_llama_stack_api
-from evalstack.errors import InvalidInputError, NotFoundError, UnsupportedError, UpstreamError
+from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError, UpstreamError
 
 # ---- stand-ins ----------------------------------------------------------------------------------
 
@@ -47,6 +47,12 @@ class FakeRegistry:
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.models: dict[str, tuple[Model, dict[str, Any]]] = {}
         self.eval_jobs: dict[str, str] = {}
+        self.dataset_replace_flags: list[bool] = []
+
+    async def check_benchmark_replacement(self, b: Benchmark) -> None:
+        existing = self.benchmarks.get(b.identifier)
+        if existing is not None and existing != b:
+            raise ConflictError(f"Benchmark '{b.identifier}' already exists with other settings.")
 
     async def put_benchmark(self, b: Benchmark) -> None:
         self.benchmarks[b.identifier] = b
@@ -71,7 +77,8 @@ class FakeRegistry:
             raise NotFoundError(f"No eval job has been run for benchmark '{benchmark_id}'")
         return self.eval_jobs[benchmark_id]
 
-    async def register_dataset(self, req: RegisterDatasetRequest) -> Dataset:
+    async def register_dataset(self, req: RegisterDatasetRequest, *, replace: bool = True) -> Dataset:
+        self.dataset_replace_flags.append(replace)
         dataset_id = req.dataset_id or "dataset-generated"
         ds = Dataset(
             identifier=dataset_id,

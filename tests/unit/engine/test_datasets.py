@@ -8,13 +8,14 @@ import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from evalstack.config import Settings
-from evalstack.engine.datasets import load_rows, parse_hf_url
+from evalstack.engine.datasets import DATA_URL_MAX_CHARS, load_rows, parse_hf_url
 from evalstack.errors import InvalidInputError, NotFoundError, UpstreamError
 from tests.fakes.hf_hub import FakeHub
 
@@ -157,6 +158,69 @@ async def test_http_urls_are_downloaded(settings: Settings, hub: FakeHub) -> Non
 async def test_data_urls_hold_a_whole_file(settings: Settings) -> None:
     url = "data:application/jsonl;base64," + base64.b64encode(JSONL.encode()).decode()
     assert await load_rows(url, settings=settings, limit=3) == ROWS[:3]
+
+
+CSV = 'input_query,expected_answer\nWhat is 2+2?,4\n"Paris, or Rome?",Paris\n'
+CSV_ROWS = [
+    {"input_query": "What is 2+2?", "expected_answer": "4"},
+    {"input_query": "Paris, or Rome?", "expected_answer": "Paris"},
+]
+
+
+@pytest.mark.parametrize(
+    ("url", "rows"),
+    [
+        # base64, as Llama Stack's tests build them (mimetypes' type of the file)
+        ("data:text/csv;base64," + base64.b64encode(CSV.encode()).decode(), CSV_ROWS),
+        ("data:application/jsonl;base64," + base64.b64encode(JSONL.encode()).decode(), ROWS),
+        # mimetypes knows no .jsonl: Llama Stack's helper then writes the type as "None"
+        ("data:None;base64," + base64.b64encode(JSONL.encode()).decode(), ROWS),
+        # base64 wrapped at 76 columns, and a charset parameter
+        (
+            "data:text/csv;charset=utf-8;base64," + base64.encodebytes(CSV.encode() * 1).decode(),
+            CSV_ROWS,
+        ),
+        # plain (percent-encoded) data, typed and untyped
+        ("data:text/csv," + quote(CSV), CSV_ROWS),
+        ("data:application/x-ndjson," + quote(JSONL), ROWS),
+        ("data:," + quote(JSONL), ROWS),
+        ("data:text/plain;charset=utf-8," + quote(CSV), CSV_ROWS),
+    ],
+)
+async def test_data_urls_base64_or_plain_csv_or_json_lines(
+    settings: Settings, url: str, rows: list[dict[str, object]]
+) -> None:
+    assert await load_rows(url, settings=settings) == rows
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("data:text/csv;base64,not base64!", "not valid base64"),
+        ("data:text/csv;base64-and-no-comma", "needs a comma"),
+        (
+            "data:image/png;base64,iVBORw0KGgo=",
+            "'image/png' is not a supported dataset format; accepted: text/csv",
+        ),
+        ("data:application/jsonl," + quote('{"a": 1}\n[2]\n'), "line 2 is JSON list, not an object"),
+        ("data:text/csv," + quote("a\n" + "x" * 200_000 + "\n"), "is not readable CSV: field larger"),
+    ],
+)
+async def test_bad_data_urls_say_what_is_wrong(settings: Settings, url: str, words: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        await load_rows(url, settings=settings)
+    assert words in caught.value.message
+
+
+async def test_data_urls_are_bounded_in_size(settings: Settings) -> None:
+    head = "data:text/csv,abc%0Ax%0A"
+    fits = head + "y" * (DATA_URL_MAX_CHARS - len(head))
+    assert await load_rows(fits, settings=settings, limit=1) == [{"abc": "x"}]
+    with pytest.raises(InvalidInputError) as caught:
+        await load_rows(fits + "y", settings=settings, limit=1)
+    message = caught.value.message
+    assert "at most 16 MiB; this one is 16.0 MiB" in message
+    assert "data_roots" in message and "http(s)://" in message
 
 
 # ---- hf:// -----------------------------------------------------------------------------------

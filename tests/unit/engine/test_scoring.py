@@ -146,12 +146,19 @@ async def test_register_regex_parser_persists_in_the_registry(
     }
 
 
-async def test_register_twice_identically_is_fine_but_a_change_conflicts(service: ScoringService) -> None:
-    await service.register_function(regex_request())
+async def test_registering_an_existing_id_conflicts_until_it_is_unregistered(
+    service: ScoringService, registry: FakeRegistry
+) -> None:
+    # As Llama Stack's llm-as-judge provider: a second registration is refused, identical or not.
     await service.register_function(regex_request())
     changed = regex_request(params={"type": "regex_parser", "parsing_regexes": [r"Mark: (\w+)"]})
-    with pytest.raises(ConflictError, match="Unregister it first"):
-        await service.register_function(changed)
+    for again in (regex_request(), changed):
+        with pytest.raises(ConflictError, match=r"already exists\. Unregister it first"):
+            await service.register_function(again)
+    assert registry.functions["my::grade"].params == regex_request().params
+    await service.unregister_function("my::grade")
+    await service.register_function(changed)
+    assert registry.functions["my::grade"].params == changed.params
 
 
 async def test_register_judge_uses_the_judge_provider(

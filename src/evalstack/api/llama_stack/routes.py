@@ -13,6 +13,11 @@ path when a ``/`` was encoded. The routes for ``.../jobs/{job_id}/result``, ``..
 cancel by POST, and the latest job's result), ``.../jobs`` and ``.../evaluations`` come before the
 bare ``/eval/benchmarks/{benchmark_id}``.
 
+Registering a dataset or benchmark id again replaces it under ``/v1`` (0.2.x servers answer 200);
+under ``/v1alpha`` and ``/v1beta`` the same registration again is a no-op and a different one a 400
+"already exists", as 0.7.x servers answer. A scoring function id is never registered twice (400),
+as both generations' llm-as-judge provider refuses it.
+
 ``NotFoundError`` gives 404 on the models and datasets routes (as the 0.7 reference), and 400 on the
 benchmark, eval, job, scoring, scoring-function and dataset-rows routes (as the reference's
 ``ValueError``); ``run_eval`` and ``evaluate_rows`` give 404 for an unknown candidate model (the
@@ -139,8 +144,11 @@ class ProviderRouter:
 # ---- benchmarks and eval ------------------------------------------------------------------------
 
 
-def benchmarks_router(services: Services) -> APIRouter:
-    """Benchmarks and Eval routes (``/eval/benchmarks...``), the same under ``/v1`` and ``/v1alpha``."""
+def benchmarks_router(services: Services, *, replace_existing: bool) -> APIRouter:
+    """Benchmarks and Eval routes (``/eval/benchmarks...``) under ``/v1`` or ``/v1alpha``.
+
+    ``replace_existing``: registering an existing id replaces it (0.2.x), or else must match it (0.7.x).
+    """
     router = _router()
     routing = ProviderRouter(services)
     registry = services.registry
@@ -160,6 +168,8 @@ def benchmarks_router(services: Services) -> APIRouter:
             scoring_functions=body.scoring_functions,
             metadata=body.metadata or {},
         )
+        if not replace_existing:
+            await registry.check_benchmark_replacement(benchmark)
         # The provider first: if it refuses, nothing is registered.
         await provider.register_benchmark(benchmark)
         await registry.put_benchmark(benchmark)
@@ -285,12 +295,14 @@ def datasets_router(
     services: Services,
     *,
     append_rows_status: int,
+    replace_existing: bool,
     purposes: tuple[str, ...] | None = None,
     iterrows_url: str | None = None,
 ) -> APIRouter:
     """Datasets and DatasetIO routes of one API generation.
 
-    ``append_rows_status``: 204, or 200 with ``null``; ``purposes``: the dataset purposes accepted
+    ``append_rows_status``: 204, or 200 with ``null``; ``replace_existing``: registering an existing id
+    replaces it (0.2.x), or else must match it (0.7.x); ``purposes``: the dataset purposes accepted
     (``None``: every purpose of the wire model); ``iterrows_url``: the ``url`` of iterrows pages.
     """
     router = _router()
@@ -304,7 +316,7 @@ def datasets_router(
                 f"purpose '{body.purpose}' is not accepted here; accepted: {accepted}. "
                 "(Llama Stack 0.2.x clients, under /v1, may also register 'post-training/messages'.)"
             )
-        return public(await registry.register_dataset(body))
+        return public(await registry.register_dataset(body, replace=replace_existing))
 
     @router.get("/datasets", tags=["datasets"])
     async def list_datasets() -> dict[str, Any]:
@@ -476,13 +488,17 @@ def meta_router() -> APIRouter:
 def include_llama_stack_api(app: FastAPI, services: Services) -> None:
     """Mount every Llama Stack router on ``app`` under both prefix families."""
     app.include_router(meta_router(), prefix="/v1")
-    for prefix in ("/v1", "/v1alpha"):
-        app.include_router(benchmarks_router(services), prefix=prefix)
+    app.include_router(benchmarks_router(services, replace_existing=True), prefix="/v1")
+    app.include_router(benchmarks_router(services, replace_existing=False), prefix="/v1alpha")
     app.include_router(
-        datasets_router(services, append_rows_status=200, iterrows_url=V1_ITERROWS_URL), prefix="/v1"
+        datasets_router(
+            services, append_rows_status=200, replace_existing=True, iterrows_url=V1_ITERROWS_URL
+        ),
+        prefix="/v1",
     )
     app.include_router(
-        datasets_router(services, append_rows_status=204, purposes=V1BETA_PURPOSES), prefix="/v1beta"
+        datasets_router(services, append_rows_status=204, replace_existing=False, purposes=V1BETA_PURPOSES),
+        prefix="/v1beta",
     )
     app.include_router(scoring_router(services), prefix="/v1")
     app.include_router(models_router(services), prefix="/v1")

@@ -1,4 +1,7 @@
-"""The nvidia eval provider: the original Llama Stack unit tests, ported, plus tests of the improvements.
+"""The nvidia eval provider: Llama Stack's unit tests, ported, plus tests of the improvements.
+
+Ported: the original tests (0.2.3, with 0.2.22's unregister test) and their later versions (0.2.23
+to 0.7.0).
 
 The ported tests patch the provider's HTTP helpers exactly as the original ones did. The others
 drive the provider against a small NeMo Evaluator stand-in served over real HTTP.
@@ -28,6 +31,7 @@ from evalstack.api.llama_stack.models import (
     JobStatus,
     ModelCandidate,
     SamplingParams,
+    TopPSamplingStrategy,
 )
 from evalstack.errors import (
     InvalidInputError,
@@ -205,6 +209,127 @@ async def test_job_result(nvidia_eval: Mocks) -> None:
     assert nvidia_eval.get.call_count == 2
     nvidia_eval.get.assert_any_call("/v1/evaluation/jobs/job-123")
     nvidia_eval.get.assert_any_call("/v1/evaluation/jobs/job-123/results")
+
+
+# ---- the later versions, ported (Llama Stack 0.2.23 to 0.7.0) -------------------------------------
+#
+# 0.2.23 stopped mapping Llama model names to NVIDIA ids (the candidate's id goes out unchanged: our
+# ``map_model_ids: false``); 0.5.0 passed request objects and a top-p strategy; 0.7.0 built the
+# provider with ``responses_api`` instead of ``agents_api``. Same patch points, same assertions.
+
+
+@pytest.fixture
+def later_nvidia_eval(monkeypatch: pytest.MonkeyPatch) -> Iterator[Mocks]:
+    """The provider built as the 0.7.0 tests build it, configured as a 0.2.23+ provider behaves."""
+    monkeypatch.setenv("NVIDIA_EVALUATOR_URL", "http://nemo.test")
+    config = NVIDIAEvalConfig(evaluator_url="http://nemo.test", map_model_ids=False)
+    impl = NVIDIAEvalImpl(
+        config=config,
+        datasetio_api=MagicMock(),
+        datasets_api=MagicMock(),
+        scoring_api=MagicMock(),
+        inference_api=MagicMock(),
+        responses_api=MagicMock(),
+    )
+    with (
+        patch(f"{PATCH_BASE}._evaluator_get") as get,
+        patch(f"{PATCH_BASE}._evaluator_post") as post,
+        patch(f"{PATCH_BASE}._evaluator_delete") as delete,
+        patch(f"{PATCH_BASE}._evaluator_download", side_effect=NotFoundError("no per-sample results")),
+    ):
+        yield Mocks(impl, get, post, delete)
+
+
+async def test_later_register_benchmark(later_nvidia_eval: Mocks) -> None:
+    cfg = custom_config()
+    benchmark = Benchmark(
+        provider_id="nvidia",
+        type="benchmark",
+        identifier=MOCK_BENCHMARK_ID,
+        dataset_id=MOCK_DATASET_ID,
+        scoring_functions=["basic::equality"],
+        metadata=cfg,
+    )
+    later_nvidia_eval.post.return_value = {"id": MOCK_BENCHMARK_ID, "status": "created"}
+
+    await later_nvidia_eval.impl.register_benchmark(benchmark)
+
+    later_nvidia_eval.post.assert_called_once()
+    _assert_request_body(
+        later_nvidia_eval.post, {"namespace": benchmark.provider_id, "name": benchmark.identifier, **cfg}
+    )
+
+
+async def test_later_run_eval_sends_the_model_id_unchanged(later_nvidia_eval: Mocks) -> None:
+    benchmark_config = BenchmarkConfig(
+        eval_candidate=ModelCandidate(
+            type="model",
+            model="Llama3.1-8B-Instruct",
+            sampling_params=SamplingParams(max_tokens=100, strategy=TopPSamplingStrategy(temperature=0.7)),
+        )
+    )
+    later_nvidia_eval.post.return_value = {"id": "job-123", "status": "created"}
+
+    result = await later_nvidia_eval.impl.run_eval(
+        benchmark_id=MOCK_BENCHMARK_ID, benchmark_config=benchmark_config
+    )
+
+    later_nvidia_eval.post.assert_called_once()
+    _assert_request_body(
+        later_nvidia_eval.post,
+        {
+            "config": f"nvidia/{MOCK_BENCHMARK_ID}",
+            "target": {"type": "model", "model": "Llama3.1-8B-Instruct"},
+        },
+    )
+    assert isinstance(result, Job)
+    assert result.job_id == "job-123"
+    assert result.status == JobStatus.in_progress
+
+
+async def test_later_job_status(later_nvidia_eval: Mocks) -> None:
+    later_nvidia_eval.get.return_value = {"id": "job-123", "status": "completed"}
+
+    result = await later_nvidia_eval.impl.job_status(benchmark_id=MOCK_BENCHMARK_ID, job_id="job-123")
+
+    assert isinstance(result, Job)
+    assert result.job_id == "job-123"
+    assert result.status == JobStatus.completed
+    later_nvidia_eval.get.assert_called_once_with(f"/v1/evaluation/jobs/{result.job_id}")
+
+
+async def test_later_job_cancel(later_nvidia_eval: Mocks) -> None:
+    later_nvidia_eval.post.return_value = {"id": "job-123", "status": "cancelled"}
+
+    await later_nvidia_eval.impl.job_cancel(benchmark_id=MOCK_BENCHMARK_ID, job_id="job-123")
+
+    later_nvidia_eval.post.assert_called_once_with("/v1/evaluation/jobs/job-123/cancel", {})
+
+
+async def test_later_job_result(later_nvidia_eval: Mocks) -> None:
+    later_nvidia_eval.get.side_effect = [
+        {"id": "job-123", "status": "completed"},
+        {
+            "id": "job-123",
+            "status": "completed",
+            "results": {MOCK_BENCHMARK_ID: {"score": 0.85, "details": {"accuracy": 0.85, "f1": 0.84}}},
+        },
+    ]
+
+    result = await later_nvidia_eval.impl.job_result(benchmark_id=MOCK_BENCHMARK_ID, job_id="job-123")
+
+    assert isinstance(result, EvaluateResponse)
+    assert MOCK_BENCHMARK_ID in result.scores
+    assert result.scores[MOCK_BENCHMARK_ID].aggregated_results["results"][MOCK_BENCHMARK_ID]["score"] == 0.85
+    assert later_nvidia_eval.get.call_count == 2
+    later_nvidia_eval.get.assert_any_call("/v1/evaluation/jobs/job-123")
+    later_nvidia_eval.get.assert_any_call("/v1/evaluation/jobs/job-123/results")
+
+
+def test_model_ids_are_mapped_unless_the_config_says_not() -> None:
+    assert NVIDIAEvalConfig(evaluator_url="http://nemo.test").map_model_ids is True
+    with pytest.raises(ValueError, match="map_model_ids"):
+        NVIDIAEvalConfig.model_validate({"evaluator_url": "http://nemo.test", "map_model_idz": False})
 
 
 # ---- status mapping and unsupported calls (patched helpers) ---------------------------------------
