@@ -12,6 +12,7 @@ server. Expected BLEU scores are computed here with sacrebleu from the fake's an
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 import sacrebleu
 import yaml
 from llama_stack_client import LlamaStackClient
+from tests.e2e.test_cli_run import evalstack_command
 from tests.fakes.hf_hub import FakeHub
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.seed_example import BENCHMARK_ID, HUB_PATH, HUB_REPO, SEED_REGISTER_BODY
@@ -209,3 +211,52 @@ def test_the_readme_examples_work_with_plain_http(server: ServeProcess, model: F
     assert body == http.get(f"{jobs}/{done}/result").json()  # the same as the job's own result
     assert [g["generated_answer"] for g in body["generations"]] == [answer(row["prompt"]) for row in ROWS]
     assert http.get("/eval/benchmarks/no-such-benchmark/results").status_code == 400
+
+
+def test_jobs_rescore_scores_the_stored_outputs_with_new_metrics(
+    server: ServeProcess, model: FakeModelServer
+) -> None:
+    """`evalstack jobs rescore ID --metrics JSON` against the server: a new job, no model request."""
+    http = httpx.Client(base_url=f"{server.url}/v1", timeout=30.0)
+    http.post(
+        "/models",
+        json={
+            "model_id": "cand",
+            "provider_model_id": model.model_id,
+            "metadata": {"base_url": model.base_url},
+        },
+    )
+    assert http.post("/eval/benchmarks", json=SEED_REGISTER_BODY).status_code == 200
+    config = {"eval_candidate": {"type": "model", "model": "cand", "sampling_params": {"max_tokens": 100}}}
+    first = http.post(f"/eval/benchmarks/{BENCHMARK_ID}/jobs", json={"benchmark_config": config}).json()[
+        "job_id"
+    ]
+    deadline = time.monotonic() + 30
+    while http.get(f"/evalstack/jobs/{first}").json()["status"] != "completed":
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.1)
+    model.reset_stats()
+
+    exact = {
+        "type": "string-check",
+        "params": {"check": ["{{sample.output_text}}", "equals", "{{item.ideal_response}}"]},
+    }
+    rescore = [*evalstack_command(), "jobs", "rescore", first, "--url", server.url, "--metrics"]
+    done = subprocess.run(
+        [*rescore, json.dumps({"exact": exact})], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    second = done.stdout.split()[1]
+    assert f"re-scores {first}" in done.stdout
+    while (job := http.get(f"/evalstack/jobs/{second}").json())["status"] != "completed":
+        assert job["status"] in ("created", "pending", "running"), job
+        assert time.monotonic() < deadline + 30, server.log.read_text()
+        time.sleep(0.1)
+    assert model.requests == []
+    value = job["result"]["tasks"]["qa"]["metrics"]["exact"]["scores"]["string-check"]["value"]
+    assert value == pytest.approx(sum(answer(r["prompt"]) == r["ideal_response"] for r in ROWS) / len(ROWS))
+    unknown = json.dumps({"exact": {"type": "no-such-metric"}})
+    refused = subprocess.run([*rescore, unknown], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "400" in refused.stderr and "no-such-metric" in refused.stderr and "string-check" in refused.stderr
+    assert "Traceback" not in refused.stderr

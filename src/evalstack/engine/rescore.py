@@ -98,6 +98,11 @@ def rescore_spec(
             config_dict["scoring_params"] = {fn: p for fn, p in chosen.items() if p is not None}
         return spec
     if params:
+        if config.get("type") == "custom":
+            raise InvalidInputError(
+                "'params' changes nothing when re-scoring a custom config (its outputs are already "
+                "generated); give 'metrics' instead"
+            )
         config["params"] = _merge(config.get("params") or {}, params)
     if metrics is not None:
         if not isinstance(metrics, Mapping) or not metrics:

@@ -205,6 +205,10 @@ async def test_rescoring_a_custom_nemo_job_with_new_metrics_keeps_failed_samples
         contains = {"type": "string-check", "params": {"check": ["{{sample.output_text}}", "contains", "no"]}}
         again = await rescore(http, services, source.id, metrics={"says_no": contains})
         assert model.requests == []
+        pointless = await http.post(
+            f"/v1/evalstack/jobs/{source.id}/rescore", json={"params": {"max_tokens": 4}}
+        )
+        assert pointless.status_code == 400 and "give 'metrics' instead" in pointless.text
     assert again.progress["errors"] == 1  # the failed sample is not a wrong answer now either
     assert again.result is not None
     value = again.result["tasks"]["qa"]["metrics"]["says_no"]["scores"]["string-check"]["value"]
