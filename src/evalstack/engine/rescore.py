@@ -11,7 +11,8 @@ What may change, by the kind of job:
 - Llama Stack benchmark (dataset and scoring functions): ``metrics`` lists scoring function ids, or
   maps them to their params (``{"basic::regex_parser_multiple_choice_answer": {...}}``).
 - NeMo custom config (also as a Llama Stack benchmark's metadata): ``metrics`` is an object of NeMo
-  metrics (``{"acc": {"type": "string-check", ...}}``) that replaces every task's metrics.
+  metrics (``{"acc": {"type": "string-check", ...}}``) that replaces every task's metrics; ``params``
+  would change nothing and is refused.
 - Academic benchmarks (``mmlu``, ``gsm8k``...): ``params`` is merged into the config's ``params``,
   e.g. ``{"extra": {"answer_regex": "answer is \\(?([A-D])"}}`` for another answer extraction.
 
