@@ -8,6 +8,8 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -391,14 +393,18 @@ async def test_cached_responses_expire_and_survive_reopening(store: Store, db_ur
 
 
 async def test_cache_summary_and_clear_by_model_and_age(store: Store) -> None:
-    await store.put_cached_responses([cached("a1", "m-a", size=5), cached("a2", "m-a", size=6)])
-    await asyncio.sleep(0.05)
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    old = [
+        replace(cached(key, "m-a", size=size), created_at=two_hours_ago)
+        for key, size in (("a1", 5), ("a2", 6))
+    ]
+    await store.put_cached_responses(old)
     await store.put_cached_responses([cached("b1", "m-b", size=100)])
-    summary = await store.cache_summary(max_age=0.03)
+    summary = await store.cache_summary(max_age=3600)
     assert (summary.entries, summary.bytes, summary.expired) == (3, 111, 2)
     assert summary.models == {"m-a": {"entries": 2, "bytes": 11}, "m-b": {"entries": 1, "bytes": 100}}
-    assert summary.oldest is not None and summary.newest is not None and summary.oldest < summary.newest
-    assert await store.clear_cache(max_age=0.03) == 2  # the expired ones only
+    assert summary.oldest == two_hours_ago and summary.newest is not None and summary.oldest < summary.newest
+    assert await store.clear_cache(max_age=3600) == 2  # the expired ones only
     assert await get_one(store, "b1") is not None
     await store.put_cached_responses([cached("a1", "m-a")])
     assert await store.clear_cache(model="m-b") == 1
