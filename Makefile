@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_EMBEDDED := $(VENV)/.installed-embedded
 
-.PHONY: demo test lint typecheck bench serve clean
+.PHONY: demo test lint typecheck bench serve clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,15 @@ $(STAMP_DEV): pyproject.toml $(STAMP_EMBEDDED)
 demo: $(STAMP_EMBEDDED)
 	HF_HUB_OFFLINE=1 $(BIN)/evalstack run examples/demo.yaml --model embedded
 
-test: $(STAMP_DEV)
+# The viewer's browser tests drive the system Chromium (never a downloaded one). Install Debian's
+# where we can (root with apt-get); elsewhere those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-headless-shell >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "Chromium is not installed (needs root and apt-get): the viewer's browser tests will skip"
+
+test: $(STAMP_DEV) browser
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP_DEV)

@@ -1,4 +1,4 @@
-"""The ``evalstack`` command line: ``serve``, ``run``, ``models``, ``jobs`` and ``cache``.
+"""The ``evalstack`` command line: ``serve``, ``view``, ``run``, ``models``, ``jobs`` and ``cache``.
 
 Heavy modules (the server, the engine, httpx) are imported inside the commands so that
 ``evalstack --help`` stays fast.
@@ -68,6 +68,34 @@ def serve(
         typer.secho(f"Invalid settings: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
     uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level.lower())
+
+
+# ---- evalstack view -----------------------------------------------------------------------------
+
+
+@app.command()
+def view(
+    db: str | None = typer.Option(
+        None, "--db", help="SQLAlchemy database URL [default: sqlite file in the data directory]."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8322, help="Port to listen on."),
+    log_level: str = typer.Option("warning", help="Log level: debug, info, warning, error."),
+) -> None:
+    """Browse a local store's jobs and samples in the web viewer (http://HOST:PORT/ui/)."""
+    import uvicorn
+
+    from evalstack.config import load_settings
+    from evalstack.errors import EvalstackError
+    from evalstack.viewer.app import create_viewer_app
+
+    try:
+        settings = load_settings(None, db_url=db)
+    except (EvalstackError, ValueError, OSError) as exc:
+        typer.secho(f"Invalid settings: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"evalstack viewer on http://{host}:{port}/ui/")
+    uvicorn.run(create_viewer_app(settings.db_url), host=host, port=port, log_level=log_level.lower())
 
 
 # ---- evalstack run ------------------------------------------------------------------------------

@@ -188,13 +188,17 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     from fastapi import FastAPI
 
     from evalstack.api.jobs import jobs_router
+    from evalstack.api.listings import listings_router
     from evalstack.api.llama_stack.routes import include_llama_stack_api
+    from evalstack.viewer.pages import mount_viewer
 
     app = FastAPI(title="evalstack", version=__version__, lifespan=lifespan)
     app.state.services = services
     include_llama_stack_api(app, services)
+    app.include_router(listings_router(services.store), prefix="/v1")
     app.include_router(jobs_router(services), prefix="/v1")
     _include_nemo_api(app, services)
+    mount_viewer(app, services.store)
     return app
 
 

@@ -289,7 +289,9 @@ def test_second_server_on_the_same_file_reads_and_does_not_run_a_live_job_twice(
 ) -> None:
     rows = square_rows(120)
     dataset = write_dataset(tmp_path / "squares.jsonl", rows)
-    fake.latency = 0.1
+    # Slow answers until the second server is up (about 15 s of work at 0.5 s each, however long a
+    # loaded machine takes to start it), so the first server's job is surely still live then.
+    fake.latency = 0.5
     job_id = server.create_job(job_body(dataset, fake, parallelism=4))
     server.wait_recorded(job_id, 4)
     second = Server(tmp_path, db, name="second").start()
@@ -297,6 +299,7 @@ def test_second_server_on_the_same_file_reads_and_does_not_run_a_live_job_twice(
         # Reads through the second server see the first one's live job.
         assert second.job(job_id)["status"] == "running"
         assert second.recorded(job_id) >= 4
+        fake.latency = 0.05
         # Both write at once: a job of the second server runs while the first one's continues.
         other_rows = square_rows(60, start=500)
         other_id = second.create_job(

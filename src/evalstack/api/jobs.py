@@ -1,17 +1,16 @@
 """evalstack's own read-only view of every job, whichever front door created it.
 
-``GET /v1/evalstack/jobs`` lists jobs (newest first, ``front`` and ``limit`` optional),
-``GET /v1/evalstack/jobs/{job_id}`` shows one with its cached result, and
-``POST /v1/evalstack/jobs/{job_id}/rescore`` creates a job that scores a completed job's stored outputs
-again (``engine.rescore``). The CLI's ``evalstack jobs`` uses these. Errors use the Llama Stack
-family's body (``{"error": {"message": ...}}``).
+``GET /v1/evalstack/jobs/{job_id}`` shows one job with its cached result (the listings, with their
+filters and paging, are in ``api/listings.py``), and ``POST /v1/evalstack/jobs/{job_id}/rescore``
+creates a job that scores a completed job's stored outputs again (``engine.rescore``). The CLI's
+``evalstack jobs`` uses these. Errors use the Llama Stack family's body (``{"error": {"message": ...}}``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
 from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
@@ -54,16 +53,6 @@ class RescoreRequest(BaseModel):
 def jobs_router(services: Services) -> APIRouter:
     """Routes under ``/evalstack/jobs`` (mounted at ``/v1``)."""
     router = APIRouter(route_class=LlamaStackRoute)
-
-    @router.get("/evalstack/jobs", tags=["evalstack"])
-    async def list_jobs(
-        front: Literal["llama_stack", "nemo"] | None = None,
-        limit: int | None = Query(default=None, ge=1),
-    ) -> dict[str, Any]:
-        jobs = await services.store.list_jobs(front)
-        if limit is not None:
-            jobs = jobs[:limit]
-        return {"data": [job_summary(j) for j in jobs]}
 
     @router.get("/evalstack/jobs/{job_id}", tags=["evalstack"])
     @not_found_status(404)

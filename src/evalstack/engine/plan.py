@@ -18,10 +18,14 @@ from evalstack.store.records import SampleRecord
 
 @dataclass
 class SampleOutput:
-    """What the model produced for one row: the text and the raw response (``None`` without inference)."""
+    """What the model produced for one row: the text and the raw response (``None`` without inference).
+
+    ``request`` is the request that produced it, when it was sent earlier (re-scoring a stored output).
+    """
 
     text: str | None
     response: dict[str, Any] | None = None
+    request: dict[str, Any] | None = None
 
 
 class Metric(Protocol):

@@ -138,7 +138,7 @@ def _stored_output(row: Mapping[str, Any]) -> SampleOutput:
         if sample.extra.get("error_kind") == ERROR_KIND_INFERENCE:
             raise InferenceError(reason)
         raise InvalidInputError(reason)
-    return SampleOutput(sample.output_text, sample.response)
+    return SampleOutput(sample.output_text, sample.response, sample.extra.get("request"))
 
 
 def _stored_rows(records: list[SampleRecord]) -> RowSource:

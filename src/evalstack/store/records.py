@@ -101,3 +101,47 @@ def new_job_id() -> str:
         value, rest = divmod(value, 58)
         digits.append(_BASE58_ALPHABET[rest])
     return "eval-" + "".join(reversed(digits)).rjust(_JOB_ID_DIGITS, _BASE58_ALPHABET[0])
+
+
+SampleOutcome = Literal["right", "wrong"]
+SampleErrorFilter = Literal["any", "none", "inference", "invalid"]
+
+
+@dataclass(frozen=True)
+class SampleFilter:
+    """Which of a job's samples to read (every field optional; all given ones must hold).
+
+    ``metric`` and ``score`` name one per-sample score (``scores[metric][score]``); ``outcome``
+    (right: the score is 1 or more, wrong: below 1) and ``min_score``/``max_score`` apply to it.
+    ``error`` picks failed samples (``any``, or one ``error_kind``) or the ones that did not fail
+    (``none``). ``unparsed``: no answer could be extracted; ``truncated``: cut by ``max_tokens``.
+    ``search`` is full-text search over the prompt (the row and the request sent) and the output.
+    """
+
+    task: str | None = None
+    metric: str | None = None
+    score: str | None = None
+    outcome: SampleOutcome | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    error: SampleErrorFilter | None = None
+    unparsed: bool = False
+    truncated: bool = False
+    search: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class SampleKey:
+    """Where a sample sits in a job: samples are ordered by task, then index."""
+
+    task: str
+    index: int
+
+
+@dataclass
+class SamplePage:
+    """One page of a job's samples in (task, index) order, with whether more lie on either side."""
+
+    samples: list[SampleRecord]
+    has_before: bool
+    has_after: bool

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -26,6 +26,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    and_,
     create_engine,
     delete,
     event,
@@ -41,8 +42,17 @@ from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
-from evalstack.store import tables
-from evalstack.store.records import CachedResponse, CacheSummary, JobRecord, JobStatus, SampleRecord
+from evalstack.store import sample_query, tables
+from evalstack.store.records import (
+    CachedResponse,
+    CacheSummary,
+    JobRecord,
+    JobStatus,
+    SampleFilter,
+    SampleKey,
+    SamplePage,
+    SampleRecord,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +236,8 @@ class Store:
         if backend == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         tables.metadata.create_all(engine)
+        with engine.begin() as conn:
+            sample_query.ensure_search_index(conn)
         self._engine = engine
         logger.info("store opened: %s", url.render_as_string(hide_password=True))
 
@@ -648,6 +660,41 @@ class Store:
                 for task, index, item, text, response, finish, scores, error, extra in rows
             ]
 
+    async def iter_samples(self, job_id: str, batch_size: int = 2000) -> AsyncIterator[list[SampleRecord]]:
+        """The job's samples in batches of at most ``batch_size``, ordered by task then index.
+
+        Each batch is one keyset query on the ``(job_id, task, index)`` index, so a job of any size
+        is read with bounded memory.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        after: tuple[str, int] | None = None
+        while True:
+            batch = await self._run(self._read_sample_batch, job_id, after, batch_size)
+            if not batch:
+                return
+            yield batch
+            if len(batch) < batch_size:
+                return
+            after = (batch[-1].task, batch[-1].index)
+
+    def _read_sample_batch(
+        self, job_id: str, after: tuple[str, int] | None, limit: int
+    ) -> list[SampleRecord]:
+        c = _SAMPLES.c
+        query = select(
+            c.task, c["index"], c.item, c.output_text, c.response, c.finish_reason, c.scores, c.error, c.extra
+        ).where(c.job_id == job_id)
+        if after is not None:
+            task, index = after
+            query = query.where(or_(c.task > task, and_(c.task == task, c["index"] > index)))
+        with self._connect() as conn:
+            rows = conn.execute(query.order_by(c.task, c["index"]).limit(limit))
+            return [
+                SampleRecord(task, index, item, text, response, finish, scores or {}, error, extra or {})
+                for task, index, item, text, response, finish, scores, error, extra in rows
+            ]
+
     async def recorded_indices(self, job_id: str) -> dict[str, set[int]]:
         """For each task of the job, the indices of the samples already recorded."""
         return await self._run(self._recorded_indices, job_id)
@@ -769,3 +816,93 @@ class Store:
             statement = statement.where(c.created_at < cutoff)
         with self._begin() as conn:
             return int(conn.execute(statement).rowcount or 0)
+
+    # ---- browsing samples: filters, keyset pages, search --------------------------------------
+
+    async def page_samples(
+        self,
+        job_id: str,
+        flt: SampleFilter | None = None,
+        *,
+        after: SampleKey | None = None,
+        before: SampleKey | None = None,
+        limit: int = 50,
+    ) -> SamplePage:
+        """Up to ``limit`` of the job's samples matching ``flt``, in (task, index) order.
+
+        The page starts right after ``after`` (or ends right before ``before``; from the start when
+        neither is given). Paged in SQL on the samples index, so a deep page costs what the first does.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        if after is not None and before is not None:
+            raise ValueError("give after or before, not both")
+        return await self._run(self._page_samples, job_id, flt or SampleFilter(), after, before, limit)
+
+    def _page_samples(
+        self, job_id: str, flt: SampleFilter, after: SampleKey | None, before: SampleKey | None, limit: int
+    ) -> SamplePage:
+        with self._connect() as conn:
+            dialect = conn.dialect.name
+            plan = sample_query.search_plan(conn, flt)
+            query = sample_query.page_query(
+                dialect, job_id, flt, after=after, before=before, limit=limit + 1, plan=plan
+            )
+            records = [
+                SampleRecord(task, index, item, text, response, finish, scores or {}, error, extra or {})
+                for task, index, item, text, response, finish, scores, error, extra in conn.execute(query)
+            ]
+            more = len(records) > limit
+            records = records[:limit]
+            if before is not None:
+                records.reverse()
+                return SamplePage(records, has_before=more, has_after=True)
+            has_before = False
+            if after is not None and records:
+                first = SampleKey(records[0].task, records[0].index)
+                earlier = sample_query.exists_query(dialect, job_id, flt, before=first, plan=plan)
+                has_before = bool(conn.scalar(earlier))
+            elif after is not None:
+                has_before = True
+            return SamplePage(records, has_before=has_before, has_after=more)
+
+    async def count_matching_samples(
+        self, job_id: str, flt: SampleFilter | None = None, *, cap: int | None = None
+    ) -> int:
+        """How many of the job's samples match ``flt``; counting stops at ``cap`` when given."""
+        return await self._run(self._count_matching_samples, job_id, flt or SampleFilter(), cap)
+
+    def _count_matching_samples(self, job_id: str, flt: SampleFilter, cap: int | None) -> int:
+        with self._connect() as conn:
+            plan = sample_query.search_plan(conn, flt, counting=True)
+            query = sample_query.count_query(conn.dialect.name, job_id, flt, cap, plan)
+            return int(conn.scalar(query) or 0)
+
+    async def get_sample(self, job_id: str, task: str, index: int) -> SampleRecord | None:
+        """One recorded sample, or None."""
+        page = await self.page_samples(
+            job_id, SampleFilter(task=task), after=SampleKey(task, index - 1), limit=1
+        )
+        found = page.samples[0] if page.samples else None
+        return found if found is not None and found.index == index else None
+
+    async def score_histogram(
+        self, job_id: str, metric: str, score: str, bins: int = 20
+    ) -> tuple[float, float, list[int]] | None:
+        """One score's distribution: ``(low, high, counts per equal-width bin)``; None without values."""
+        return await self._run(self._score_histogram, job_id, metric, score, bins)
+
+    def _score_histogram(
+        self, job_id: str, metric: str, score: str, bins: int
+    ) -> tuple[float, float, list[int]] | None:
+        with self._connect() as conn:
+            low, high = conn.execute(sample_query.range_query(job_id, metric, score)).one()
+            if low is None or high is None:
+                return None
+            low, high = float(low), float(high)
+            width = (high - low) / bins if high > low else 1.0
+            counts = [0] * bins
+            query = sample_query.histogram_query(conn.dialect.name, job_id, metric, score, low, width, bins)
+            for bucket, count in conn.execute(query).tuples():
+                counts[min(max(int(bucket), 0), bins - 1)] += int(count)
+            return low, high, counts

@@ -788,7 +788,8 @@ async def test_create_app_builds_configured_providers_and_mounts_both_api_famili
         response = await c.post("/v1alpha/eval/benchmarks", json={**body, "provider_id": "local"})
         assert response.status_code == 200
         assert (await c.get("/v1alpha/eval/benchmarks/b")).json()["provider_id"] == "local"
-        assert (await c.get("/v1/evalstack/jobs")).json() == {"data": []}
+        jobs = (await c.get("/v1/evalstack/jobs")).json()
+        assert (jobs["data"], jobs["total"]) == ([], 0)
         nemo = await c.get("/v1/evaluation/configs")
         assert nemo.status_code == 200
         ids = {fn["identifier"] for fn in (await c.get("/v1/scoring-functions")).json()["data"]}

@@ -123,10 +123,10 @@ async def test_rescoring_mmlu_with_another_extraction_changes_the_score_and_asks
         == first.result["groups"]["mmlu"]["metrics"][strict]
     )
     stored = await services.store.read_samples(changed.id, "mmlu_anatomy")
+    original = await services.store.read_samples(source.id, "mmlu_anatomy")
     assert [s.output_text for s in stored] == [MMLU_REPLY]
-    assert (
-        stored[0].item == next(r for r in await services.store.read_samples(source.id, "mmlu_anatomy")).item
-    )
+    assert stored[0].item == original[0].item
+    assert stored[0].extra["request"] == original[0].extra["request"]  # the request that produced it
 
 
 async def test_rescoring_a_llama_stack_job_with_other_scoring_functions(

@@ -411,3 +411,17 @@ async def test_cache_summary_and_clear_by_model_and_age(store: Store) -> None:
     assert (await store.cache_summary()).models == {"m-a": {"entries": 1, "bytes": 10}}
     assert await store.clear_cache() == 1
     assert (await store.cache_summary()).entries == 0
+
+
+async def test_iter_samples_reads_every_sample_in_order_in_bounded_batches(store: Store) -> None:
+    # "b" sorts after "a", and index 10 after 9 (numbers, not text): the keyset must cross both
+    await store.add_samples("job", [sample("b", i) for i in range(12)] + [sample("a", i) for i in range(5)])
+    await store.add_samples("other", [sample("a", 0)])
+    batches = [batch async for batch in store.iter_samples("job", batch_size=4)]
+    assert [len(b) for b in batches] == [4, 4, 4, 4, 1]
+    read = [(s.task, s.index) for b in batches for s in b]
+    assert read == [("a", i) for i in range(5)] + [("b", i) for i in range(12)]
+    assert batches[0][0] == (await store.read_samples("job"))[0]
+    assert [b async for b in store.iter_samples("missing")] == []
+    with pytest.raises(ValueError, match="batch_size"):
+        [b async for b in store.iter_samples("job", batch_size=0)]

@@ -20,7 +20,7 @@ from evalstack.engine.adaptive import AdaptiveConcurrency
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.engine.ports import ClientSource
 from evalstack.errors import EvalstackError, UpstreamError
-from evalstack.inference.base import InferenceError, ModelClient
+from evalstack.inference.base import InferenceError, InferenceRequest, ModelClient
 from evalstack.inference.cache import CacheStats
 from evalstack.inference.feedback import overload_listener
 from evalstack.store.records import SampleRecord
@@ -92,6 +92,18 @@ def _error_text(exc: BaseException) -> str:
     return message or type(exc).__name__
 
 
+def _request_as_sent(request: InferenceRequest) -> dict[str, Any]:
+    """The request as the model was asked (kept with the sample, for the viewer and search)."""
+    sent: dict[str, Any] = {"kind": request.kind}
+    if request.messages is not None:
+        sent["messages"] = request.messages
+    if request.prompt is not None:
+        sent["prompt"] = request.prompt
+    if request.params:
+        sent["params"] = request.params
+    return sent
+
+
 async def _process_sample(
     task: TaskPlan, client: ModelClient | None, index: int, row: dict[str, Any]
 ) -> SampleRecord:
@@ -101,12 +113,15 @@ async def _process_sample(
         if task.build_request is not None:
             request = task.build_request(row)
             request.sample_id = f"{task.name}#{index}"
+            sample.extra["request"] = _request_as_sent(request)
             assert client is not None  # run_plan checks that inference tasks have a model
             result = await client.generate(request)
             output = SampleOutput(result.text, result.raw)
             sample.finish_reason = result.finish_reason
         elif task.read_output is not None:
             output = task.read_output(row)
+            if output.request is not None:
+                sample.extra["request"] = output.request
         else:  # pragma: no cover - compilers always set one of the two
             raise EvalstackError(f"task {task.name!r} has neither a request builder nor an output reader")
         sample.output_text = output.text

@@ -1,0 +1,24 @@
+"""Reading results: paired comparison of two jobs, a regression gate, and reports of one job.
+
+``paired`` holds the statistics (pure functions on arrays), ``compare`` pairs two jobs' samples
+through the store and computes a :class:`Comparison`, ``gate`` judges a comparison against a
+policy, ``report`` renders a job or a comparison as Markdown, HTML, JSON or CSV.
+"""
+
+from evalstack.analysis.compare import (
+    Comparison,
+    JobRef,
+    MetricComparison,
+    UnmatchedItem,
+    compare_jobs,
+    flipped_samples,
+)
+
+__all__ = [
+    "Comparison",
+    "JobRef",
+    "MetricComparison",
+    "UnmatchedItem",
+    "compare_jobs",
+    "flipped_samples",
+]
