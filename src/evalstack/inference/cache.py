@@ -125,6 +125,7 @@ class ResponseCache:
         self.flush_interval = flush_interval
         self._pending: list[CachedResponse] = []
         self._flusher: asyncio.Future[None] | None = None
+        self._hurry = asyncio.Event()  # write the pending answers now
         self._lookups: list[tuple[str, asyncio.Future[CachedResponse | None]]] = []
         self._reader: asyncio.Future[None] | None = None
 
@@ -166,16 +167,15 @@ class ResponseCache:
     def add(self, entry: CachedResponse) -> None:
         """Queue one answer for writing."""
         self._pending.append(entry)
+        if len(self._pending) >= self.batch_size:
+            self._hurry.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush_soon())
 
     async def _flush_soon(self) -> None:
-        deadline = asyncio.get_running_loop().time() + self.flush_interval
-        while self._pending and len(self._pending) < self.batch_size:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            await asyncio.sleep(min(remaining, 0.05))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), self.flush_interval)
+        self._hurry.clear()
         await self._write()
 
     async def _write(self) -> None:
@@ -188,12 +188,13 @@ class ResponseCache:
             logger.warning("writing %d answers to the response cache failed", len(batch), exc_info=True)
 
     async def flush(self) -> None:
-        """Write every pending answer now."""
-        flusher, self._flusher = self._flusher, None
+        """Write every pending answer now (and wait for a write under way: never cancel one, or a
+        batch still queued for the store's thread would be lost)."""
+        self._hurry.set()
+        flusher = self._flusher
         if flusher is not None and not flusher.done():
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            await asyncio.shield(flusher)
+        self._hurry.clear()
         await self._write()
 
 

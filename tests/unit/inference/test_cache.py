@@ -4,18 +4,19 @@ sampled draws, failures and expired answers are asked again."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from evalstack.config import Settings
-from evalstack.inference.cache import cache_key, is_sampled
+from evalstack.inference.cache import ResponseCache, cache_key, is_sampled
 from evalstack.server import Services, build_services
-from evalstack.store.records import JobRecord, new_job_id
+from evalstack.store.records import CachedResponse, JobRecord, new_job_id
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.squares import answer, expected_accuracy, square_rows, squares_config
 
@@ -183,3 +184,35 @@ def test_the_key_covers_model_body_and_for_sampled_requests_the_draw() -> None:
     assert cache_key("http://h/v1#m", sampled, "t#0") != cache_key(
         "http://h/v1#m", {**sampled, "seed": 1}, "t#0"
     )
+
+
+class QueuedStore:
+    """A cache store whose writes wait in a queue until ``release`` is set (a busy store thread)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, CachedResponse] = {}
+        self.release = asyncio.Event()
+
+    async def get_cached_responses(
+        self, keys: Collection[str], max_age: float | None = None
+    ) -> dict[str, CachedResponse]:
+        return {key: self.saved[key] for key in keys if key in self.saved}
+
+    async def put_cached_responses(self, entries: Sequence[CachedResponse]) -> None:
+        await self.release.wait()
+        self.saved.update((entry.key, entry) for entry in entries)
+
+
+async def test_flush_waits_for_a_write_under_way_instead_of_dropping_it() -> None:
+    store = QueuedStore()
+    cache = ResponseCache(store, batch_size=1)
+    cache.add(CachedResponse("k1", "m", "answer", "stop", {}, 6))  # a full batch: written at once
+    await asyncio.sleep(0.01)  # the write is under way, waiting for the store
+    cache.add(CachedResponse("k2", "m", "later", "stop", {}, 5))
+    flushing = asyncio.ensure_future(cache.flush())
+    await asyncio.sleep(0.01)
+    assert not flushing.done()  # flush waits for the write under way
+    store.release.set()
+    await flushing
+    assert set(store.saved) == {"k1", "k2"}
+    assert (await cache.lookup("k1")) == store.saved["k1"]
