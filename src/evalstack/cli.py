@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from evalstack.local_run import RunOutcome
 
 app = typer.Typer(
     name="evalstack",
@@ -128,6 +133,13 @@ def run(
         "--adaptive-concurrency",
         help="Back off on 429s and rising latency, grow again while the endpoint keeps up (AIMD).",
     ),
+    max_outage: float | None = typer.Option(
+        None,
+        "--max-outage",
+        min=0.001,
+        help="Seconds to wait for an unreachable model endpoint before the job fails, keeping its samples "
+        "(resume it with 'evalstack resume') [default: the max_outage setting, 900].",
+    ),
     cache: bool = typer.Option(
         False, "--cache", help="Reuse model answers from the response cache and keep new ones there."
     ),
@@ -139,19 +151,62 @@ def run(
 
     from evalstack.config import load_settings
     from evalstack.errors import EvalstackError
-    from evalstack.local_run import render_table, run_file, write_output
+    from evalstack.local_run import run_file
 
     console = Console()
     try:
         settings = load_settings(config, db_url=db, adaptive_concurrency=adaptive_concurrency or None)
         outcome = asyncio.run(
             run_file(
-                Path(benchmark), settings=settings, model=model, limit=limit, console=console, cache=cache
+                Path(benchmark),
+                settings=settings,
+                model=model,
+                limit=limit,
+                console=console,
+                max_outage=max_outage,
+                cache=cache,
             )
         )
     except EvalstackError as exc:
         typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
+    _report(outcome, output, console)
+
+
+@app.command()
+def resume(
+    job_id: str = typer.Argument(..., help="The id of a failed or cancelled job in the database."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the full result as JSON here."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", exists=True, dir_okay=False, help="Settings file (YAML or JSON)."
+    ),
+    db: str | None = typer.Option(
+        None, "--db", help="SQLAlchemy database URL [default: sqlite file in the data directory]."
+    ),
+) -> None:
+    """Finish a failed or cancelled job in-process: only the samples it has not recorded are run."""
+    import asyncio
+
+    from rich.console import Console
+
+    from evalstack.config import load_settings
+    from evalstack.errors import EvalstackError
+    from evalstack.local_run import resume_job
+
+    console = Console()
+    try:
+        settings = load_settings(config, db_url=db)
+        outcome = asyncio.run(resume_job(job_id, settings=settings, console=console))
+    except EvalstackError as exc:
+        typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    _report(outcome, output, console)
+
+
+def _report(outcome: RunOutcome, output: Path | None, console: Console) -> None:
+    """Write the JSON result if asked, then the metrics table, or why the job did not complete (exit 1)."""
+    from evalstack.local_run import render_table, write_output
+
     if output is not None:
         write_output(outcome, output)
         console.print(f"Full result written to {output}")
@@ -166,13 +221,11 @@ def run(
 # -------------------------------------------------------------------------------------------------
 
 
-def _get(url: str, path: str, params: dict[str, Any] | None = None) -> Any:
-    """GET ``url + path`` and return the JSON body; exit with a readable message on any failure."""
-    return _call("GET", url, path, params=params)
-
-
-def _call(method: str, url: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
-    """Send one request to the server and return the JSON body; exit with a readable message on failure."""
+def _get(
+    url: str, path: str, params: dict[str, Any] | None = None, *, method: str = "GET", body: Any = None
+) -> Any:
+    """``method`` ``url + path`` (with a JSON ``body``) and return the JSON body; exit with a readable
+    message on any failure."""
     import httpx
 
     try:
@@ -212,6 +265,8 @@ def models(url: str = URL_OPTION) -> None:
 
 
 def _progress_text(progress: dict[str, Any]) -> str:
+    from rich.markup import escape
+
     done, total = progress.get("samples_processed"), progress.get("samples_total")
     if done is None:
         return ""
@@ -221,7 +276,10 @@ def _progress_text(progress: dict[str, Any]) -> str:
     cache = progress.get("cache")
     if cache:
         text += f", cache {cache.get('hits', 0)} hits / {cache.get('misses', 0)} misses"
-    return text
+    outage = progress.get("outage")
+    if isinstance(outage, dict):
+        text += f"; waiting for {outage.get('endpoint')}, unreachable for {outage.get('unreachable_s')}s"
+    return escape(text)
 
 
 @jobs_app.callback()
@@ -263,6 +321,15 @@ def list_jobs(
             str(job.get("created_at") or "")[:19],
         )
     Console().print(table)
+
+
+@jobs_app.command("resume")
+def resume_server_job(
+    ctx: typer.Context, job_id: str = typer.Argument(..., help="The job id."), url: str = URL_OPTION
+) -> None:
+    """Run a failed or cancelled job again on the server, from the samples it already recorded."""
+    job = _get(_jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}/resume", method="POST")
+    typer.echo(f"Job {job['id']} is {job['status']} again")
 
 
 @jobs_app.command("show")
@@ -328,7 +395,7 @@ def rescore_job(
         )
     if params is not None:
         body["params"] = _json_option(params, "--params")
-    job = _call("POST", _jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}/rescore", body=body)
+    job = _get(_jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}/rescore", method="POST", body=body)
     typer.echo(f"Job {job['id']} re-scores {job_id}; `evalstack jobs show {job['id']}` shows its result.")
 
 

@@ -91,6 +91,25 @@ class ProviderEntry(_Strict):
     """Provider options; for ``remote::nvidia``: ``evaluator_url`` (the NeMo Evaluator base URL)."""
 
 
+class CircuitBreakerEntry(_Strict):
+    """When a model endpoint counts as unreachable and how often it is probed (one breaker per endpoint)."""
+
+    enabled: bool = True
+    """``false``: never pause; requests to an unreachable endpoint fail after their retries."""
+
+    failure_threshold: int = Field(default=10, ge=1)
+    """Opens after this many requests in a row failed on connection errors, timeouts or 502/503/504."""
+
+    failure_window: float = Field(default=5.0, gt=0)
+    """Or after such failures went on for this many seconds without one answer between them."""
+
+    probe_interval: float = Field(default=0.5, gt=0)
+    """While open, seconds before the first probe request; doubled after each failed probe."""
+
+    probe_interval_max: float = Field(default=15.0, gt=0)
+    """The longest wait between two probes."""
+
+
 def _default_providers() -> list[ProviderEntry]:
     return [ProviderEntry(provider_id="local", provider_type="inline::local")]
 
@@ -136,6 +155,14 @@ class Settings(_Strict):
     cache_ttl: float | None = Field(default=None, gt=0)
     """Seconds a cached answer is served; older ones are asked again (and ``evalstack cache clear
     --expired`` deletes them). Default: no expiry."""
+    max_outage: float = Field(default=900.0, gt=0)
+    """Seconds a job waits for its unreachable model endpoint before it fails, keeping its finished samples
+    (a resume finishes it). Default 15 minutes. A job may set its own (``params.extra.max_outage`` in a
+    NeMo config, ``max_outage`` in a benchmark file, ``evalstack run --max-outage``)."""
+
+    circuit_breaker: CircuitBreakerEntry = Field(default_factory=CircuitBreakerEntry)
+    """How model endpoint outages are detected and probed (``failure_threshold``, ``failure_window``,
+    ``probe_interval``, ``probe_interval_max``, ``enabled``)."""
 
     data_roots: list[Path] = Field(default_factory=list)
     """Folders whose files may be registered as datasets by path or ``file://`` URL; nothing outside

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -158,7 +159,13 @@ async def _check_model(services: Services, model: str) -> None:
 
 
 async def _submit_benchmark_file(
-    services: Services, spec: BenchmarkFile, source: Path, model: str, limit: int | None, cache: bool
+    services: Services,
+    spec: BenchmarkFile,
+    source: Path,
+    model: str,
+    limit: int | None,
+    max_outage: float | None = None,
+    cache: bool = False,
 ) -> JobRecord:
     benchmark_id = spec.benchmark_id or source.stem
     dataset = await services.registry.register_dataset(
@@ -195,6 +202,8 @@ async def _submit_benchmark_file(
     }
     if spec.parallelism:
         job_spec["parallelism"] = spec.parallelism
+    if max_outage or spec.max_outage:
+        job_spec["max_outage"] = max_outage or spec.max_outage
     if cache or spec.cache:
         job_spec["cache"] = True
     job = JobRecord(
@@ -204,7 +213,12 @@ async def _submit_benchmark_file(
 
 
 async def _submit_nemo_config(
-    services: Services, config: dict[str, Any], model: str, limit: int | None, cache: bool
+    services: Services,
+    config: dict[str, Any],
+    model: str,
+    limit: int | None,
+    max_outage: float | None = None,
+    cache: bool = False,
 ) -> JobRecord:
     if limit is not None:
         config = {**config, "params": {**(config.get("params") or {}), "limit_samples": limit}}
@@ -214,17 +228,33 @@ async def _submit_nemo_config(
         "target": {"type": "model", "model": model},
         "meta": {"source": "evalstack run"},
     }
+    if max_outage:
+        spec["max_outage"] = max_outage
     if cache:
         spec["cache"] = True
     return await services.worker.submit(JobRecord(id=new_job_id(), front="nemo", spec=spec))
 
 
+def outage_line(progress: dict[str, Any]) -> str:
+    """What the progress bar says while the job waits for an unreachable endpoint ("" otherwise)."""
+    outage = progress.get("outage")
+    if not isinstance(outage, dict):
+        return ""
+    down = f"{outage.get('unreachable_s', 0):.0f}s"
+    text = (
+        f"waiting for {outage.get('endpoint')}: unreachable for {down} "
+        f"(gives up after {outage.get('max_outage_s', 0):.0f}s); last error: {outage.get('last_error')}"
+    )
+    return f"[yellow]{escape(text)}"  # the error text comes from the server: never read as markup
+
+
 async def _follow(services: Services, job_id: str, console: Console) -> JobRecord:
-    """Show a progress bar (samples done, rate, errors) until the job ends."""
+    """Show a progress bar (samples done, rate, errors, an endpoint outage) until the job ends."""
     latest: dict[str, Any] = {}
 
     def listen(listened_id: str, progress: dict[str, Any]) -> None:
         if listened_id == job_id:
+            latest.clear()
             latest.update(progress)
 
     remove = services.worker.add_progress_listener(listen)
@@ -236,24 +266,42 @@ async def _follow(services: Services, job_id: str, console: Console) -> JobRecor
         TextColumn("{task.fields[rate]:.1f} samples/s"),
         TextColumn("errors: {task.fields[errors]}"),
         TimeElapsedColumn(),
+        TextColumn("{task.fields[outage]}"),
     )
     try:
         with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("evaluating", total=None, rate=0.0, errors=0)
+            task = bar.add_task("evaluating", total=None, rate=0.0, errors=0, outage="")
             wait = asyncio.ensure_future(services.worker.wait(job_id))
+            shown_outage: str | None = None  # the endpoint whose outage was announced
             while not wait.done():
+                down = latest.get("outage")
+                endpoint = down.get("endpoint") if isinstance(down, dict) else None
+                if endpoint != shown_outage:
+                    if endpoint is not None:
+                        message = f"Model endpoint {endpoint} is unreachable; the job waits for it"
+                    else:
+                        message = f"Model endpoint {shown_outage} is reachable again; the job goes on"
+                    bar.console.print(escape(message))
+                    shown_outage = endpoint
                 done = int(latest.get("samples_processed", 0))
                 total = latest.get("samples_total") or None
                 elapsed = max(time.monotonic() - started, 1e-6)
                 errors = int(latest.get("errors", 0)) + int(latest.get("invalid", 0))
-                bar.update(task, completed=done, total=total, rate=done / elapsed, errors=errors)
+                bar.update(
+                    task,
+                    completed=done,
+                    total=total,
+                    rate=done / elapsed,
+                    errors=errors,
+                    outage=outage_line(latest),
+                )
                 await asyncio.wait({wait}, timeout=0.2)
             job = wait.result()
             done = int(job.progress.get("samples_processed", latest.get("samples_processed", 0)))
             total = job.progress.get("samples_total") or done
             errors = int(job.progress.get("errors", 0)) + int(job.progress.get("invalid", 0))
             elapsed = max(time.monotonic() - started, 1e-6)
-            bar.update(task, completed=done, total=total, rate=done / elapsed, errors=errors)
+            bar.update(task, completed=done, total=total, rate=done / elapsed, errors=errors, outage="")
             return job
     finally:
         remove()
@@ -266,10 +314,15 @@ async def run_file(
     model: str | None,
     limit: int | None,
     console: Console,
+    max_outage: float | None = None,
     cache: bool = False,
 ) -> RunOutcome:
     """Run one benchmark file (ours or a NeMo config), or a native benchmark by name (``gsm8k``),
-    and return its result and summary lines."""
+    and return its result and summary lines.
+
+    ``max_outage`` (seconds) overrides how long the job waits for an unreachable model endpoint;
+    ``cache`` serves the model's answers from the response cache.
+    """
     document = read_document(path) if path.exists() or _looks_like_file(path) else native_config(str(path))
     # The user named this file: the files beside it may be read, whatever the server's data roots.
     folder = path.resolve().parent
@@ -280,10 +333,10 @@ async def run_file(
     try:
         chosen_model = model or EMBEDDED_MODEL_ID
         if is_nemo_config(document):
-            job = await _submit_nemo_config(services, document, chosen_model, limit, cache)
+            job = await _submit_nemo_config(services, document, chosen_model, limit, max_outage, cache)
         else:
             spec = parse_benchmark_file(document, path)
-            job = await _submit_benchmark_file(services, spec, path, chosen_model, limit, cache)
+            job = await _submit_benchmark_file(services, spec, path, chosen_model, limit, max_outage, cache)
         console.print(f"Job [bold]{job.id}[/bold]: {path.name} on model [bold]{chosen_model}[/bold]")
         job = await _follow(services, job.id, console)
         cached = job.progress.get("cache")
@@ -292,16 +345,34 @@ async def run_file(
                 f"Response cache: {cached['hits']} answers reused, {cached['misses']} asked "
                 f"({cached['bytes_served']:,} bytes reused)"
             )
-        if job.status != "completed":
-            return RunOutcome(job=job, result={})
-        if job.front == "nemo":
-            result = job.result or {}
-            return RunOutcome(job=job, result=result, lines=nemo_lines(result))
-        provider = services.providers["local"]
-        response = await provider.job_result(job.benchmark_id or "", job.id)
-        return RunOutcome(job=job, result=response.model_dump(mode="json"), lines=llama_stack_lines(response))
+        return await _outcome(services, job)
     finally:
         await services.stop()
+
+
+async def resume_job(job_id: str, *, settings: Settings, console: Console) -> RunOutcome:
+    """Run a failed or cancelled job of the store again, from the samples it already recorded."""
+    services = build_services(settings)
+    await services.start()
+    try:
+        job = await services.worker.resume(job_id)
+        done = (job.progress or {}).get("samples_processed", 0)
+        console.print(f"Resuming job [bold]{job.id}[/bold] ({done} samples already recorded)")
+        return await _outcome(services, await _follow(services, job.id, console))
+    finally:
+        await services.stop()
+
+
+async def _outcome(services: Services, job: JobRecord) -> RunOutcome:
+    """The result and summary lines of a finished job (none unless it completed)."""
+    if job.status != "completed":
+        return RunOutcome(job=job, result={})
+    if job.front == "nemo":
+        result = job.result or {}
+        return RunOutcome(job=job, result=result, lines=nemo_lines(result))
+    provider = services.providers["local"]
+    response = await provider.job_result(job.benchmark_id or "", job.id)
+    return RunOutcome(job=job, result=response.model_dump(mode="json"), lines=llama_stack_lines(response))
 
 
 def render_table(outcome: RunOutcome) -> Table:

@@ -118,6 +118,7 @@ def build_services(settings: Settings) -> Services:
     from evalstack.engine.rescore import RESCORE_OF, replay_stored_outputs
     from evalstack.engine.runner import JobWorker
     from evalstack.engine.scoring import ScoringService
+    from evalstack.inference.breaker import BreakerSettings
     from evalstack.inference.cache import ResponseCache
     from evalstack.inference.clients import ModelClientPool
     from evalstack.registry import Registry
@@ -125,7 +126,7 @@ def build_services(settings: Settings) -> Services:
 
     store = Store(settings.db_url)
     registry = Registry(store, settings)
-    clients = ModelClientPool()
+    clients = ModelClientPool(breaker_settings=BreakerSettings(**settings.circuit_breaker.model_dump()))
     scoring = ScoringService(registry, clients)
 
     async def compile_for_worker(job: JobRecord) -> EvalPlan:
@@ -139,6 +140,7 @@ def build_services(settings: Settings) -> Services:
         clients,
         compile_for_worker,
         adaptive_concurrency=settings.adaptive_concurrency,
+        max_outage=settings.max_outage,
         response_cache=ResponseCache(store, ttl=settings.cache_ttl),
         cache_every_job=settings.response_cache,
     )

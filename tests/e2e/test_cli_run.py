@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 import sacrebleu
 import yaml
+from tests.fakes import squares
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.serving import free_port
 
@@ -135,13 +138,10 @@ class Workspace:
     def db_url(self) -> str:
         return f"sqlite:///{self.db_path}"
 
-    def run(self, *args: str, db: bool = True) -> Run:
-        return self.cli("run", *args, db=db)
-
-    def cli(
-        self, command_name: str, *args: str, db: bool = True, env_extra: dict[str, str] | None = None
+    def run(
+        self, *args: str, db: bool = True, command: str = "run", env_extra: dict[str, str] | None = None
     ) -> Run:
-        """``evalstack <command_name> *args`` in this workspace (``--db`` added unless ``db=False``)."""
+        """``evalstack <command> *args`` in this workspace (``--db`` added unless ``db=False``)."""
         env = {
             **os.environ,
             "EVALSTACK_DATA_HOME": str(self.root / "home"),
@@ -152,11 +152,11 @@ class Workspace:
         for name in ("NVIDIA_EVALUATOR_URL", "EVALSTACK_DB_URL", "HF_ENDPOINT"):
             env.pop(name, None)
         env.update(env_extra or {})
-        command = [*evalstack_command(), *command_name.split(), *args]
+        argv = [*evalstack_command(), *command.split(), *args]
         if db:
-            command += ["--db", self.db_url]
+            argv += ["--db", self.db_url]
         done = subprocess.run(
-            command, capture_output=True, text=True, env=env, cwd=self.cwd, timeout=RUN_TIMEOUT
+            argv, capture_output=True, text=True, env=env, cwd=self.cwd, timeout=RUN_TIMEOUT
         )
         return Run(done.returncode, done.stdout, done.stderr)
 
@@ -453,24 +453,30 @@ def test_unknown_scoring_function_is_rejected_before_any_job(ws: Workspace, fake
 
 
 @pytest.mark.slow
-def test_model_url_nobody_listens_on_fails_the_job_with_the_url(ws: Workspace) -> None:
+def test_model_url_nobody_listens_on_fails_the_job_after_max_outage_with_the_url(ws: Workspace) -> None:
     port = free_port()  # nothing listens there
     write_jsonl(ws.cwd / "qa.jsonl", QA_ROWS[:2])
     config = nemo_config("qa.jsonl")
     config["params"]["max_retries"] = 0  # fail fast; retries are tested elsewhere
     (ws.cwd / "down.json").write_text(json.dumps(config), encoding="utf-8")
     out = ws.cwd / "out.json"
-    run = ws.run("down.json", "--model", f"http://127.0.0.1:{port}/v1#m", "--output", str(out))
+    model = f"http://127.0.0.1:{port}/v1#m"
+    started = time.monotonic()
+    run = ws.run("down.json", "--model", model, "--output", str(out), "--max-outage", "2")
+    assert time.monotonic() - started < 2 + 15  # the interpreter's start-up, then two seconds of waiting
     assert run.returncode == 1, run.stdout + run.stderr
     assert "failed" in run.stderr and f"127.0.0.1:{port}" in run.stderr, run.stderr
+    assert "max_outage is 2.0s" in run.stderr and "resume" in run.stderr, run.stderr
+    assert f"Model endpoint http://127.0.0.1:{port}/v1 is unreachable" in run.stdout
     assert "Traceback" not in run.stdout + run.stderr
     document = json.loads(out.read_text(encoding="utf-8"))
     assert document["status"] == "failed"
     assert f"127.0.0.1:{port}" in document["error"]
-    # The failed job and its failed samples are recorded in the store.
+    assert document["progress"]["task_status"] == {"qa": "failed"}
+    # The failed job is recorded; its samples were never answered, so none is recorded as an error.
     job, samples = stored_job(ws.db_url, document["job_id"])
     assert job is not None and job.status == "failed"
-    assert samples == 2
+    assert samples == 0
 
 
 # ---- (e) the shipped demo benchmark -------------------------------------------------------------------
@@ -522,9 +528,7 @@ def test_a_native_benchmark_runs_by_name_without_a_file(ws: Workspace, fake: Fak
     data = ws.root / "data"
     write_jsonl(data / "gsm8k" / "test.jsonl", GSM8K_ROWS)
     write_jsonl(data / "gsm8k" / "train_first500.jsonl", GSM8K_ROWS)
-    run = ws.cli(
-        "run", "gsm8k", "-m", model_url(fake), "--limit", "2", env_extra={"EVALSTACK_DATA_DIR": str(data)}
-    )
+    run = ws.run("gsm8k", "-m", model_url(fake), "--limit", "2", env_extra={"EVALSTACK_DATA_DIR": str(data)})
     assert run.returncode == 0, run.stdout + run.stderr
     assert len(fake.requests) == 2
     assert "Question: Tom has 2 apples" in json.dumps(fake.requests)
@@ -567,14 +571,87 @@ def test_run_with_cache_twice_asks_the_model_once_and_cache_commands_manage_it(
     assert f"{len(CAPITAL_ROWS)} answers reused, 0 asked" in second.stdout
     assert second.value("basic::subset_of", "accuracy") == first.value("basic::subset_of", "accuracy")
 
-    stats = ws.cli("cache stats")
+    stats = ws.run(command="cache stats")
     assert stats.returncode == 0, stats.stdout + stats.stderr
     assert f"Response cache: {len(CAPITAL_ROWS)} answers" in stats.stdout
     assert f"{fake.base_url}#{fake.model_id}" in stats.stdout
-    expired = ws.cli("cache clear --expired")
+    expired = ws.run("--expired", command="cache clear")
     assert expired.returncode == 2 and "cache_ttl" in expired.stderr
-    cleared = ws.cli("cache clear")
+    cleared = ws.run(command="cache clear")
     assert cleared.returncode == 0 and f"Deleted {len(CAPITAL_ROWS)} cached answers." in cleared.stdout
     third = ws.run(name, "--model", model_url(fake))  # no --cache: asks again, keeps nothing
     assert third.returncode == 0 and len(fake.requests) == len(CAPITAL_ROWS)
-    assert "Response cache: 0 answers" in ws.cli("cache stats").stdout
+    assert "Response cache: 0 answers" in ws.run(command="cache stats").stdout
+
+
+# ---- (f) the model server goes away mid-run -------------------------------------------------------------
+
+FAST_BREAKER = "circuit_breaker: {failure_threshold: 3, probe_interval: 0.1, probe_interval_max: 0.5}\n"
+
+
+def squares_file(ws: Workspace, rows: list[dict[str, Any]]) -> Path:
+    dataset = write_jsonl(ws.cwd / "squares.jsonl", rows)
+    path = ws.cwd / "squares.json"
+    path.write_text(json.dumps(squares.squares_config(dataset, parallelism=4)), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_a_brief_outage_mid_run_completes_with_the_results_of_an_uninterrupted_run(ws: Workspace) -> None:
+    rows = squares.square_rows(80)
+    bench = squares_file(ws, rows)
+    settings = ws.cwd / "settings.yaml"
+    settings.write_text(FAST_BREAKER, encoding="utf-8")
+    with FakeModelServer(answer=squares.answer, latency=0.05) as model:
+        url = f"{model.base_url}#{model.model_id}"
+        clean_out = ws.cwd / "clean.json"
+        clean = ws.run(str(bench), "--model", url, "--config", str(settings), "--output", str(clean_out))
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        model.reset_stats()
+
+        def outage() -> None:
+            deadline = time.monotonic() + RUN_TIMEOUT
+            while len(model.requests) < 20 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            model.go_down()
+            time.sleep(3.0)
+            model.come_back()
+
+        breaker = threading.Thread(target=outage)
+        breaker.start()
+        out = ws.cwd / "out.json"
+        run = ws.run(str(bench), "--model", url, "--config", str(settings), "--output", str(out))
+        breaker.join()
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"Model endpoint {model.base_url} is unreachable; the job waits for it" in run.stdout
+    assert f"Model endpoint {model.base_url} is reachable again" in run.stdout
+    document, clean_document = (json.loads(p.read_text(encoding="utf-8")) for p in (out, clean_out))
+    assert document["progress"]["errors"] == 0 and document["progress"]["samples_processed"] == len(rows)
+    assert document["result"]["tasks"] == clean_document["result"]["tasks"]
+    accuracy = document["result"]["tasks"]["qa"]["metrics"]["accuracy"]["scores"]["string-check"]["value"]
+    assert accuracy == pytest.approx(squares.expected_accuracy(rows))
+    # Every row was answered once after the restart or before the stop: none was asked twice.
+    asked = [body["messages"][-1]["content"] for body in model.requests]
+    assert sorted(set(asked)) == sorted(row["question"] for row in rows)
+
+
+@pytest.mark.slow
+def test_a_run_that_gave_up_on_its_model_is_finished_by_evalstack_resume(ws: Workspace) -> None:
+    rows = squares.square_rows(12)
+    bench = squares_file(ws, rows)
+    model = FakeModelServer(answer=squares.answer)  # not started: connections are refused
+    url = f"{model.base_url}#{model.model_id}"
+    out = ws.cwd / "out.json"
+    failed = ws.run(str(bench), "--model", url, "--max-outage", "1", "--output", str(out))
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    job_id = json.loads(out.read_text(encoding="utf-8"))["job_id"]
+    assert f"Job {job_id} ended failed" in failed.stderr and "max_outage is 1.0s" in failed.stderr
+    with model:
+        resumed = ws.run(job_id, command="resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"Resuming job {job_id}" in resumed.stdout
+    assert resumed.value("task qa", "accuracy.string-check") == pytest.approx(
+        squares.expected_accuracy(rows), abs=1e-4
+    )
+    again = ws.run(job_id, command="resume")
+    assert again.returncode == 2 and "only a failed or cancelled job can be resumed" in again.stderr

@@ -439,3 +439,29 @@ def test_embedded_model_answers_a_few_rows(tmp_path: Path) -> None:
         assert [s["score"] for s in result.scores["basic::subset_of"].score_rows] == expected
     finally:
         server.stop()
+
+
+def test_a_job_stays_in_progress_through_a_model_outage_and_completes_with_every_row(
+    client: LlamaStackClient, fake: FakeModelServer, server: ServerProcess
+) -> None:
+    register_model(client, fake)
+    rows = square_rows(40, start=100)
+    benchmark_id = register_benchmark(client, "outage", rows)
+    fake.reset_stats()
+    fake.latency = 0.05
+    job = client.eval.run_eval(benchmark_id, benchmark_config=bench_config(candidate()))
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while len(fake.requests) < 8:
+        assert time.monotonic() < deadline, "the job sent no requests"
+        time.sleep(0.01)
+    fake.go_down()
+    try:
+        time.sleep(2.0)
+        assert client.eval.jobs.status(job.job_id, benchmark_id=benchmark_id).status == "in_progress"
+        progress = httpx.get(f"{server.base_url}/v1/evalstack/jobs/{job.job_id}").json()["progress"]
+        assert progress["outage"]["endpoint"] == fake.base_url
+        assert progress["errors"] == 0
+    finally:
+        fake.come_back()
+    assert wait_for(client, benchmark_id, job.job_id) == "completed"
+    check_result(client.eval.jobs.retrieve(job.job_id, benchmark_id=benchmark_id), rows)

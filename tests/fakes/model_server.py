@@ -13,6 +13,11 @@ client disconnects or ``hang`` is cleared. ``requests`` holds every JSON body re
 and ``headers`` the matching route and lower-cased headers); ``models_requests`` counts
 ``GET /v1/models``; ``max_in_flight`` is the most requests seen at once.
 
+Outages: ``go_down()`` stops the server (connections to its port are refused, as when a model server
+is redeployed or its pod crashed); ``go_down(gateway=True)`` instead answers every request 502 on
+the same port, as a proxy whose model server is gone, counting them in ``gateway_requests``.
+``come_back()`` serves again on the same port, with the same answers and counters.
+
 Log-probabilities: a completion request with ``echo`` and ``logprobs`` gets, like OpenAI's legacy
 completions, ``choices[0].text`` = prompt + generated text and ``choices[0].logprobs`` with
 ``tokens``, ``token_logprobs``, ``top_logprobs`` and ``text_offset`` over both. Tokens are
@@ -108,6 +113,7 @@ class FakeModelServer:
         self.paths: list[str] = []
         self.headers: list[dict[str, str]] = []
         self.models_requests = 0
+        self.gateway_requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -243,6 +249,26 @@ class FakeModelServer:
         self.hang = False
         if self._server is not None:
             self._server.stop()
+            self._server = None
+
+    def go_down(self, *, gateway: bool = False) -> None:
+        """Stop answering: connections are refused, or (``gateway``) every request gets a 502."""
+        self.stop()
+        if gateway:
+            self._server = BackgroundServer(self._gateway_app(), self.port, name="fake gateway").start()
+
+    def come_back(self) -> None:
+        """Serve model answers again on the same port."""
+        self.stop()
+        self.start()
+
+    def _gateway_app(self) -> Starlette:
+        async def bad_gateway(request: Request) -> Response:
+            with self._lock:
+                self.gateway_requests += 1
+            return JSONResponse({"error": {"message": "upstream connect error"}}, 502)
+
+        return Starlette(routes=[Route("/{path:path}", bad_gateway, methods=["GET", "POST"])])
 
     def __enter__(self) -> FakeModelServer:
         return self.start()

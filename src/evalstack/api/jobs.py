@@ -1,9 +1,11 @@
 """evalstack's own read-only view of every job, whichever front door created it.
 
 ``GET /v1/evalstack/jobs/{job_id}`` shows one job with its cached result (the listings, with their
-filters and paging, are in ``api/listings.py``), and ``POST /v1/evalstack/jobs/{job_id}/rescore``
-creates a job that scores a completed job's stored outputs again (``engine.rescore``). The CLI's
-``evalstack jobs`` uses these. Errors use the Llama Stack family's body (``{"error": {"message": ...}}``).
+filters and paging, are in ``api/listings.py``); ``POST /v1/evalstack/jobs/{job_id}/resume`` runs
+a failed or cancelled job again from its recorded samples (400 for any other status), and
+``POST /v1/evalstack/jobs/{job_id}/rescore`` creates a job that scores a completed job's stored outputs
+again (``engine.rescore``). The CLI's ``evalstack jobs`` uses these. Errors use the Llama Stack family's
+body (``{"error": {"message": ...}}``).
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ def jobs_router(services: Services) -> APIRouter:
             "result": job.result,
             "samples_recorded": await services.store.count_samples(job_id),
         }
+
+    @router.post("/evalstack/jobs/{job_id}/resume", tags=["evalstack"])
+    @not_found_status(404)
+    async def resume_job(job_id: str) -> dict[str, Any]:
+        return job_summary(await services.worker.resume(job_id))
 
     @router.post("/evalstack/jobs/{job_id}/rescore", tags=["evalstack"])
     @not_found_status(404)

@@ -1,10 +1,14 @@
 """Compile a stored job's spec into an EvalPlan, whichever front door created it.
 
 - front ``llama_stack``: ``spec = {"benchmark": Benchmark dict, "benchmark_config": BenchmarkConfig
-  dict, "parallelism"?: int}``. A benchmark whose ``metadata`` has a ``type`` key is a NeMo
-  Evaluator config and runs as one, with the candidate model as its target; any other benchmark is
-  a dataset plus scoring functions (``engine.llama_stack_plan``).
+  dict, "parallelism"?: int, "max_outage"?: seconds}``. A benchmark whose ``metadata`` has a ``type``
+  key is a NeMo Evaluator config and runs as one, with the candidate model as its target; any other
+  benchmark is a dataset plus scoring functions (``engine.llama_stack_plan``).
 - front ``nemo``: ``spec = {"config": dict, "target": dict, ...}`` (``engine.nemo_plan``).
+
+How long a job waits for an unreachable model endpoint (``EvalPlan.max_outage``, seconds) comes from
+the spec's ``max_outage``, else a NeMo config's ``params.extra.max_outage`` (config params, else the
+largest of its tasks'), else a plain benchmark's ``metadata.max_outage``; unset, the server's setting.
 
 Plans are compiled again from the spec after a restart, so everything they need is in the spec
 or in the registry.
@@ -67,6 +71,44 @@ def cache_requested(spec: Mapping[str, Any]) -> bool:
     return isinstance(extra, Mapping) and extra.get("cache") is True
 
 
+def _seconds(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InvalidInputError(f"{where} must be a number of seconds greater than 0, got {value!r}")
+    return float(value)
+
+
+def _nemo_max_outage(config: Mapping[str, Any]) -> float | None:
+    def extra_of(params: Any) -> Any:
+        extra = params.get("extra") if isinstance(params, Mapping) else None
+        return extra.get("max_outage") if isinstance(extra, Mapping) else None
+
+    value = extra_of(config.get("params"))
+    if value is not None:
+        return _seconds(value, "params.extra.max_outage")
+    tasks = config.get("tasks")
+    values = [
+        _seconds(extra_of(task.get("params")), f"tasks.{name}.params.extra.max_outage")
+        for name, task in (tasks.items() if isinstance(tasks, Mapping) else [])
+        if isinstance(task, Mapping) and extra_of(task.get("params")) is not None
+    ]
+    return max(values) if values else None
+
+
+def job_max_outage(job: JobRecord) -> float | None:
+    """The job's own ``max_outage`` in seconds (see the module docstring), or None."""
+    spec = job.spec
+    if spec.get("max_outage") is not None:
+        return _seconds(spec["max_outage"], "max_outage")
+    if job.front == "nemo":
+        config = spec.get("config")
+    else:
+        config = (spec.get("benchmark") or {}).get("metadata")
+        if isinstance(config, Mapping) and not is_nemo_config(config):
+            value = config.get("max_outage")
+            return None if value is None else _seconds(value, "metadata.max_outage")
+    return _nemo_max_outage(config) if isinstance(config, Mapping) else None
+
+
 async def compile_job(
     job: JobRecord,
     registry: Registry,
@@ -78,12 +120,13 @@ async def compile_job(
 
     ``clients`` is needed by NeMo configs (their judges); Llama Stack benchmarks do without.
     """
-    plan = await _compile_front(job, registry, scoring, settings, clients)
+    plan = await _compile(job, registry, scoring, settings, clients)
+    plan.max_outage = job_max_outage(job)
     plan.cache = plan.cache or cache_requested(job.spec)
     return plan
 
 
-async def _compile_front(
+async def _compile(
     job: JobRecord,
     registry: Registry,
     scoring: ScoringService,

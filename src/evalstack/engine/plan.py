@@ -78,3 +78,5 @@ class EvalPlan:
     adaptive_concurrency: bool = False
     # Serve model answers from the response cache and keep new ones there (inference.cache).
     cache: bool = False
+    # Seconds the job waits for an unreachable model endpoint before it fails (None: the server's setting).
+    max_outage: float | None = None

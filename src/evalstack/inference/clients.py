@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import ModelClient, ModelEndpoint
+from evalstack.inference.breaker import BreakerSettings, CircuitBreaker
 from evalstack.inference.cache import through_active_cache
-from evalstack.inference.openai_http import OpenAIClient
+from evalstack.inference.openai_http import OpenAIClient, api_root
 
 logger = logging.getLogger(__name__)
 
@@ -23,15 +24,32 @@ class ModelClientPool:
     """Caches one client per endpoint and settings; every embedded endpoint shares one model.
 
     HTTP clients hold a connection pool sized by ``max_connections`` (the caller's parallelism), so jobs
-    with different parallelism get different clients. The embedded model is created on first use by
-    ``embedded_loader`` (default: :class:`~evalstack.inference.embedded.EmbeddedModel`), which loads its
-    weights lazily too.
+    with different parallelism get different clients. Every client of one API root shares one
+    :class:`~evalstack.inference.breaker.CircuitBreaker` (``breaker_settings``), so an outage pauses
+    every job on that endpoint and one probe at a time tests it. The embedded model is created on first
+    use by ``embedded_loader`` (default: :class:`~evalstack.inference.embedded.EmbeddedModel`), which
+    loads its weights lazily too.
     """
 
-    def __init__(self, *, embedded_loader: Callable[[], ModelClient] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        embedded_loader: Callable[[], ModelClient] | None = None,
+        breaker_settings: BreakerSettings | None = None,
+    ) -> None:
         self._embedded_loader = embedded_loader or _default_embedded
         self._embedded: ModelClient | None = None
         self._clients: dict[tuple[ModelEndpoint, int, float, int], ModelClient] = {}
+        self.breaker_settings = breaker_settings or BreakerSettings()
+        self._breakers: dict[str, CircuitBreaker] = {}
+
+    def breaker(self, endpoint: ModelEndpoint) -> CircuitBreaker:
+        """The circuit breaker shared by every client of ``endpoint``'s API root."""
+        root = api_root(endpoint.base_url)
+        breaker = self._breakers.get(root)
+        if breaker is None:
+            breaker = self._breakers[root] = CircuitBreaker(root, self.breaker_settings)
+        return breaker
 
     def get(
         self,
@@ -55,7 +73,11 @@ class ModelClientPool:
         client = self._clients.get(key)
         if client is None:
             client = OpenAIClient(
-                endpoint, max_retries=max_retries, timeout=timeout, max_connections=max_connections
+                endpoint,
+                max_retries=max_retries,
+                timeout=timeout,
+                max_connections=max_connections,
+                breaker=self.breaker(endpoint),
             )
             self._clients[key] = client
         return through_active_cache(client, endpoint)
@@ -66,6 +88,7 @@ class ModelClientPool:
         if self._embedded is not None:
             clients.append(self._embedded)
         self._clients.clear()
+        self._breakers.clear()
         self._embedded = None
         for client in clients:
             try:

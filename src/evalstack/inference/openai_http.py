@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import InferenceError, InferenceRequest, InferenceResult, ModelEndpoint
+from evalstack.inference.breaker import UNREACHABLE_STATUSES, BreakerSettings, CircuitBreaker
 from evalstack.inference.feedback import OVERLOAD_STATUSES, report_overload
 from evalstack.inference.transport import AiohttpTransport, Transport, TransportError
 from evalstack.retry_after import parse_retry_after
@@ -40,7 +41,9 @@ class OpenAIClient:
     ``/chat/completions`` or ``/completions`` (as NeMo targets give it); the other route is derived.
     An empty ``endpoint.model`` is discovered once from ``GET {root}/models`` (the first id).
     Requests go through :class:`~evalstack.inference.transport.AiohttpTransport` (proxies from the
-    environment are honoured) unless another ``transport`` is given.
+    environment are honoured) unless another ``transport`` is given. Every attempt passes through
+    ``breaker`` (``inference.breaker``; the pool shares one per endpoint): while it is open the request
+    waits for the endpoint instead of spending its retries. Without one, nothing ever waits.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class OpenAIClient:
         backoff_max: float = 30.0,
         retry_after_max: float = 60.0,
         transport: Transport | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if max_retries < 0:
             raise InvalidInputError(f"max_retries must be 0 or more, got {max_retries}")
@@ -62,8 +66,6 @@ class OpenAIClient:
             raise InvalidInputError(f"timeout must be positive, got {timeout}")
         self.endpoint = endpoint
         self.chat_url, self.completions_url, self.models_url = _routes(endpoint.base_url)
-        path, _, query = self.models_url.partition("?")
-        self.api_root = path.removesuffix("/models") + (f"?{query}" if query else "")
         self._chat_target = _target(self.chat_url)
         self._completions_target = _target(self.completions_url)
         self._models_target = _target(self.models_url)
@@ -73,6 +75,7 @@ class OpenAIClient:
         self._backoff_max = backoff_max
         self._retry_after_max = retry_after_max
         self._model = endpoint.model
+        self.breaker = breaker or CircuitBreaker(api_root(endpoint.base_url), BreakerSettings(enabled=False))
         self._discovery: asyncio.Future[str] | None = None
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
         self._transport: Transport = transport or AiohttpTransport(
@@ -101,7 +104,7 @@ class OpenAIClient:
     @property
     def identity(self) -> str:
         """Which model this is: the API root and the model name, ``http://host:8000/v1#name``."""
-        return f"{self.api_root}#{self._model}"
+        return f"{api_root(self.endpoint.base_url)}#{self._model}"  # no query: it may hold a key
 
     async def discover_model(self) -> str:
         """Ask the server which model it serves (``GET {root}/models``, first id), once.
@@ -132,18 +135,26 @@ class OpenAIClient:
     async def _call(
         self, method: str, target: str, url: str, body: bytes | None, parse: Callable[[Any], T]
     ) -> T:
+        breaker = self.breaker
         attempts = 0
         while True:
-            attempts += 1
+            probe = await breaker.admit()
             retry_after: float | None = None
+            unreachable = False
+            timeout = breaker.probe_timeout(self._timeout) if probe else self._timeout
+            sent_at = breaker.clock()
             try:
-                resp = await self._transport.request(method, target, body, self._timeout)
+                resp = await self._transport.request(method, target, body, timeout)
             except TransportError as exc:
                 if exc.kind == "closed":
                     raise InferenceError(f"{method} {url} not sent: {exc}") from None
                 problem = str(exc)
+                unreachable = True
             else:
                 status = resp.status
+                unreachable = status in UNREACHABLE_STATUSES
+                if not unreachable:
+                    breaker.record_answer(sent_at)
                 if 200 <= status < 300:
                     try:
                         return parse(json.loads(resp.body))
@@ -161,7 +172,20 @@ class OpenAIClient:
                         f"{method} {url} was rejected with HTTP {status}: {_server_message(resp.body)}"
                         f"{_hint(status)}"
                     )
+            finally:
+                if probe:
+                    if unreachable:
+                        breaker.record_unreachable(problem, probe=True)
+                    breaker.end_probe()
+            if unreachable:
+                if not probe:
+                    breaker.record_unreachable(problem)
+                if breaker.is_open:
+                    continue  # caught by an outage: wait for the endpoint, not an attempt of this request
+            attempts += 1
             if attempts > self._max_retries:
+                if unreachable and breaker.trip_if_silent_since(sent_at):
+                    continue  # nobody got an answer since this last attempt went out: an outage, so wait
                 raise InferenceError(
                     f"{method} {url} failed after {attempts} attempt(s); last error: {problem}"
                 )
@@ -195,6 +219,12 @@ def request_body(model: str, request: InferenceRequest) -> dict[str, Any]:
         if value is not None and key != "stream":
             payload[key] = value
     return payload
+
+
+def api_root(base_url: str | None) -> str:
+    """The API root of an endpoint (``http://host:8000/v1``): what one circuit breaker guards."""
+    root = _routes(base_url)[0].partition("?")[0]  # the query is dropped: it may hold a key
+    return root.removesuffix(_CHAT)
 
 
 def _routes(base_url: str | None) -> tuple[str, str, str]:

@@ -216,6 +216,15 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, list[str | int] | None, li
         ["'bogus'", "custom"],
     ),
     (
+        "max-outage-not-seconds",
+        "post",
+        JOBS,
+        {"json": job(config(params={"extra": {"max_outage": "soon"}}))},
+        422,
+        None,
+        ["params.extra.max_outage", "number of seconds greater than 0", "'soon'"],
+    ),
+    (
         "task-type-unknown",
         "post",
         CONFIGS,

@@ -44,6 +44,7 @@ from evalstack.api.nemo.models import (
     utc_now,
 )
 from evalstack.engine import nemo_plan
+from evalstack.engine.compile import job_max_outage
 from evalstack.engine.metrics.nemo import nemo_metric
 from evalstack.engine.metrics.nemo_base import MetricDeps, resolve_model_spec
 from evalstack.engine.templates import check_templates
@@ -320,6 +321,7 @@ class NemoEvaluatorAPI:
                 "meta": {k: v for k, v in meta.items() if v is not None},
             },
         )
+        job_max_outage(job)  # a bad params.extra.max_outage fails the request, not the job
         job = await self.services.worker.submit(job)
         logger.info("Created evaluation job %s", job.id)
         return job_view(job, base_url)
@@ -545,6 +547,18 @@ def _tasks_of(config: Mapping[str, Any]) -> list[str]:
     return list(tasks) if isinstance(tasks, Mapping) else []
 
 
+def _outage_note(progress: Mapping[str, Any]) -> str:
+    """ "; waiting for <endpoint>, unreachable for 42s ..." while the job waits out an endpoint outage."""
+    outage = progress.get("outage")
+    if not isinstance(outage, Mapping):
+        return ""
+    return (
+        f"; waiting for the model endpoint {outage.get('endpoint')}, unreachable for "
+        f"{outage.get('unreachable_s', 0):.0f}s (the job fails after {outage.get('max_outage_s', 0):.0f}s); "
+        f"last error: {outage.get('last_error')}"
+    )
+
+
 def status_details(job: JobRecord) -> dict[str, Any]:
     """``EvaluationStatusDetails`` of a job from its record.
 
@@ -556,7 +570,8 @@ def status_details(job: JobRecord) -> dict[str, Any]:
     processed = int(progress.get("samples_processed") or 0)
     total = int(progress.get("samples_total") or 0)
     errors = int(progress.get("errors") or 0) + int(progress.get("invalid") or 0)
-    task_status = dict(progress.get("task_status") or {}) or {name: "pending" for name in _tasks_of(config)}
+    unstarted = job.status if job.status in ("cancelled", "failed") else "pending"
+    task_status = dict(progress.get("task_status") or {}) or {name: unstarted for name in _tasks_of(config)}
     params = config.get("params") if isinstance(config.get("params"), Mapping) else {}
     limit = params.get("limit_samples") if isinstance(params, Mapping) else None
     percent: float | None = None
@@ -570,7 +585,7 @@ def status_details(job: JobRecord) -> dict[str, Any]:
     messages = {
         "created": "Job created; waiting to be scheduled",
         "pending": "Waiting for a free worker slot",
-        "running": f"Running: {processed}{of_total} samples processed",
+        "running": f"Running: {processed}{of_total} samples processed{_outage_note(progress)}",
         "completed": f"Completed: {processed} samples processed, {errors} failed",
         "failed": f"Failed: {job.error}" if job.error else "Failed",
         "cancelling": "Cancelling at the user's request",

@@ -21,6 +21,13 @@ from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.engine.ports import ClientSource
 from evalstack.errors import EvalstackError, UpstreamError
 from evalstack.inference.base import InferenceError, InferenceRequest, ModelClient
+from evalstack.inference.breaker import (
+    DEFAULT_MAX_OUTAGE,
+    CircuitBreaker,
+    EndpointUnavailable,
+    OutageWatch,
+    outage_watch,
+)
 from evalstack.inference.cache import CacheStats
 from evalstack.inference.feedback import overload_listener
 from evalstack.store.records import SampleRecord
@@ -34,7 +41,7 @@ logger = logging.getLogger(__name__)
 ERROR_KIND_INFERENCE = "inference"  # the endpoint (or a judge) failed: infrastructure, counted in ``errors``
 ERROR_KIND_INVALID = "invalid"  # the row, template or metric input was bad: counted in ``invalid``
 
-TaskState = str  # "pending" | "running" | "completed" | "failed"
+TaskState = str  # "pending" | "running" | "completed" | "failed" | "cancelled"
 Sink = Callable[[SampleRecord], Awaitable[None]]
 ProgressCallback = Callable[["RunProgress"], None]
 
@@ -45,7 +52,9 @@ class RunProgress:
 
     ``samples_processed`` and ``samples_total`` include samples recorded by an earlier run of the
     same job (skipped on resume). ``errors`` counts infrastructure failures, ``invalid`` samples
-    that failed on bad input; both are included in ``samples_processed``.
+    that failed on bad input; both are included in ``samples_processed``. ``endpoints`` are the
+    circuit breakers the run's requests waited on; while one is open the snapshot has ``outage``
+    (endpoint, since when, last error, ``max_outage_s``).
     """
 
     samples_total: int = 0
@@ -57,6 +66,20 @@ class RunProgress:
     started: float = field(default_factory=time.monotonic)
     concurrency: AdaptiveConcurrency | None = None
     cache: CacheStats | None = None
+    max_outage: float = DEFAULT_MAX_OUTAGE
+    endpoints: dict[str, CircuitBreaker] = field(default_factory=dict)
+
+    def waiting_on(self, breaker: CircuitBreaker) -> None:
+        """Note a breaker a request of this run waits on (``OutageWatch.on_wait``)."""
+        self.endpoints[breaker.endpoint] = breaker
+
+    def outage(self) -> dict[str, Any] | None:
+        """The longest outage among the endpoints this run waits on, or None when all are reachable."""
+        down = [b for b in self.endpoints.values() if b.is_open]
+        if not down:
+            return None
+        longest = max(down, key=lambda b: b.unreachable_for())
+        return {**longest.status(), "max_outage_s": self.max_outage}
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy for ``job.progress`` and progress listeners."""
@@ -73,7 +96,15 @@ class RunProgress:
             snapshot["concurrency"] = self.concurrency.snapshot()
         if self.cache is not None:
             snapshot["cache"] = self.cache.snapshot()
+        outage = self.outage()
+        if outage is not None:
+            snapshot["outage"] = outage
         return snapshot
+
+
+def settle_tasks(task_status: Mapping[str, TaskState], status: TaskState) -> dict[str, TaskState]:
+    """``task_status`` with every task not yet finished (pending, running) marked ``status``."""
+    return {name: status if state in ("pending", "running") else state for name, state in task_status.items()}
 
 
 @dataclass
@@ -129,6 +160,10 @@ async def _process_sample(
         for metric in task.metrics:
             sample.scores[metric.name] = await metric.score(row, output)
     except (InferenceError, UpstreamError) as exc:
+        outage = exc if isinstance(exc, EndpointUnavailable) else exc.__cause__
+        if isinstance(outage, EndpointUnavailable):  # past max_outage (the model's or a judge's)
+            # The job fails; this sample stays unrecorded, so a resume runs it again.
+            raise UpstreamError(f"{outage}. Finished samples are kept; resume the job to finish it.") from exc
         sample.scores = {}
         sample.error = _error_text(exc)
         sample.extra["error_kind"] = ERROR_KIND_INFERENCE
@@ -153,6 +188,8 @@ async def run_plan(
     cancel: asyncio.Event | None = None,
     on_progress: ProgressCallback | None = None,
     progress_interval: float = 0.5,
+    max_outage: float = DEFAULT_MAX_OUTAGE,
+    progress: RunProgress | None = None,
     cache: ResponseCache | None = None,
 ) -> RunProgress:
     """Run every sample of ``plan`` not in ``skip`` and hand each finished sample to ``sink``.
@@ -162,12 +199,21 @@ async def run_plan(
     cancelled at once (in-flight requests are abandoned, not recorded) and the returned progress
     has ``cancelled=True``. ``on_progress`` is called at most every ``progress_interval`` seconds
     and once at the end. A task whose rows cannot be loaded raises (the job fails); a failing
-    sample never does. The sink is the caller's to flush. With ``cache``, every model client this run
-    gets from ``clients`` answers through it (hits and misses land in ``progress.cache``); the cache is
-    the caller's to flush.
+    sample never does. The sink is the caller's to flush.
+
+    A sample whose endpoint is unreachable (its circuit breaker is open) waits for it instead of
+    failing; the progress says so (``outage``) and is reported every ``progress_interval`` meanwhile.
+    When the endpoint stays unreachable for ``max_outage`` seconds, ``run_plan`` raises
+    ``UpstreamError`` and the waiting samples stay unrecorded. ``progress``, when given, is the object
+    filled in (the caller then sees it even when the run raises). With ``cache``, every model client
+    this run gets from ``clients`` answers through it (hits and misses land in ``progress.cache``); the
+    cache is the caller's to flush.
     """
     skip = skip or {}
-    progress = RunProgress(task_status={task.name: "pending" for task in plan.tasks})
+    progress = progress or RunProgress()
+    progress.task_status = {task.name: "pending" for task in plan.tasks}
+    progress.max_outage = max_outage
+    run_started = time.monotonic()
     if cancel is not None and cancel.is_set():
         progress.cancelled = True
         return progress
@@ -177,7 +223,18 @@ async def run_plan(
         progress.cache = CacheStats()
         scope = cache.scope(progress.cache)
     with scope:
-        return await _run_tasks(plan, clients, progress, sink, skip, cancel, on_progress, progress_interval)
+        return await _run_tasks(
+            plan,
+            clients,
+            progress,
+            sink,
+            skip,
+            cancel,
+            on_progress,
+            progress_interval,
+            max_outage,
+            run_started,
+        )
 
 
 async def _run_tasks(
@@ -189,6 +246,8 @@ async def _run_tasks(
     cancel: asyncio.Event | None,
     on_progress: ProgressCallback | None,
     progress_interval: float,
+    max_outage: float,
+    run_started: float,
 ) -> RunProgress:
     counters = [_TaskCounters() for _ in plan.tasks]
     client: ModelClient | None = None
@@ -278,8 +337,20 @@ async def _run_tasks(
             controller.on_failure()
         return sample
 
+    async def watch_outages() -> None:
+        """Report progress while requests wait on an open breaker (no sample finishes then)."""
+        was_down = False
+        while True:
+            await asyncio.sleep(progress_interval)
+            down = progress.outage() is not None
+            if down or was_down:
+                report(force=True)
+            was_down = down
+
     async def work() -> None:
-        if controller is not None:  # each worker runs in its own task, so its own context
+        # Each worker runs in its own task, so its own context.
+        outage_watch.set(OutageWatch(max_outage, progress.waiting_on, started=run_started))
+        if controller is not None:
             overload_listener.set(controller.on_overload)
         while True:
             entry = await queue.get()
@@ -306,6 +377,8 @@ async def _run_tasks(
     pending: set[asyncio.Future[Any]] = {asyncio.ensure_future(produce())}
     pending.update(asyncio.ensure_future(work()) for _ in range(parallelism))
     children = set(pending) | set(loaders)
+    if on_progress is not None:
+        children.add(asyncio.ensure_future(watch_outages()))
     cancel_waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
     try:
         while pending:
@@ -313,6 +386,7 @@ async def _run_tasks(
             done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             if cancel_waiter is not None and cancel_waiter in done:
                 progress.cancelled = True
+                progress.task_status = settle_tasks(progress.task_status, "cancelled")
                 break
             for finished in done:
                 pending.discard(finished)

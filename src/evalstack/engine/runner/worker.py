@@ -13,15 +13,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from evalstack.engine.plan import EvalPlan
 from evalstack.engine.ports import ClientSource, JobStore
 from evalstack.engine.runner.leases import owner_is_gone, worker_identity
-from evalstack.engine.runner.pipeline import RunProgress, Sink, run_plan
+from evalstack.engine.runner.pipeline import RunProgress, Sink, run_plan, settle_tasks
 from evalstack.engine.runner.writer import BatchWriter
 from evalstack.errors import ConflictError, EvalstackError, NotFoundError
+from evalstack.inference.breaker import DEFAULT_MAX_OUTAGE
 from evalstack.redaction import scrub, secret_values
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleRecord
 
@@ -73,6 +74,10 @@ class JobWorker:
     ``monitor_interval`` seconds and lapsing after ``lease_ttl`` (at once when the holder is a dead
     process of this host). Every ``lease_ttl / 3`` seconds a worker adopts unfinished jobs nobody
     holds, and a cancel made through another process reaches the holder through the job's status.
+
+    A job whose model endpoint stays unreachable for ``max_outage`` seconds (the plan's, else the
+    worker's) fails, keeping its samples; ``resume`` runs it again from where it stopped. A job that
+    ends cancelled or failed shows every unfinished task so in ``progress.task_status``.
     """
 
     def __init__(
@@ -89,6 +94,7 @@ class JobWorker:
         adaptive_concurrency: bool = False,
         lease_ttl: float = 30.0,
         monitor_interval: float = 1.0,
+        max_outage: float = DEFAULT_MAX_OUTAGE,
         response_cache: ResponseCache | None = None,
         cache_every_job: bool = False,
     ) -> None:
@@ -101,6 +107,7 @@ class JobWorker:
         self.progress_interval = progress_interval
         self.cancel_timeout = cancel_timeout
         self.adaptive_concurrency = adaptive_concurrency  # on for every job, whatever its plan says
+        self.max_outage = max_outage  # for jobs whose plan does not set one
         self.response_cache = response_cache  # used by jobs whose plan asks for it, or every job
         self.cache_every_job = cache_every_job
         self._slots = asyncio.Semaphore(self.max_running_jobs)
@@ -197,6 +204,33 @@ class JobWorker:
             await self.store.release_job(job_id, self.owner)
         return await self.get(job_id)
 
+    async def resume(self, job_id: str) -> JobRecord:
+        """Run a failed or cancelled job again, skipping the samples it already recorded.
+
+        Raises ConflictError for a job that is not failed or cancelled (a completed job has nothing
+        left to run; an active one is running or about to).
+        """
+        job = await self.get(job_id)
+        resumable = ("failed", "cancelled")
+        if job.status not in resumable:
+            raise ConflictError(
+                f"Job {job_id} is {job.status}; only a failed or cancelled job can be resumed"
+            )
+        try:
+            record = await self.store.update_job(
+                job_id, expected_status=resumable, status="pending", error=None
+            )
+        except ConflictError:
+            raise ConflictError(
+                f"Job {job_id} changed status meanwhile; it can no longer be resumed"
+            ) from None
+        logger.info("resuming job %s (it was %s)", job_id, job.status)
+        finishing = self._tasks.get(job_id)
+        if finishing is not None:  # the run that just ended is still letting go of the job
+            await asyncio.wait({finishing}, timeout=self.cancel_timeout)
+        self._schedule(job_id)
+        return record
+
     async def _wait_elsewhere(self, job_id: str) -> JobRecord:
         """Poll a job another process runs until it is finished or ``cancel_timeout`` passed."""
         deadline = time.monotonic() + self.cancel_timeout
@@ -229,7 +263,13 @@ class JobWorker:
         async def collect(sample: SampleRecord) -> None:
             results.setdefault(sample.task, []).append(sample)
 
-        await run_plan(plan, self.clients, sink=collect, progress_interval=self.progress_interval)
+        await run_plan(
+            plan,
+            self.clients,
+            sink=collect,
+            progress_interval=self.progress_interval,
+            max_outage=self.max_outage if plan.max_outage is None else plan.max_outage,
+        )
         for samples in results.values():
             samples.sort(key=lambda s: s.index)
         return results
@@ -295,7 +335,21 @@ class JobWorker:
                     await asyncio.shield(self.store.release_job(job_id, self.owner))
 
     async def _set_status(self, job_id: str, **changes: Any) -> bool:
-        """Write a status change unless the job left the active statuses meanwhile (False then)."""
+        """Write a status change unless the job left the active statuses meanwhile (False then).
+
+        A job ending cancelled or failed gets its unfinished tasks marked so in its progress.
+        """
+        status = changes.get("status")
+        if status in ("cancelled", "failed"):
+            progress = changes.get("progress")
+            if progress is None:
+                job = await self.store.get_job(job_id)
+                progress = job.progress if job is not None else None
+            if progress and isinstance(progress.get("task_status"), Mapping):
+                changes["progress"] = {
+                    **progress,
+                    "task_status": settle_tasks(progress["task_status"], status),
+                }
         try:
             await self.store.update_job(job_id, expected_status=ACTIVE_STATUSES, **changes)
         except ConflictError as exc:
@@ -368,9 +422,9 @@ class JobWorker:
             self.store, job_id, batch_size=self.batch_size, flush_interval=self.flush_interval
         ).start()
         failure: str | None = None
-        progress: RunProgress | None = None
+        progress = RunProgress()
         try:
-            progress = await run_plan(
+            await run_plan(
                 plan,
                 self.clients,
                 sink=_scrubbing(writer.add, secrets) if secrets else writer.add,
@@ -378,6 +432,8 @@ class JobWorker:
                 cancel=event,
                 on_progress=lambda p: self._on_progress(job_id, p),
                 progress_interval=self.progress_interval,
+                max_outage=self.max_outage if plan.max_outage is None else plan.max_outage,
+                progress=progress,
                 cache=self.response_cache if plan.cache or self.cache_every_job else None,
             )
         except EvalstackError as exc:
@@ -397,11 +453,10 @@ class JobWorker:
             if self.response_cache is not None:
                 await self.response_cache.flush()
 
-        snapshot = progress.snapshot() if progress is not None else None
+        snapshot = progress.snapshot()
         if failure is not None:
             await self._fail(job_id, failure, snapshot)
             return
-        assert progress is not None
         if progress.cancelled:
             await self._set_status(job_id, status="cancelled", progress=snapshot)
             return
