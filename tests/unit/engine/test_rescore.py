@@ -62,7 +62,7 @@ async def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
 @pytest.fixture
 async def http(services: Services) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
-    app.include_router(jobs_router(services), prefix="/v1")
+    app.include_router(jobs_router(services.store, services.worker), prefix="/v1")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         yield client
 
