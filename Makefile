@@ -46,6 +46,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/peers.py
 	$(BIN)/python bench/compare.py
+	$(BIN)/python bench/cache.py
 
 # Mutation testing of the modules whose bugs would change a score, lose a sample or leak a secret
 # (mutation/modules.toml); not part of `make test`. `make mutate MODULES=stats,extract` runs a subset.

@@ -11,6 +11,7 @@ Our format (YAML or JSON; unknown keys are rejected):
     system_message: Answer briefly.       # optional
     num_examples: 100                     # optional: only the first N rows
     parallelism: 16                       # optional: requests in flight
+    cache: true                           # optional: serve answers from the response cache
     max_outage: 900                       # optional: seconds to wait for an unreachable model
 
 A file whose top level has a ``type`` key (``custom``, ``mmlu``...) is a NeMo Evaluator config
@@ -81,6 +82,7 @@ class BenchmarkFile(StrictModel):
     system_message: str | None = None
     num_examples: int | None = Field(default=None, ge=1)
     parallelism: int | None = Field(default=None, ge=1, le=4096)
+    cache: bool = False
     max_outage: float | None = Field(default=None, gt=0)
 
     @field_validator("sampling_params", mode="before")

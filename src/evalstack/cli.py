@@ -1,5 +1,5 @@
-"""The ``evalstack`` command line: ``serve``, ``view``, ``run``, ``models`` and ``jobs``; ``compare``,
-``gate`` and ``report`` live in :mod:`evalstack.cli_analysis`.
+"""The ``evalstack`` command line: ``serve``, ``view``, ``run``, ``models``, ``jobs``, ``keys`` and ``cache``;
+``compare``, ``gate`` and ``report`` live in :mod:`evalstack.cli_analysis`.
 
 Heavy modules (the server, the engine, httpx) are imported inside the commands so that
 ``evalstack --help`` stays fast.
@@ -31,6 +31,10 @@ jobs_app = typer.Typer(help="Jobs held by a running server.", invoke_without_com
 app.add_typer(jobs_app, name="jobs")
 keys_app = typer.Typer(help="API keys for the server's auth settings.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+cache_app = typer.Typer(
+    help="The response cache in the store (see `evalstack run --cache`).", no_args_is_help=True
+)
+app.add_typer(cache_app, name="cache")
 
 DEFAULT_URL = "http://127.0.0.1:8321"
 URL_OPTION = typer.Option(
@@ -138,8 +142,9 @@ def view(
 def run(
     benchmark_file: str = typer.Argument(
         ...,
-        help="A benchmark file (YAML or JSON), a NeMo Evaluator config, or lm-eval:TASK[,TASK...] "
-        "(lm-evaluation-harness tasks or groups by name).",
+        help="A benchmark file (YAML or JSON), a NeMo Evaluator config, the name of a native benchmark "
+        "(gsm8k, mmlu, arc_challenge, ...), or lm-eval:TASK[,TASK...] (lm-evaluation-harness tasks or "
+        "groups by name).",
     ),
     model: str | None = typer.Option(
         None,
@@ -176,6 +181,9 @@ def run(
         help="For lm-eval:TASK, a params.extra setting KEY=VALUE (repeatable), e.g. num_fewshot=5, "
         "tokenizer=NAME, endpoint_type=chat, apply_chat_template=true, include_path=DIR.",
     ),
+    cache: bool = typer.Option(
+        False, "--cache", help="Reuse model answers from the response cache and keep new ones there."
+    ),
 ) -> None:
     """Run one benchmark in-process, on the same engine and store as the server."""
     import asyncio
@@ -189,12 +197,7 @@ def run(
     console = Console()
     try:
         document = lm_eval_document(benchmark_file, extra) if benchmark_file.startswith("lm-eval:") else None
-        path = Path(benchmark_file)
-        if document is None and not path.is_file():
-            typer.secho(
-                f"error: {benchmark_file} is not a file (nor lm-eval:TASK)", fg=typer.colors.RED, err=True
-            )
-            raise typer.Exit(2)
+        path = Path(benchmark_file)  # a file, or a native benchmark's name (run_file tells them apart)
         settings = load_settings(
             config,
             db_url=db,
@@ -210,6 +213,7 @@ def run(
                 console=console,
                 max_outage=max_outage,
                 document=document,
+                cache=cache,
             )
         )
     except EvalstackError as exc:
@@ -266,8 +270,11 @@ def _report(outcome: RunOutcome, output: Path | None, console: Console) -> None:
 # -------------------------------------------------------------------------------------------------
 
 
-def _get(url: str, path: str, params: dict[str, Any] | None = None, *, method: str = "GET") -> Any:
-    """Send ``method`` to ``url + path`` (``EVALSTACK_API_KEY`` as the bearer key, if set); the JSON body.
+def _get(
+    url: str, path: str, params: dict[str, Any] | None = None, *, method: str = "GET", body: Any = None
+) -> Any:
+    """Send ``method`` to ``url + path`` (with a JSON ``body``; ``EVALSTACK_API_KEY`` as the bearer key, if
+    set); the JSON body.
 
     Exits with a readable message on any failure.
     """
@@ -276,7 +283,9 @@ def _get(url: str, path: str, params: dict[str, Any] | None = None, *, method: s
     key = os.environ.get("EVALSTACK_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        response = httpx.request(method, url.rstrip("/") + path, params=params, headers=headers, timeout=30.0)
+        response = httpx.request(
+            method, url.rstrip("/") + path, params=params, json=body, headers=headers, timeout=30.0
+        )
     except httpx.HTTPError as exc:
         typer.secho(f"Cannot reach the evalstack server at {url}: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
@@ -344,6 +353,9 @@ def _progress_text(progress: dict[str, Any]) -> str:
     text = f"{done}/{total}" if total else str(done)
     if progress.get("errors"):
         text += f" ({progress['errors']} errors)"
+    cache = progress.get("cache")
+    if cache:
+        text += f", cache {cache.get('hits', 0)} hits / {cache.get('misses', 0)} misses"
     outage = progress.get("outage")
     if isinstance(outage, dict):
         text += f"; waiting for {outage.get('endpoint')}, unreachable for {outage.get('unreachable_s')}s"
@@ -425,6 +437,48 @@ def show_job(
         console.print(_results_table(result) or json.dumps(result, indent=2)[:4000])
 
 
+def _json_option(value: str | None, option: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        typer.secho(f"{option} is not valid JSON: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+
+
+@jobs_app.command("rescore")
+def rescore_job(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., help="A completed job whose stored outputs are scored again."),
+    metrics: str | None = typer.Option(
+        None,
+        "--metrics",
+        help="Scoring function ids, comma-separated (Llama Stack jobs), or a JSON object: scoring "
+        "function id -> params, or NeMo metrics by name (custom configs); default: the job's own.",
+    ),
+    params: str | None = typer.Option(
+        None,
+        "--params",
+        help='JSON merged into a NeMo config\'s params, e.g. \'{"extra": {"answer_regex": "is ([A-D])"}}\'.',
+    ),
+    url: str = URL_OPTION,
+) -> None:
+    """Score a finished job's stored outputs again, as a new job; no model request is sent."""
+    body: dict[str, Any] = {}
+    if metrics is not None:
+        stripped = metrics.strip()
+        body["metrics"] = (
+            _json_option(stripped, "--metrics")
+            if stripped.startswith("{")
+            else [name.strip() for name in stripped.split(",") if name.strip()]
+        )
+    if params is not None:
+        body["params"] = _json_option(params, "--params")
+    job = _get(_jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}/rescore", method="POST", body=body)
+    typer.echo(f"Job {job['id']} re-scores {job_id}; `evalstack jobs show {job['id']}` shows its result.")
+
+
 def _results_table(result: dict[str, Any]) -> Any:
     """Aggregated metrics of a Llama Stack result (``scores``) as a table; ``None`` for other shapes."""
     from rich.table import Table
@@ -468,6 +522,84 @@ def new_api_key(
     typer.echo(f"API key (shown once; only its digest is stored): {key}")
     typer.echo("Add this entry under auth.api_keys in the server settings:")
     typer.echo(yaml.safe_dump([key_settings_entry(name, key, chosen)], sort_keys=False).rstrip())
+
+
+# ---- evalstack cache ----------------------------------------------------------------------------
+
+CACHE_CONFIG_OPTION = typer.Option(
+    None, "--config", "-c", exists=True, dir_okay=False, help="Settings file (YAML or JSON)."
+)
+CACHE_DB_OPTION = typer.Option(
+    None, "--db", help="SQLAlchemy database URL [default: sqlite file in the data directory]."
+)
+
+
+def _with_store(config: Path | None, db: str | None, work: Any) -> Any:
+    """Open the store the settings name, run ``await work(store, settings)``, close it."""
+    import asyncio
+
+    from evalstack.config import load_settings
+    from evalstack.errors import EvalstackError
+    from evalstack.store.repository import Store
+
+    async def main() -> Any:
+        settings = load_settings(config, db_url=db)
+        async with Store(settings.db_url) as store:
+            return await work(store, settings)
+
+    try:
+        return asyncio.run(main())
+    except EvalstackError as exc:
+        typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+
+
+@cache_app.command("stats")
+def cache_stats(config: Path | None = CACHE_CONFIG_OPTION, db: str | None = CACHE_DB_OPTION) -> None:
+    """How many answers the cache holds and their size, per model."""
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = _with_store(config, db, lambda store, settings: store.cache_summary(settings.cache_ttl))
+    table = Table(title=f"Response cache: {summary.entries:,} answers, {summary.bytes:,} bytes")
+    for column in ("model", "answers", "bytes"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for model, counts in sorted(summary.models.items()):
+        table.add_row(model, f"{counts['entries']:,}", f"{counts['bytes']:,}")
+    console = Console()
+    console.print(table)
+    if summary.entries:
+        console.print(
+            f"oldest {summary.oldest:%Y-%m-%d %H:%M:%S}, newest {summary.newest:%Y-%m-%d %H:%M:%S} (UTC)"
+        )
+    if summary.expired:
+        console.print(
+            f"{summary.expired:,} expired (older than cache_ttl); "
+            "`evalstack cache clear --expired` deletes them"
+        )
+
+
+@cache_app.command("clear")
+def cache_clear(
+    model: str | None = typer.Option(
+        None, "--model", help="Only this model identity, as `evalstack cache stats` lists it."
+    ),
+    expired: bool = typer.Option(False, "--expired", help="Only answers older than the settings' cache_ttl."),
+    config: Path | None = CACHE_CONFIG_OPTION,
+    db: str | None = CACHE_DB_OPTION,
+) -> None:
+    """Delete cached answers (all of them unless narrowed)."""
+
+    async def clear(store: Any, settings: Any) -> int:
+        if expired and settings.cache_ttl is None:
+            typer.secho(
+                "--expired needs cache_ttl in the settings; nothing deleted", fg=typer.colors.RED, err=True
+            )
+            raise typer.Exit(2)
+        return int(await store.clear_cache(model=model, max_age=settings.cache_ttl if expired else None))
+
+    deleted = _with_store(config, db, clear)
+    typer.echo(f"Deleted {deleted:,} cached answer{'s' if deleted != 1 else ''}.")
 
 
 add_analysis_commands(app)  # compare, gate, report

@@ -248,6 +248,14 @@ class Settings(_Strict):
     by one per round trip while it keeps up, never above the job's parallelism. The history is kept in
     the job's ``progress.concurrency``. ``evalstack run --adaptive-concurrency`` turns it on for one run."""
 
+    response_cache: bool = False
+    """Serve every job's model answers from the response cache and keep new ones there. Off by default;
+    a job can ask for it on its own (``cache: true`` in a benchmark file, NeMo ``params.extra.cache``,
+    ``evalstack run --cache``)."""
+
+    cache_ttl: float | None = Field(default=None, gt=0)
+    """Seconds a cached answer is served; older ones are asked again (and ``evalstack cache clear
+    --expired`` deletes them). Default: no expiry."""
     max_outage: float = Field(default=900.0, gt=0)
     """Seconds a job waits for its unreachable model endpoint before it fails, keeping its finished samples
     (a resume finishes it). Default 15 minutes. A job may set its own (``params.extra.max_outage`` in a

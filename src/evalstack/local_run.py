@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import time
 from collections.abc import Sequence
@@ -115,6 +116,30 @@ def _dataset_source(spec: BenchmarkFile, base: Path) -> RowsDataSource | URIData
     return URIDataSource(uri=spec.dataset.uri)
 
 
+def _looks_like_file(path: Path) -> bool:
+    """A name with a folder or a file suffix is meant as a file (so a typo says "cannot read")."""
+    return len(path.parts) > 1 or path.suffix.lower() in (".yaml", ".yml", ".json")
+
+
+def native_config(name: str) -> dict[str, Any]:
+    """The NeMo config that runs the native benchmark ``name`` (``{"type": "gsm8k"}``).
+
+    An unknown name raises InvalidInputError listing the benchmarks and suggesting the nearest one.
+    """
+    from evalstack.engine.benchmarks import ACADEMIC_TYPES  # the benchmark modules load only when named
+
+    key = name.strip().lower()
+    if key in ACADEMIC_TYPES:
+        return {"type": key}
+    choices = sorted(ACADEMIC_TYPES)
+    nearest = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
+    raise InvalidInputError(
+        f"{name!r} is neither a benchmark file nor a native benchmark.{hint} "
+        f"Native benchmarks: {', '.join(choices)}; or give the path of a YAML or JSON benchmark file."
+    )
+
+
 async def _check_model(services: Services, model: str) -> None:
     """Resolve ``--model`` now, with a hint that fits the command line."""
     try:
@@ -134,6 +159,7 @@ async def _submit_benchmark_file(
     model: str,
     limit: int | None,
     max_outage: float | None = None,
+    cache: bool = False,
 ) -> JobRecord:
     benchmark_id = spec.benchmark_id or source.stem
     dataset = await services.registry.register_dataset(
@@ -169,12 +195,18 @@ async def _submit_benchmark_file(
         benchmark_config=config,
         parallelism=spec.parallelism,
         max_outage=max_outage or spec.max_outage,
+        cache=cache or spec.cache,
     )
     return await services.worker.submit(new_job(job_spec, benchmark_id=benchmark_id, provider_id="local"))
 
 
 async def _submit_nemo_config(
-    services: Services, config: dict[str, Any], model: str, limit: int | None, max_outage: float | None = None
+    services: Services,
+    config: dict[str, Any],
+    model: str,
+    limit: int | None,
+    max_outage: float | None = None,
+    cache: bool = False,
 ) -> JobRecord:
     if limit is not None:
         config = {**config, "params": {**(config.get("params") or {}), "limit_samples": limit}}
@@ -184,6 +216,7 @@ async def _submit_nemo_config(
         target={"type": "model", "model": model},
         meta={"source": "evalstack run"},
         max_outage=max_outage or None,
+        cache=cache,
     )
     return await services.worker.submit(new_job(spec))
 
@@ -286,12 +319,18 @@ async def run_file(
     console: Console,
     max_outage: float | None = None,
     document: dict[str, Any] | None = None,
+    cache: bool = False,
 ) -> RunOutcome:
-    """Run one benchmark file (ours or a NeMo config), or ``document`` named ``path``; return its result.
+    """Run one benchmark file (ours or a NeMo config), ``document`` named ``path``, or a native
+    benchmark by name (``gsm8k``), and return its result and summary lines.
 
-    ``max_outage`` (seconds) overrides how long the job waits for an unreachable model endpoint.
+    ``max_outage`` (seconds) overrides how long the job waits for an unreachable model endpoint;
+    ``cache`` serves the model's answers from the response cache.
     """
-    document = read_document(path) if document is None else document
+    if document is None:
+        document = (
+            read_document(path) if path.exists() or _looks_like_file(path) else native_config(str(path))
+        )
     # The user named this file: the files beside it may be read, whatever the server's data roots.
     folder = path.resolve().parent
     if folder not in settings.data_roots:
@@ -301,12 +340,19 @@ async def run_file(
     try:
         chosen_model = model or EMBEDDED_MODEL_ID
         if is_nemo_config(document):
-            job = await _submit_nemo_config(services, document, chosen_model, limit, max_outage)
+            job = await _submit_nemo_config(services, document, chosen_model, limit, max_outage, cache)
         else:
             spec = parse_benchmark_file(document, path)
-            job = await _submit_benchmark_file(services, spec, path, chosen_model, limit, max_outage)
+            job = await _submit_benchmark_file(services, spec, path, chosen_model, limit, max_outage, cache)
         console.print(f"Job [bold]{job.id}[/bold]: {path.name} on model [bold]{chosen_model}[/bold]")
-        return await _outcome(services, await _follow(services, job.id, console))
+        job = await _follow(services, job.id, console)
+        cached = job.progress.get("cache")
+        if cached:
+            console.print(
+                f"Response cache: {cached['hits']} answers reused, {cached['misses']} asked "
+                f"({cached['bytes_served']:,} bytes reused)"
+            )
+        return await _outcome(services, job)
     finally:
         await services.stop()
 

@@ -411,6 +411,20 @@ class Registry:
         if not await self.store.delete_resource("benchmark", benchmark_id):
             raise NotFoundError(f"Benchmark '{benchmark_id}' not found")
 
+    async def note_eval_job(self, benchmark_id: str, job_id: str) -> None:
+        """Remember ``job_id`` as the latest eval job of the benchmark (whichever provider runs it)."""
+        await self.store.put_resource("eval_job", benchmark_id, {"job_id": job_id})
+
+    async def latest_eval_job(self, benchmark_id: str) -> str:
+        """The id of the benchmark's latest eval job; NotFoundError when none was run."""
+        data = await self.store.get_resource("eval_job", benchmark_id)
+        if data is None:
+            raise NotFoundError(
+                f"No eval job has been run for benchmark '{benchmark_id}'; "
+                f"start one with POST /v1/eval/benchmarks/{benchmark_id}/jobs"
+            )
+        return str(data["job_id"])
+
     # ---- scoring functions ----------------------------------------------------------------------
 
     async def put_scoring_fn(self, fn: ScoringFn) -> None:

@@ -143,9 +143,11 @@ def build_executor(settings: Settings) -> PlanExecutor | None:
 def build_services(settings: Settings) -> Services:
     """Build (but do not open) every service the server needs."""
     from evalstack.engine.compile import compile_job
+    from evalstack.engine.rescore import RESCORE_OF, replay_stored_outputs
     from evalstack.engine.runner import JobWorker
     from evalstack.engine.scoring import ScoringService
     from evalstack.inference.breaker import BreakerSettings
+    from evalstack.inference.cache import ResponseCache
     from evalstack.inference.clients import ModelClientPool
     from evalstack.nemo_jobs import NemoJobService
     from evalstack.registry import Registry
@@ -157,7 +159,10 @@ def build_services(settings: Settings) -> Services:
     scoring = ScoringService(registry, clients)
 
     async def compile_for_worker(job: JobRecord) -> EvalPlan:
-        return await compile_job(job, registry, scoring, settings, clients)
+        plan = await compile_job(job, registry, scoring, settings, clients)
+        if job.spec.get(RESCORE_OF):  # re-scoring: stored outputs instead of model requests
+            plan = await replay_stored_outputs(plan, store, str(job.spec[RESCORE_OF]))
+        return plan
 
     worker = JobWorker(
         store,
@@ -166,6 +171,8 @@ def build_services(settings: Settings) -> Services:
         adaptive_concurrency=settings.adaptive_concurrency,
         max_outage=settings.max_outage,
         executor=build_executor(settings),
+        response_cache=ResponseCache(store, ttl=settings.cache_ttl),
+        cache_every_job=settings.response_cache,
     )
     services = Services(
         settings=settings,

@@ -138,7 +138,10 @@ class Workspace:
     def db_url(self) -> str:
         return f"sqlite:///{self.db_path}"
 
-    def run(self, *args: str, db: bool = True, command: str = "run") -> Run:
+    def run(
+        self, *args: str, db: bool = True, command: str = "run", env_extra: dict[str, str] | None = None
+    ) -> Run:
+        """``evalstack <command> *args`` in this workspace (``--db`` added unless ``db=False``)."""
         env = {
             **os.environ,
             "EVALSTACK_DATA_HOME": str(self.root / "home"),
@@ -148,7 +151,8 @@ class Workspace:
         }
         for name in ("NVIDIA_EVALUATOR_URL", "EVALSTACK_DB_URL", "HF_ENDPOINT"):
             env.pop(name, None)
-        argv = [*evalstack_command(), command, *args]
+        env.update(env_extra or {})
+        argv = [*evalstack_command(), *command.split(), *args]
         if db:
             argv += ["--db", self.db_url]
         done = subprocess.run(
@@ -484,7 +488,7 @@ def test_demo_benchmark_parses_and_validates() -> None:
     for row in spec.dataset.rows:
         assert isinstance(row.get("input_query"), str) and row["input_query"].strip(), row
         assert isinstance(row.get("expected_answer"), str) and row["expected_answer"].strip(), row
-    assert len(spec.scoring_params()) >= 2
+    assert list(spec.scoring_params()) == ["basic::subset_of"]  # a metric the embedded model can meet
     assert spec.sampling_params.max_tokens is not None
 
 
@@ -496,12 +500,88 @@ def test_demo_benchmark_runs_against_a_model_url(ws: Workspace, fake: FakeModelS
     run = ws.run(str(DEMO_FILE), "--model", model_url(fake), "--limit", "3")
     assert run.returncode == 0, run.stdout + run.stderr
     assert len(fake.requests) == 3
-    assert set(spec.scoring_params()) == {"basic::equality", "basic::subset_of"}
-    for fn_id, accuracy in expected_accuracy(spec.dataset.rows[:3]).items():
-        assert run.value(fn_id, "accuracy") == pytest.approx(accuracy, abs=1e-4)
+    expected = expected_accuracy(spec.dataset.rows[:3])["basic::subset_of"]
+    assert run.value("basic::subset_of", "accuracy") == pytest.approx(expected, abs=1e-4)
     for body in fake.requests:
         assert body["max_tokens"] == spec.sampling_params.max_tokens
         assert body["messages"][0] == {"role": "system", "content": spec.system_message}
+
+
+# ---- (f) native benchmarks by name, and the response cache -----------------------------------------
+
+
+GSM8K_ROWS = [
+    {
+        "question": "Tom has 2 apples and buys 3 more. How many apples does he have?",
+        "answer": "2 + 3 = 5\n#### 5",
+    },
+    {"question": "A box holds 4 pens. How many pens are in 2 boxes?", "answer": "4 * 2 = 8\n#### 8"},
+    {"question": "Sam had 10 sweets and ate 4. How many are left?", "answer": "10 - 4 = 6\n#### 6"},
+]
+
+# One question answered right; the others get UNKNOWN_REPLY.
+REPLIES[f"Question: {GSM8K_ROWS[0]['question']}\nAnswer:"] = "2 + 3 = 5 apples.\n#### 5"
+
+
+@pytest.mark.slow
+def test_a_native_benchmark_runs_by_name_without_a_file(ws: Workspace, fake: FakeModelServer) -> None:
+    data = ws.root / "data"
+    write_jsonl(data / "gsm8k" / "test.jsonl", GSM8K_ROWS)
+    write_jsonl(data / "gsm8k" / "train_first500.jsonl", GSM8K_ROWS)
+    run = ws.run("gsm8k", "-m", model_url(fake), "--limit", "2", env_extra={"EVALSTACK_DATA_DIR": str(data)})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert len(fake.requests) == 2
+    assert "Question: Tom has 2 apples" in json.dumps(fake.requests)
+    strict = "exact_match__strict-match"
+    assert run.value("task gsm8k", f"{strict}.{strict}") == 0.5  # one right, one "I do not know."
+
+
+@pytest.mark.parametrize(("name", "nearest"), [("gsm8kk", "gsm8k"), ("MMLU-pro", "mmlu"), ("arc", None)])
+def test_an_unknown_benchmark_name_lists_the_choices_and_the_nearest(
+    ws: Workspace, fake: FakeModelServer, name: str, nearest: str | None
+) -> None:
+    run = ws.run(name, "--model", model_url(fake))
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert f"{name!r} is neither a benchmark file nor a native benchmark" in run.stderr
+    assert "arc_challenge, arc_easy" in run.stderr and "mmlu" in run.stderr
+    if nearest is not None:
+        assert f"Did you mean {nearest!r}?" in run.stderr
+    assert "Traceback" not in run.stderr
+    missing = ws.run("no-such-file.yaml", "--model", model_url(fake))
+    assert missing.returncode == 2 and "cannot read no-such-file.yaml" in missing.stderr
+
+
+@pytest.mark.slow
+def test_run_with_cache_twice_asks_the_model_once_and_cache_commands_manage_it(
+    ws: Workspace, fake: FakeModelServer
+) -> None:
+    name = write_bench(
+        ws,
+        "caps.yaml",
+        yaml.safe_dump({"dataset": {"rows": CAPITAL_ROWS}, "scoring_functions": ["basic::subset_of"]}),
+    )
+    first = ws.run(name, "--model", model_url(fake), "--cache")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert len(fake.requests) == len(CAPITAL_ROWS)
+    assert f"0 answers reused, {len(CAPITAL_ROWS)} asked" in first.stdout
+    fake.reset_stats()
+    second = ws.run(name, "--model", model_url(fake), "--cache")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert fake.requests == []
+    assert f"{len(CAPITAL_ROWS)} answers reused, 0 asked" in second.stdout
+    assert second.value("basic::subset_of", "accuracy") == first.value("basic::subset_of", "accuracy")
+
+    stats = ws.run(command="cache stats")
+    assert stats.returncode == 0, stats.stdout + stats.stderr
+    assert f"Response cache: {len(CAPITAL_ROWS)} answers" in stats.stdout
+    assert f"{fake.base_url}#{fake.model_id}" in stats.stdout
+    expired = ws.run("--expired", command="cache clear")
+    assert expired.returncode == 2 and "cache_ttl" in expired.stderr
+    cleared = ws.run(command="cache clear")
+    assert cleared.returncode == 0 and f"Deleted {len(CAPITAL_ROWS)} cached answers." in cleared.stdout
+    third = ws.run(name, "--model", model_url(fake))  # no --cache: asks again, keeps nothing
+    assert third.returncode == 0 and len(fake.requests) == len(CAPITAL_ROWS)
+    assert "Response cache: 0 answers" in ws.run(command="cache stats").stdout
 
 
 # ---- (f) the model server goes away mid-run -------------------------------------------------------------

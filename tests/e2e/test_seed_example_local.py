@@ -12,15 +12,18 @@ server. Expected BLEU scores are computed here with sacrebleu from the fake's an
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sacrebleu
 import yaml
 from llama_stack_client import LlamaStackClient
+from tests.e2e.test_cli_run import evalstack_command
 from tests.fakes.hf_hub import FakeHub
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.seed_example import BENCHMARK_ID, HUB_PATH, HUB_REPO, SEED_REGISTER_BODY
@@ -140,3 +143,120 @@ def test_seed_custom_evaluation_runs_on_the_local_provider(
     score_rows: list[dict[str, Any]] = [dict(row) for row in scored.score_rows]
     assert len(score_rows) == len(ROWS)
     assert [row["metrics"]["bleu"]["sentence"] for row in score_rows] == pytest.approx(sentence, abs=1e-6)
+
+
+def test_the_readme_examples_work_with_plain_http(server: ServeProcess, model: FakeModelServer) -> None:
+    """Register, trigger, status, cancel (POST .../cancel) and results (GET .../results), as the README
+    of the original change writes them, with plain HTTP requests."""
+    http = httpx.Client(base_url=f"{server.url}/v1", timeout=30.0)
+    candidate = "meta-llama/Llama3.1-8B-Instruct"  # the README's model name
+    registered = http.post(
+        "/models",
+        json={
+            "model_id": candidate,
+            "provider_model_id": model.model_id,
+            "metadata": {"base_url": model.base_url},
+        },
+    )
+    assert registered.status_code == 200, registered.text
+    assert http.post("/eval/benchmarks", json=SEED_REGISTER_BODY).status_code == 200
+    trigger = {  # the README's body, verbatim
+        "benchmark_id": BENCHMARK_ID,
+        "benchmark_config": {
+            "eval_candidate": {
+                "type": "model",
+                "model": candidate,
+                "sampling_params": {"max_tokens": 100, "temperature": 0.7},
+            },
+            "scoring_params": {},
+        },
+    }
+    jobs = f"/eval/benchmarks/{BENCHMARK_ID}/jobs"
+
+    def wait(job_id: str) -> str:
+        deadline = time.monotonic() + 30
+        while True:
+            status = http.get(f"{jobs}/{job_id}")
+            assert status.status_code == 200, status.text
+            assert set(status.json()) == {"job_id", "status"}
+            if status.json()["status"] not in ("scheduled", "in_progress"):
+                return str(status.json()["status"])
+            assert time.monotonic() < deadline, f"job {job_id} still running"
+            time.sleep(0.1)
+
+    # Cancel: POST .../jobs/{job_id}/cancel (the API's own verb is DELETE .../jobs/{job_id}).
+    model.hang = True
+    try:
+        started = http.post(jobs, json=trigger)
+        assert started.status_code == 200, started.text
+        hanging = started.json()["job_id"]
+        cancelled = http.post(f"{jobs}/{hanging}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert wait(hanging) == "cancelled"
+    finally:
+        model.hang = False
+    results = http.get(f"/eval/benchmarks/{BENCHMARK_ID}/results")  # the latest job was cancelled
+    assert results.status_code == 400 and "not completed" in results.text, results.text
+
+    done = http.post(jobs, json=trigger).json()["job_id"]
+    assert wait(done) == "completed", server.log.read_text()
+    latest = http.get(f"/eval/benchmarks/{BENCHMARK_ID}/results")
+    assert latest.status_code == 200, latest.text
+    body = latest.json()
+    assert set(body) == {"generations", "scores"}
+    assert set(body["scores"]) == {BENCHMARK_ID}
+    scored = body["scores"][BENCHMARK_ID]
+    assert set(scored) == {"score_rows", "aggregated_results"}
+    assert set(scored["aggregated_results"]) == {"tasks", "groups"}
+    assert body == http.get(f"{jobs}/{done}/result").json()  # the same as the job's own result
+    assert [g["generated_answer"] for g in body["generations"]] == [answer(row["prompt"]) for row in ROWS]
+    assert http.get("/eval/benchmarks/no-such-benchmark/results").status_code == 400
+
+
+def test_jobs_rescore_scores_the_stored_outputs_with_new_metrics(
+    server: ServeProcess, model: FakeModelServer
+) -> None:
+    """`evalstack jobs rescore ID --metrics JSON` against the server: a new job, no model request."""
+    http = httpx.Client(base_url=f"{server.url}/v1", timeout=30.0)
+    http.post(
+        "/models",
+        json={
+            "model_id": "cand",
+            "provider_model_id": model.model_id,
+            "metadata": {"base_url": model.base_url},
+        },
+    )
+    assert http.post("/eval/benchmarks", json=SEED_REGISTER_BODY).status_code == 200
+    config = {"eval_candidate": {"type": "model", "model": "cand", "sampling_params": {"max_tokens": 100}}}
+    first = http.post(f"/eval/benchmarks/{BENCHMARK_ID}/jobs", json={"benchmark_config": config}).json()[
+        "job_id"
+    ]
+    deadline = time.monotonic() + 30
+    while http.get(f"/evalstack/jobs/{first}").json()["status"] != "completed":
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.1)
+    model.reset_stats()
+
+    exact = {
+        "type": "string-check",
+        "params": {"check": ["{{sample.output_text}}", "equals", "{{item.ideal_response}}"]},
+    }
+    rescore = [*evalstack_command(), "jobs", "rescore", first, "--url", server.url, "--metrics"]
+    done = subprocess.run(
+        [*rescore, json.dumps({"exact": exact})], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    second = done.stdout.split()[1]
+    assert f"re-scores {first}" in done.stdout
+    while (job := http.get(f"/evalstack/jobs/{second}").json())["status"] != "completed":
+        assert job["status"] in ("created", "pending", "running"), job
+        assert time.monotonic() < deadline + 30, server.log.read_text()
+        time.sleep(0.1)
+    assert model.requests == []
+    value = job["result"]["tasks"]["qa"]["metrics"]["exact"]["scores"]["string-check"]["value"]
+    assert value == pytest.approx(sum(answer(r["prompt"]) == r["ideal_response"] for r in ROWS) / len(ROWS))
+    unknown = json.dumps({"exact": {"type": "no-such-metric"}})
+    refused = subprocess.run([*rescore, unknown], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "400" in refused.stderr and "no-such-metric" in refused.stderr and "string-check" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -152,6 +152,8 @@ def test_unknown_key_in_a_model_entry_names_the_place_and_accepted_keys(tmp_path
         ),
         ("- a list\n", "must hold a mapping"),
         ("port: [unclosed\n", "not valid YAML"),
+        ("cache_ttl: 0\n", "cache_ttl: Input should be greater than 0"),
+        ("response_cache: sometimes\n", "response_cache"),
     ],
 )
 def test_bad_values_are_reported_clearly(tmp_path: Path, text: str, expected: str) -> None:
@@ -214,3 +216,11 @@ def test_executor_flag_keeps_the_files_settings_of_that_executor_and_replaces_an
 def test_a_bad_executor_says_what_is_accepted(tmp_path: Path, executor: object, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         load_settings(None, data_dir=str(tmp_path), executor=executor)
+
+
+def test_the_response_cache_is_off_by_default_and_set_from_the_file(tmp_path: Path) -> None:
+    assert (Settings().response_cache, Settings().cache_ttl) == (False, None)
+    config = tmp_path / "server.yaml"
+    config.write_text("response_cache: true\ncache_ttl: 86400\n")
+    settings = load_settings(config)
+    assert (settings.response_cache, settings.cache_ttl) == (True, 86400)

@@ -1,12 +1,13 @@
 """evalstack's own read-only view of every job, whichever front door created it.
 
 ``GET /v1/evalstack/jobs/{job_id}`` shows one job with its cached result (the listings, with their
-filters and paging, are in ``api/listings.py``), and ``POST /v1/evalstack/jobs/{job_id}/resume`` runs
-a failed or cancelled job again from its recorded samples (400 for any other status). The CLI's
-``evalstack jobs``
-reads these. ``GET /v1/evalstack/benchmarks[?search=WORD]`` lists what can run (native benchmarks and
-lm-eval tasks, each with its output type), as ``evalstack benchmarks`` does. Errors use the Llama Stack
-family's body (``{"error": {"message": ...}}``).
+filters and paging, are in ``api/listings.py``); ``POST /v1/evalstack/jobs/{job_id}/resume`` runs
+a failed or cancelled job again from its recorded samples (400 for any other status), and
+``POST /v1/evalstack/jobs/{job_id}/rescore`` creates a job that scores a completed job's stored outputs
+again (``engine.rescore``). The CLI's ``evalstack jobs`` uses these.
+``GET /v1/evalstack/benchmarks[?search=WORD]`` lists what can run (native benchmarks and lm-eval tasks,
+each with its output type), as ``evalstack benchmarks`` does. Errors use the Llama Stack family's body
+(``{"error": {"message": ...}}``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
 
 from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
 from evalstack.engine.catalog import catalog
@@ -44,6 +46,18 @@ def job_summary(job: JobRecord) -> dict[str, Any]:
     return scrub(summary, secret_values(job.spec))
 
 
+class RescoreRequest(BaseModel):
+    """What to change when re-scoring; nothing changed re-scores with the same metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metrics: list[str] | dict[str, Any] | None = None
+    """Llama Stack jobs: scoring function ids (or id -> params); NeMo custom jobs: the metrics object."""
+
+    params: dict[str, Any] | None = None
+    """NeMo jobs: merged into the config's ``params`` (``{"extra": {"answer_regex": "..."}}``)."""
+
+
 def jobs_router(store: Store, worker: JobWorker) -> APIRouter:
     """Routes under ``/evalstack/jobs`` (mounted at ``/v1``)."""
     router = APIRouter(route_class=LlamaStackRoute)
@@ -70,5 +84,14 @@ def jobs_router(store: Store, worker: JobWorker) -> APIRouter:
     @not_found_status(404)
     async def resume_job(job_id: str) -> dict[str, Any]:
         return job_summary(await worker.resume(job_id))
+
+    @router.post("/evalstack/jobs/{job_id}/rescore", tags=["evalstack"])
+    @not_found_status(404)
+    async def rescore_job(job_id: str, body: RescoreRequest | None = None) -> dict[str, Any]:
+        from evalstack.engine.rescore import submit_rescore
+
+        body = body or RescoreRequest()
+        job = await submit_rescore(store, worker, job_id, metrics=body.metrics, params=body.params)
+        return {**job_summary(job), "rescore_of": job_id}
 
     return router

@@ -37,6 +37,20 @@ def is_nemo_config(metadata: Mapping[str, Any] | None) -> bool:
     return isinstance(metadata, Mapping) and "type" in metadata
 
 
+def cache_requested(spec: Mapping[str, Any]) -> bool:
+    """Whether a job asks for the response cache: ``cache: true`` in its spec (a benchmark file,
+    ``evalstack run --cache``) or ``params.extra.cache`` in its NeMo config."""
+    if spec.get("cache") is True:
+        return True
+    config = spec.get("config")
+    if not isinstance(config, Mapping):
+        benchmark = spec.get("benchmark")
+        config = benchmark.get("metadata") if isinstance(benchmark, Mapping) else None
+    params = config.get("params") if isinstance(config, Mapping) else None
+    extra = params.get("extra") if isinstance(params, Mapping) else None
+    return isinstance(extra, Mapping) and extra.get("cache") is True
+
+
 def _seconds(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise InvalidInputError(f"{where} must be a number of seconds greater than 0, got {value!r}")
@@ -88,6 +102,7 @@ async def compile_job(
     """
     plan = await _compile(job, registry, scoring, settings, clients)
     plan.max_outage = job_max_outage(job)
+    plan.cache = plan.cache or cache_requested(job.spec)
     return plan
 
 

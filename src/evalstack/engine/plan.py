@@ -21,11 +21,13 @@ class SampleOutput:
     """What the model produced for one row: the text and the raw response (``None`` without inference).
 
     A metric may add JSON-ready details to ``extra``; they land in the sample's ``SampleRecord.extra``.
+    ``request`` is the request that produced it, when it was sent earlier (re-scoring a stored output).
     """
 
     text: str | None
     response: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    request: dict[str, Any] | None = None
 
 
 class Metric(Protocol):
@@ -76,5 +78,7 @@ class EvalPlan:
     # AIMD between 1 and ``parallelism``: back off on 429/503 and rising latency, grow back when the
     # endpoint keeps up (engine.adaptive); the history lands in job.progress["concurrency"].
     adaptive_concurrency: bool = False
+    # Serve model answers from the response cache and keep new ones there (inference.cache).
+    cache: bool = False
     # Seconds the job waits for an unreachable model endpoint before it fails (None: the server's setting).
     max_outage: float | None = None

@@ -41,6 +41,10 @@ class LlamaStackRunSpec(EngineModel):
     """Model requests in flight (``evalstack run`` benchmark files); ``None``: the server's default."""
     max_outage: float | None = Field(default=None, gt=0)
     """Seconds the job waits out an unreachable model endpoint; ``None``: the benchmark's or the server's."""
+    cache: bool = False
+    """Serve the model's answers from the response cache (a benchmark file's ``cache``, ``--cache``)."""
+    rescore_of: str | None = None
+    """The job whose stored outputs this job scores again (``engine.rescore``), instead of asking a model."""
 
 
 class NemoRunSpec(EngineModel):
@@ -53,6 +57,10 @@ class NemoRunSpec(EngineModel):
     meta: dict[str, Any] = Field(default_factory=dict)
     max_outage: float | None = Field(default=None, gt=0)
     """Seconds the job waits out an unreachable model endpoint (``evalstack run --max-outage``)."""
+    cache: bool = False
+    """Serve the model's answers from the response cache (``evalstack run --cache``)."""
+    rescore_of: str | None = None
+    """The job whose stored outputs this job scores again (``engine.rescore``), instead of asking a model."""
 
 
 JobSpec = Annotated[LlamaStackRunSpec | NemoRunSpec, Field(discriminator="front")]

@@ -30,12 +30,15 @@ class InferenceRequest:
     ``params`` are OpenAI request fields (``max_tokens``, ``temperature``, ``top_p``, ``stop``,
     ``tools``, ``tool_choice``, ``logprobs``...) passed through as given; non-OpenAI sampling
     fields (``top_k``, ``repetition_penalty``) are passed too, for servers such as vLLM that accept them.
+    ``sample_id`` names which draw of the job this is (task and row); it is never sent, but keeps two
+    sampled draws of the same prompt apart in the response cache.
     """
 
     kind: RequestKind
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    sample_id: str | None = None
 
 
 @dataclass

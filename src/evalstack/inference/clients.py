@@ -9,6 +9,7 @@ from typing import Any
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import ModelClient, ModelEndpoint
 from evalstack.inference.breaker import BreakerSettings, CircuitBreaker
+from evalstack.inference.cache import through_active_cache
 from evalstack.inference.openai_http import OpenAIClient, api_root
 
 logger = logging.getLogger(__name__)
@@ -70,11 +71,12 @@ class ModelClientPool:
         timeout: float = 600.0,
         max_connections: int = 256,
     ) -> ModelClient:
-        """The client for ``endpoint`` (created on first request for these settings)."""
+        """The client for ``endpoint`` (created on first request for these settings), behind the
+        response cache when the calling task's job uses one (``cache.ResponseCache.scope``)."""
         if endpoint.kind == "embedded":
             if self._embedded is None:
                 self._embedded = self._embedded_loader()
-            return self._embedded
+            return through_active_cache(self._embedded, endpoint)
         if endpoint.kind != "openai":
             raise InvalidInputError(
                 f"unknown model endpoint kind {endpoint.kind!r}; expected 'openai' or 'embedded'"
@@ -90,7 +92,7 @@ class ModelClientPool:
                 breaker=self.breaker(endpoint),
             )
             self._clients[key] = client
-        return client
+        return through_active_cache(client, endpoint)
 
     async def aclose(self) -> None:
         """Close every client handed out (the pool can be used again afterwards)."""

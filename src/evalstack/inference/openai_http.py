@@ -90,24 +90,21 @@ class OpenAIClient:
     async def generate(self, request: InferenceRequest) -> InferenceResult:
         """Send one chat or completion request; raise InferenceError when it cannot be answered."""
         model = self._model or await self.discover_model()
+        payload = request_body(model, request)
         if request.kind == "chat":
-            payload: dict[str, Any] = {"model": model, "messages": request.messages}
             target, url, parse = self._chat_target, self.chat_url, _parse_chat
-        elif request.kind == "completion":
-            payload = {"model": model, "prompt": request.prompt}
-            target, url, parse = self._completions_target, self.completions_url, _parse_completion
         else:
-            raise InferenceError(f"unknown request kind {request.kind!r}; expected 'chat' or 'completion'")
-        params = request.params
-        if params:
-            for key, value in params.items():
-                if value is not None and key != "stream":
-                    payload[key] = value
+            target, url, parse = self._completions_target, self.completions_url, _parse_completion
         try:
             body = _encode(payload).encode()
         except (TypeError, ValueError) as exc:
             raise InferenceError(f"request for {url} cannot be sent as JSON: {exc}") from None
         return await self._call("POST", target, url, body, parse)
+
+    @property
+    def identity(self) -> str:
+        """Which model this is: the API root and the model name, ``http://host:8000/v1#name``."""
+        return f"{api_root(self.endpoint.base_url)}#{self._model}"  # no query: it may hold a key
 
     async def discover_model(self) -> str:
         """Ask the server which model it serves (``GET {root}/models``, first id), once.
@@ -207,6 +204,21 @@ class OpenAIClient:
                 problem,
             )
             await asyncio.sleep(delay)
+
+
+def request_body(model: str, request: InferenceRequest) -> dict[str, Any]:
+    """The JSON body sent for ``request``: ``model``, the messages or prompt, and every set parameter
+    (``stream`` is never sent: responses are read whole)."""
+    if request.kind == "chat":
+        payload: dict[str, Any] = {"model": model, "messages": request.messages}
+    elif request.kind == "completion":
+        payload = {"model": model, "prompt": request.prompt}
+    else:
+        raise InferenceError(f"unknown request kind {request.kind!r}; expected 'chat' or 'completion'")
+    for key, value in request.params.items():
+        if value is not None and key != "stream":
+            payload[key] = value
+    return payload
 
 
 def api_root(base_url: str | None) -> str:

@@ -59,6 +59,38 @@ class SampleRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class CachedResponse:
+    """A model's answer kept in the response cache, under ``key`` (a digest of what was sent).
+
+    ``model`` is the endpoint's model identity (``http://host:8000/v1#name``, ``embedded:name``);
+    ``size`` is the stored text and raw response in bytes (what ``evalstack cache stats`` counts).
+    """
+
+    key: str
+    model: str
+    text: str
+    finish_reason: str | None
+    raw: dict[str, Any]
+    size: int
+    created_at: datetime | None = None
+
+
+@dataclass
+class CacheSummary:
+    """What the response cache holds: entries and bytes, in all and per model identity.
+
+    ``expired`` counts entries older than the time-to-live the summary was taken with (0 without one).
+    """
+
+    entries: int = 0
+    bytes: int = 0
+    expired: int = 0
+    oldest: datetime | None = None
+    newest: datetime | None = None
+    models: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
 _BASE58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _JOB_ID_DIGITS = 22  # 58**22 > 2**128, so every uuid4 fits
 

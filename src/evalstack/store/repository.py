@@ -47,6 +47,8 @@ from evalstack.auth import Principal, check_may_delete, creator_name, current_pr
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
 from evalstack.store import sample_query, tables
 from evalstack.store.records import (
+    CachedResponse,
+    CacheSummary,
     JobRecord,
     JobStatus,
     SampleFilter,
@@ -60,7 +62,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RESOURCE_KINDS: frozenset[str] = frozenset(
-    {"model", "dataset", "benchmark", "scoring_fn", "nemo_config", "nemo_target", "nemo_result"}
+    {"model", "dataset", "benchmark", "scoring_fn", "nemo_config", "nemo_target", "nemo_result", "eval_job"}
 )
 """The kinds of resources evalstack keeps; any lowercase name of up to 32 characters is accepted."""
 
@@ -83,6 +85,7 @@ _DATASET_ROWS = tables.dataset_rows
 _JOBS = tables.jobs
 _SAMPLES = tables.samples
 _LEASES = tables.job_leases
+_CACHE = tables.response_cache
 
 
 def _now() -> datetime:
@@ -169,6 +172,11 @@ def _job_record(row: Row[Any]) -> JobRecord:
         updated_at=_aware(row.updated_at),
         created_by=row.created_by,
     )
+
+
+def _cache_cutoff(max_age: float | None) -> datetime | None:
+    """The oldest ``created_at`` still fresh under a time-to-live of ``max_age`` seconds."""
+    return None if max_age is None else _now() - timedelta(seconds=max_age)
 
 
 def _sample_values(job_id: str, sample: SampleRecord) -> dict[str, Any]:
@@ -779,6 +787,107 @@ class Store:
         query = select(func.count()).select_from(_SAMPLES).where(_SAMPLES.c.job_id == job_id)
         with self._connect() as conn:
             return int(conn.scalar(query) or 0)
+
+    # ---- response cache -------------------------------------------------------------------------
+
+    async def get_cached_responses(
+        self, keys: Collection[str], max_age: float | None = None
+    ) -> dict[str, CachedResponse]:
+        """The cached answers under ``keys`` that exist and are at most ``max_age`` seconds old."""
+        if not keys:
+            return {}
+        return await self._run(self._get_cached_responses, list(keys), _cache_cutoff(max_age))
+
+    def _get_cached_responses(self, keys: list[str], cutoff: datetime | None) -> dict[str, CachedResponse]:
+        c = _CACHE.c
+        found: dict[str, CachedResponse] = {}
+        with self._connect() as conn:
+            for start in range(0, len(keys), 500):  # bounded IN lists
+                query = select(c.key, c.model, c.text, c.finish_reason, c.raw, c.size, c.created_at).where(
+                    c.key.in_(keys[start : start + 500])
+                )
+                if cutoff is not None:
+                    query = query.where(c.created_at >= cutoff)
+                for key, model, text, finish, raw, size, created in conn.execute(query).tuples():
+                    found[key] = CachedResponse(key, model, text, finish, raw or {}, size, _aware(created))
+        return found
+
+    async def put_cached_responses(self, entries: Sequence[CachedResponse]) -> None:
+        """Store answers in the cache in one transaction; an entry replaces one with the same key."""
+        if entries:
+            await self._run(self._put_cached_responses, list(entries))
+
+    def _put_cached_responses(self, entries: list[CachedResponse]) -> None:
+        now = _now()
+        unique = {entry.key: entry for entry in entries}
+        values = [
+            {
+                "key": e.key,
+                "model": e.model,
+                "text": e.text,
+                "finish_reason": e.finish_reason,
+                "raw": e.raw,
+                "size": e.size,
+                "created_at": e.created_at or now,
+            }
+            for e in unique.values()
+        ]
+        with self._begin() as conn:
+            dialect = conn.dialect.name
+            if dialect in ("sqlite", "postgresql"):
+                if dialect == "sqlite":
+                    statement: Any = sqlite_insert(_CACHE)
+                else:
+                    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+                    statement = postgresql_insert(_CACHE)
+                replaced = {name: statement.excluded[name] for name in values[0] if name != "key"}
+                conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_=replaced), values)
+            else:
+                conn.execute(delete(_CACHE).where(_CACHE.c.key.in_(list(unique))))
+                conn.execute(insert(_CACHE), values)
+
+    async def cache_summary(self, max_age: float | None = None) -> CacheSummary:
+        """Entries and bytes in the cache, per model identity; ``expired`` under ``max_age`` seconds."""
+        return await self._run(self._cache_summary, _cache_cutoff(max_age))
+
+    def _cache_summary(self, cutoff: datetime | None) -> CacheSummary:
+        c = _CACHE.c
+        summary = CacheSummary()
+        query = select(
+            c.model,
+            func.count(),
+            func.coalesce(func.sum(c.size), 0),
+            func.min(c.created_at),
+            func.max(c.created_at),
+        ).group_by(c.model)
+        with self._connect() as conn:
+            for model, count, size, oldest, newest in conn.execute(query).tuples():
+                summary.models[model] = {"entries": int(count), "bytes": int(size)}
+                summary.entries += int(count)
+                summary.bytes += int(size)
+                oldest, newest = _aware(oldest), _aware(newest)
+                summary.oldest = oldest if summary.oldest is None else min(summary.oldest, oldest)
+                summary.newest = newest if summary.newest is None else max(summary.newest, newest)
+            if cutoff is not None:
+                expired = select(func.count()).select_from(_CACHE).where(c.created_at < cutoff)
+                summary.expired = int(conn.scalar(expired) or 0)
+        return summary
+
+    async def clear_cache(self, *, model: str | None = None, max_age: float | None = None) -> int:
+        """Delete cached answers (of one ``model`` identity; only those older than ``max_age`` seconds
+        when given); returns how many were deleted."""
+        return await self._run(self._clear_cache, model, _cache_cutoff(max_age))
+
+    def _clear_cache(self, model: str | None, cutoff: datetime | None) -> int:
+        c = _CACHE.c
+        statement = delete(_CACHE)
+        if model is not None:
+            statement = statement.where(c.model == model)
+        if cutoff is not None:
+            statement = statement.where(c.created_at < cutoff)
+        with self._begin() as conn:
+            return int(conn.execute(statement).rowcount or 0)
 
     # ---- browsing samples: filters, keyset pages, search --------------------------------------
 

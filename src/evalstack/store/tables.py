@@ -98,3 +98,21 @@ job_leases = Table(
 
 A separate table (not columns of ``jobs``), so databases made before leases existed get it from
 ``create_all`` without a migration."""
+
+response_cache = Table(
+    "response_cache",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("model", String(KEY_LENGTH), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("finish_reason", Text, nullable=True),
+    Column("raw", JSON, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_response_cache_model", "model"),
+    Index("ix_response_cache_created_at", "created_at"),
+)
+"""The response cache: one successful model answer per request digest (see ``inference.cache``).
+
+Off unless a job or the server turns it on; a separate table, so older databases get it from
+``create_all``."""

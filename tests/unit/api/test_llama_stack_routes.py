@@ -47,6 +47,7 @@ class FakeRegistry:
         self.datasets: dict[str, Dataset] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.models: dict[str, tuple[Model, dict[str, Any]]] = {}
+        self.eval_jobs: dict[str, str] = {}
         self.dataset_replace_flags: list[bool] = []
 
     async def check_benchmark_replacement(self, b: Benchmark) -> None:
@@ -68,6 +69,14 @@ class FakeRegistry:
     async def delete_benchmark(self, benchmark_id: str) -> None:
         await self.get_benchmark(benchmark_id)
         del self.benchmarks[benchmark_id]
+
+    async def note_eval_job(self, benchmark_id: str, job_id: str) -> None:
+        self.eval_jobs[benchmark_id] = job_id
+
+    async def latest_eval_job(self, benchmark_id: str) -> str:
+        if benchmark_id not in self.eval_jobs:
+            raise NotFoundError(f"No eval job has been run for benchmark '{benchmark_id}'")
+        return self.eval_jobs[benchmark_id]
 
     async def register_dataset(self, req: RegisterDatasetRequest, *, replace: bool = True) -> Dataset:
         self.dataset_replace_flags.append(replace)

@@ -8,6 +8,8 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from sqlalchemy import create_engine, text
 
 from evalstack.auth import Principal, current_principal
 from evalstack.errors import ConflictError, ForbiddenError, NotFoundError
-from evalstack.store.records import JobRecord, SampleRecord, new_job_id
+from evalstack.store.records import CachedResponse, JobRecord, SampleRecord, new_job_id
 from evalstack.store.repository import Store
 from tests.fakes.postgres import PostgresUnavailable, fresh_database, postgres_server
 
@@ -351,6 +353,66 @@ async def test_job_leases_are_held_by_one_owner_renewed_released_and_taken_over(
     assert await store.claim_job("j", "c", ttl=30)
     assert await store.claim_job("k", "a", ttl=-1)  # a lease that has already lapsed...
     assert await store.claim_job("k", "b", ttl=30)  # ...is taken over by the next claim
+
+
+# ---- response cache -----------------------------------------------------------------------------
+
+
+def cached(key: str, model: str = "http://h/v1#m", text: str = "answer", size: int = 10) -> CachedResponse:
+    return CachedResponse(key, model, text, "stop", {"choices": [{"text": text}]}, size)
+
+
+async def get_one(store: Store, key: str, max_age: float | None = None) -> CachedResponse | None:
+    return (await store.get_cached_responses([key], max_age)).get(key)
+
+
+async def test_cached_responses_are_read_back_and_replaced(store: Store) -> None:
+    assert await store.get_cached_responses(["k1"]) == {}
+    await store.put_cached_responses([cached("k1", text="first"), cached("k2")])
+    both = await store.get_cached_responses([f"k{n}" for n in range(1, 1200)])  # more than one IN list
+    assert set(both) == {"k1", "k2"}
+    hit = both["k1"]
+    assert (hit.text, hit.finish_reason, hit.raw, hit.size) == (
+        "first",
+        "stop",
+        {"choices": [{"text": "first"}]},
+        10,
+    )
+    assert hit.created_at is not None and hit.created_at.tzinfo is not None
+    await store.put_cached_responses([cached("k1", text="second", size=7)])
+    again = await get_one(store, "k1")
+    assert again is not None and (again.text, again.size) == ("second", 7)
+
+
+async def test_cached_responses_expire_and_survive_reopening(store: Store, db_url: str) -> None:
+    await store.put_cached_responses([cached("k1")])
+    await asyncio.sleep(0.05)
+    assert await get_one(store, "k1", max_age=3600) is not None
+    assert await get_one(store, "k1", max_age=0.01) is None
+    await store.close()
+    await store.open()
+    assert await get_one(store, "k1") is not None
+
+
+async def test_cache_summary_and_clear_by_model_and_age(store: Store) -> None:
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    old = [
+        replace(cached(key, "m-a", size=size), created_at=two_hours_ago)
+        for key, size in (("a1", 5), ("a2", 6))
+    ]
+    await store.put_cached_responses(old)
+    await store.put_cached_responses([cached("b1", "m-b", size=100)])
+    summary = await store.cache_summary(max_age=3600)
+    assert (summary.entries, summary.bytes, summary.expired) == (3, 111, 2)
+    assert summary.models == {"m-a": {"entries": 2, "bytes": 11}, "m-b": {"entries": 1, "bytes": 100}}
+    assert summary.oldest == two_hours_ago and summary.newest is not None and summary.oldest < summary.newest
+    assert await store.clear_cache(max_age=3600) == 2  # the expired ones only
+    assert await get_one(store, "b1") is not None
+    await store.put_cached_responses([cached("a1", "m-a")])
+    assert await store.clear_cache(model="m-b") == 1
+    assert (await store.cache_summary()).models == {"m-a": {"entries": 1, "bytes": 10}}
+    assert await store.clear_cache() == 1
+    assert (await store.cache_summary()).entries == 0
 
 
 async def test_iter_samples_reads_every_sample_in_order_in_bounded_batches(store: Store) -> None:

@@ -9,7 +9,9 @@ Mounted under both prefix families (see :func:`include_llama_stack_api`):
 Ids may contain ``/`` and ``:``; 0.2.x clients send them raw, 0.7.x clients percent-encode ``/``
 as ``%2F``. Both work: id parameters are ``{x:path}`` and :class:`LlamaStackRoute` routes by the raw
 path when a ``/`` was encoded. The routes for ``.../jobs/{job_id}/result``, ``.../jobs/{job_id}``,
-``.../jobs`` and ``.../evaluations`` come before the bare ``/eval/benchmarks/{benchmark_id}``.
+``.../jobs/{job_id}/cancel`` and ``.../results`` (aliases from the original NVIDIA provider's README:
+cancel by POST, and the latest job's result), ``.../jobs`` and ``.../evaluations`` come before the
+bare ``/eval/benchmarks/{benchmark_id}``.
 
 Registering a dataset or benchmark id again replaces it under ``/v1`` (0.2.x servers answer 200);
 under ``/v1alpha`` and ``/v1beta`` the same registration again is a no-op and a different one a 400
@@ -171,11 +173,23 @@ def benchmarks_router(
         await provider.job_cancel(benchmark_id, job_id)
         return None
 
+    # The original NVIDIA provider's README: cancel by POST, and the latest job's result per benchmark.
+    @router.post("/eval/benchmarks/{benchmark_id:path}/jobs/{job_id}/cancel", tags=["eval"])
+    async def job_cancel_by_post(benchmark_id: str, job_id: str) -> None:
+        return await job_cancel(benchmark_id, job_id)
+
+    @router.get("/eval/benchmarks/{benchmark_id:path}/results", tags=["eval"])
+    async def latest_result(benchmark_id: str) -> EvaluateResponse:
+        provider, _ = await routing.for_benchmark(benchmark_id)
+        return await provider.job_result(benchmark_id, await registry.latest_eval_job(benchmark_id))
+
     @router.post("/eval/benchmarks/{benchmark_id:path}/jobs", tags=["eval"])
     @not_found_status(404)
     async def run_eval(benchmark_id: str, body: RunEvalRequest) -> Job:
         provider, _ = await routing.for_benchmark(benchmark_id)
-        return await provider.run_eval(benchmark_id, body.benchmark_config)
+        job = await provider.run_eval(benchmark_id, body.benchmark_config)
+        await registry.note_eval_job(benchmark_id, job.job_id)
+        return job
 
     @router.post("/eval/benchmarks/{benchmark_id:path}/evaluations", tags=["eval"])
     @not_found_status(404)

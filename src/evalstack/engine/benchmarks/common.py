@@ -4,7 +4,7 @@ Options come from the NeMo config: config ``params``, overridden by task ``param
 ``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``parallelism``, ``max_retries``,
 ``request_timeout``) and their ``extra`` (``num_fewshot``, ``fewshot_seed``, ``fewshot_sampler``,
 ``endpoint_type``, ``mc_method``, ``n_samples``, ``system_prompt``, ``hf_token``, ``use_greedy``,
-``sandbox_timeout``, ``top_k``, ``seed``...).
+``sandbox_timeout``, ``answer_regex``, ``top_k``, ``seed``...).
 
 Data, first found wins:
 
@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import os
 import random
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ class Options:
     parallelism: int | None = None
     max_retries: int | None = None
     request_timeout: float | None = None
+    answer_regex: re.Pattern[str] | None = None  # replaces the flexible extraction (extract.extract_regex)
 
 
 def _number(
@@ -186,6 +188,14 @@ def parse_options(
         opts.n_samples = _number(extra["n_samples"], "extra.n_samples", int, 1, MAX_N_SAMPLES)
     if extra.get("sandbox_timeout") is not None:
         opts.sandbox_timeout = _number(extra["sandbox_timeout"], "extra.sandbox_timeout", float, 0.1)
+    if extra.get("answer_regex") is not None:
+        try:
+            opts.answer_regex = re.compile(str(extra["answer_regex"]))
+        except re.error as exc:
+            raise InvalidInputError(
+                f"params.extra.answer_regex {extra['answer_regex']!r} is not a valid regular expression "
+                f"({exc}); give one whose first group (or whole match) is the answer"
+            ) from exc
     if extra.get("system_prompt") is not None:
         opts.system_prompt = str(extra["system_prompt"])
     if extra.get("hf_token") is not None:

@@ -164,6 +164,18 @@ def extract_number_flexible(text: str | None) -> str | None:
     return last[0] or last[1]
 
 
+def extract_regex(text: str | None, pattern: re.Pattern[str]) -> str | None:
+    """The answer ``pattern`` finds in the reply (``params.extra.answer_regex``): its last match's first
+    non-empty group (the whole match when it has no groups), reasoning blocks removed; lm-eval's
+    ``regex`` filter with ``group_select: -1``."""
+    matches = list(pattern.finditer(strip_reasoning(text)))
+    if not matches:
+        return None
+    last = matches[-1]
+    groups = [group for group in last.groups() if group]
+    return groups[0] if groups else (None if pattern.groups else last.group(0))
+
+
 def normalize_number(raw: str | None) -> str | None:
     """A comparable form of a number: ``$1,234.50`` -> ``1234.5``, ``42.`` -> ``42``, ``-0`` -> ``0``.
 

@@ -10,13 +10,15 @@ On chat endpoints the examples are earlier user/assistant turns (lm-eval's
 ``</s>``, ``<|im_end|>``.
 
 Scores: ``exact_match__strict-match`` (the number after ``#### ``) and
-``exact_match__flexible-extract`` (the last number in the reply), as lm-eval. Reasoning blocks
+``exact_match__flexible-extract`` (the last number in the reply, or what ``extra.answer_regex``
+finds), as lm-eval. Reasoning blocks
 (``<think>``) are removed first, and numbers compare by value after removing ``$``, ``,`` and a
 trailing ``.`` (``$1,234.50`` equals ``1234.5``; lm-eval compares the strings).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +33,7 @@ from evalstack.engine.benchmarks.common import (
 from evalstack.engine.benchmarks.extract import (
     extract_number_flexible,
     extract_number_strict,
+    extract_regex,
     normalize_number,
 )
 from evalstack.engine.benchmarks.results import PARSED_METRIC, TaskSummary
@@ -63,13 +66,17 @@ def question_text(item: Mapping[str, Any]) -> str:
 
 
 class _Metric:
-    def __init__(self, *, parsed: bool) -> None:
+    def __init__(self, *, parsed: bool, answer_regex: re.Pattern[str] | None = None) -> None:
         self.parsed = parsed
+        self.answer_regex = answer_regex  # replaces the flexible extraction when set
         self.name = PARSED_METRIC if parsed else "exact_match"
 
     async def score(self, item: Mapping[str, Any], output: SampleOutput) -> dict[str, Any]:
         strict = normalize_number(extract_number_strict(output.text))
-        flexible = normalize_number(extract_number_flexible(output.text))
+        if self.answer_regex is not None:
+            flexible = normalize_number(extract_regex(output.text, self.answer_regex))
+        else:
+            flexible = normalize_number(extract_number_flexible(output.text))
         if self.parsed:
             return {
                 "strict-match": float(strict is not None),
@@ -126,7 +133,10 @@ class Gsm8k:
         plan = TaskPlan(
             name=ctx.task_name,
             rows=load,
-            metrics=[_Metric(parsed=False), _Metric(parsed=True)],
+            metrics=[
+                _Metric(parsed=False, answer_regex=opts.answer_regex),
+                _Metric(parsed=True, answer_regex=opts.answer_regex),
+            ],
             build_request=build,
         )
         return Compiled(plans=[plan], summaries=[TaskSummary(name=ctx.task_name, info=info)])

@@ -18,6 +18,7 @@ instruction naming the accepted answers.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from evalstack.engine.benchmarks.common import (
 from evalstack.engine.benchmarks.extract import (
     extract_letter_flexible,
     extract_letter_strict,
+    extract_regex,
     extract_yes_no_flexible,
     extract_yes_no_strict,
     letters_for,
@@ -161,8 +163,8 @@ class McSpec:
         else:
             build = self._generate_builder(ctx, shots)
             metrics = [
-                _GenerateMetric(self, opts.fewshot_seed, parsed=False),
-                _GenerateMetric(self, opts.fewshot_seed, parsed=True),
+                _GenerateMetric(self, opts.fewshot_seed, parsed=False, answer_regex=opts.answer_regex),
+                _GenerateMetric(self, opts.fewshot_seed, parsed=True, answer_regex=opts.answer_regex),
             ]
         info = {
             "benchmark": self.name,
@@ -214,10 +216,13 @@ class McSpec:
 class _GenerateMetric:
     """Strict and flexible exact match of the generated letter (or yes/no); ``parsed`` diagnostics."""
 
-    def __init__(self, spec: McSpec, seed: int, *, parsed: bool) -> None:
+    def __init__(
+        self, spec: McSpec, seed: int, *, parsed: bool, answer_regex: re.Pattern[str] | None = None
+    ) -> None:
         self.spec = spec
         self.seed = seed
         self.parsed = parsed
+        self.answer_regex = answer_regex  # replaces the flexible extraction when set
         self.name = PARSED_METRIC if parsed else "exact_match"
 
     async def score(self, item: Mapping[str, Any], output: SampleOutput) -> dict[str, Any]:
@@ -234,6 +239,13 @@ class _GenerateMetric:
             shown = [item["choices"][j] for j in order]
             strict = extract_letter_strict(output.text, letters)
             flexible = extract_letter_flexible(output.text, letters, shown)
+        if self.answer_regex is not None:
+            found = extract_regex(output.text, self.answer_regex)
+            if found is None:
+                flexible = None
+            else:
+                found = found.strip().strip("()").strip()
+                flexible = found.lower() if self.spec.yes_no else found.upper()
         if self.parsed:
             return {
                 "strict-match": 0.0 if strict is None else 1.0,

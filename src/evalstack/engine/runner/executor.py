@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from evalstack.engine.plan import EvalPlan
 from evalstack.engine.ports import ClientSource
 from evalstack.engine.runner.pipeline import ProgressCallback, RunProgress, Sink
 from evalstack.inference.breaker import DEFAULT_MAX_OUTAGE
 
+if TYPE_CHECKING:
+    from evalstack.inference.cache import ResponseCache
+
 
 class PlanExecutor(Protocol):
     """Runs every sample of a plan not in ``skip``, handing each finished one to ``sink`` (as
     ``run_plan`` does); stops promptly once ``cancel`` is set and then returns ``cancelled=True``;
     raises ``UpstreamError`` when the model endpoint stays unreachable for ``max_outage`` seconds.
-    ``progress``, when given, is the object filled in."""
+    ``progress``, when given, is the object filled in; ``cache``, when given, answers what it holds."""
 
     async def __call__(
         self,
@@ -30,4 +33,5 @@ class PlanExecutor(Protocol):
         progress_interval: float = 0.5,
         max_outage: float = DEFAULT_MAX_OUTAGE,
         progress: RunProgress | None = None,
+        cache: ResponseCache | None = None,
     ) -> RunProgress: ...

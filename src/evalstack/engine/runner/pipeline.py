@@ -9,11 +9,12 @@ remains and no coroutine is created per row. Each worker scores its sample right
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalstack.engine.adaptive import AdaptiveConcurrency
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
@@ -27,8 +28,12 @@ from evalstack.inference.breaker import (
     OutageWatch,
     outage_watch,
 )
+from evalstack.inference.cache import CacheStats
 from evalstack.inference.feedback import overload_listener
 from evalstack.store.records import SampleRecord
+
+if TYPE_CHECKING:
+    from evalstack.inference.cache import ResponseCache
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +68,7 @@ class RunProgress:
     started: float = field(default_factory=time.monotonic)
     concurrency: AdaptiveConcurrency | None = None
     executor: dict[str, Any] | None = None  # how a distributed executor ran the job (type, shards, nodes)
+    cache: CacheStats | None = None
     max_outage: float = DEFAULT_MAX_OUTAGE
     endpoints: dict[str, CircuitBreaker] = field(default_factory=dict)
 
@@ -91,6 +97,8 @@ class RunProgress:
         }
         if self.concurrency is not None:
             snapshot["concurrency"] = self.concurrency.snapshot()
+        if self.cache is not None:
+            snapshot["cache"] = self.cache.snapshot()
         outage = self.outage()
         if outage is not None:
             snapshot["outage"] = outage
@@ -151,6 +159,7 @@ async def _process_sample(
     try:
         if task.build_request is not None:
             request = task.build_request(row)
+            request.sample_id = f"{task.name}#{index}"
             sample.extra["request"] = _request_as_sent(request)
             assert client is not None  # run_plan checks that inference tasks have a model
             result = await client.generate(request)
@@ -158,6 +167,8 @@ async def _process_sample(
             sample.finish_reason = result.finish_reason
         elif task.read_output is not None:
             output = task.read_output(row)
+            if output.request is not None:
+                sample.extra["request"] = output.request
         else:  # pragma: no cover - compilers always set one of the two
             raise EvalstackError(f"task {task.name!r} has neither a request builder nor an output reader")
         sample.output_text = output.text
@@ -197,6 +208,7 @@ async def run_plan(
     progress_interval: float = 0.5,
     max_outage: float = DEFAULT_MAX_OUTAGE,
     progress: RunProgress | None = None,
+    cache: ResponseCache | None = None,
 ) -> RunProgress:
     """Run every sample of ``plan`` not in ``skip`` and hand each finished sample to ``sink``.
 
@@ -212,18 +224,53 @@ async def run_plan(
     failing; the progress says so (``outage``) and is reported every ``progress_interval`` meanwhile.
     When the endpoint stays unreachable for ``max_outage`` seconds, ``run_plan`` raises
     ``UpstreamError`` and the waiting samples stay unrecorded. ``progress``, when given, is the object
-    filled in (the caller then sees it even when the run raises).
+    filled in (the caller then sees it even when the run raises). With ``cache``, every model client
+    this run gets from ``clients`` answers through it (hits and misses land in ``progress.cache``); the
+    cache is the caller's to flush.
     """
     skip = skip or {}
     progress = progress or RunProgress()
     progress.task_status = {task.name: "pending" for task in plan.tasks}
     progress.max_outage = max_outage
     run_started = time.monotonic()
-    counters = [_TaskCounters() for _ in plan.tasks]
     if cancel is not None and cancel.is_set():
         progress.cancelled = True
         return progress
 
+    scope: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if cache is not None:  # clients handed out from here on, in this run's tasks too, use the cache
+        progress.cache = CacheStats()
+        scope = cache.scope(progress.cache)
+    with scope:
+        return await _run_tasks(
+            plan,
+            clients,
+            progress,
+            sink,
+            skip,
+            rows,
+            cancel,
+            on_progress,
+            progress_interval,
+            max_outage,
+            run_started,
+        )
+
+
+async def _run_tasks(
+    plan: EvalPlan,
+    clients: ClientSource,
+    progress: RunProgress,
+    sink: Sink,
+    skip: Mapping[str, set[int]],
+    rows: Mapping[str, IndexedRows] | None,
+    cancel: asyncio.Event | None,
+    on_progress: ProgressCallback | None,
+    progress_interval: float,
+    max_outage: float,
+    run_started: float,
+) -> RunProgress:
+    counters = [_TaskCounters() for _ in plan.tasks]
     client: ModelClient | None = None
     if any(task.build_request is not None for task in plan.tasks):
         if plan.model is None:

@@ -28,7 +28,7 @@ import os
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalstack.engine.plan import EvalPlan
 from evalstack.engine.ports import ClientSource
@@ -42,6 +42,9 @@ from evalstack.engine.runner.pipeline import (
 from evalstack.errors import EvalstackError
 from evalstack.inference.breaker import DEFAULT_MAX_OUTAGE
 from evalstack.store.records import SampleRecord
+
+if TYPE_CHECKING:
+    from evalstack.inference.cache import ResponseCache
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +155,10 @@ class RayExecutor:
         progress_interval: float = 0.5,
         max_outage: float = DEFAULT_MAX_OUTAGE,
         progress: RunProgress | None = None,
+        cache: ResponseCache | None = None,
     ) -> RunProgress:
+        if cache is not None:  # the cache lives in the coordinator's store; shard actors cannot reach it
+            logger.warning("executor ray does not use the response cache; every request goes to the model")
         skip = skip or {}
         progress = progress or RunProgress()
         progress.task_status = {task.name: "pending" for task in plan.tasks}

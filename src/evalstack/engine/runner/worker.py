@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalstack.engine.plan import EvalPlan
 from evalstack.engine.ports import ClientSource, JobStore
@@ -26,6 +26,9 @@ from evalstack.errors import ConflictError, EvalstackError, NotFoundError
 from evalstack.inference.breaker import DEFAULT_MAX_OUTAGE
 from evalstack.redaction import scrub, secret_values
 from evalstack.store.records import TERMINAL_STATUSES, JobRecord, SampleRecord
+
+if TYPE_CHECKING:
+    from evalstack.inference.cache import ResponseCache
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +66,9 @@ class JobWorker:
     (``job.error`` says why); ``cancel`` -> cancelling -> cancelled. ``stop`` leaves running jobs
     as they are (flushed) so that ``start`` resumes them, skipping the samples already recorded.
     ``adaptive_concurrency`` turns AIMD concurrency (``engine.adaptive``) on for every job; a plan can
-    ask for it on its own. Its history is kept in ``job.progress["concurrency"]``.
+    ask for it on its own. Its history is kept in ``job.progress["concurrency"]``. ``response_cache``
+    serves the jobs whose plan has ``cache`` set (every job with ``cache_every_job``); hits and misses
+    are kept in ``job.progress["cache"]``.
 
     Several processes may share one store (two servers, or ``evalstack run`` beside a server): a job
     runs only in the worker that holds its lease (``Store.claim_job``), renewed every
@@ -95,6 +100,8 @@ class JobWorker:
         monitor_interval: float = 1.0,
         max_outage: float = DEFAULT_MAX_OUTAGE,
         executor: PlanExecutor | None = None,
+        response_cache: ResponseCache | None = None,
+        cache_every_job: bool = False,
     ) -> None:
         self.store = store
         self.executor: PlanExecutor = executor or run_plan
@@ -107,6 +114,8 @@ class JobWorker:
         self.cancel_timeout = cancel_timeout
         self.adaptive_concurrency = adaptive_concurrency  # on for every job, whatever its plan says
         self.max_outage = max_outage  # for jobs whose plan does not set one
+        self.response_cache = response_cache  # used by jobs whose plan asks for it, or every job
+        self.cache_every_job = cache_every_job
         self._slots = asyncio.Semaphore(self.max_running_jobs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_events: dict[str, asyncio.Event] = {}
@@ -151,6 +160,8 @@ class JobWorker:
         await asyncio.gather(*tasks, return_exceptions=True)
         writes = list(self._progress_writes.values())
         await asyncio.gather(*writes, return_exceptions=True)
+        if self.response_cache is not None:
+            await self.response_cache.flush()
         close = getattr(self.executor, "aclose", None)
         if close is not None:
             await close()
@@ -440,6 +451,7 @@ class JobWorker:
                 progress_interval=self.progress_interval,
                 max_outage=self.max_outage if plan.max_outage is None else plan.max_outage,
                 progress=progress,
+                cache=self.response_cache if plan.cache or self.cache_every_job else None,
             )
         except EvalstackError as exc:
             failure = exc.message
@@ -455,6 +467,8 @@ class JobWorker:
                 if failure is None:
                     failure = f"could not record samples: {exc}"
             await self._settle_progress(job_id)
+            if self.response_cache is not None:
+                await self.response_cache.flush()
 
         snapshot = progress.snapshot()
         if failure is not None:

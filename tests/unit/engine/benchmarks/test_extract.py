@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from evalstack.engine.benchmarks.extract import (
@@ -10,6 +12,7 @@ from evalstack.engine.benchmarks.extract import (
     extract_letter_strict,
     extract_number_flexible,
     extract_number_strict,
+    extract_regex,
     extract_yes_no_flexible,
     extract_yes_no_strict,
     letters_for,
@@ -183,3 +186,20 @@ def test_extract_code_prefers_a_block_that_defines() -> None:
     assert extract_code(later) == "# a helper\nimport math\n\ndef f(x):\n    return x\n"
     assert extract_code("```\nx = 1\n```\nthen\n```\ny = 2\n```") == "x = 1\n"  # none defines: the first
     assert extract_code("    return 1") == "return 1"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "expected"),
+    [
+        (r"answer is \(?([A-D])", "The answer is (B). No wait, the answer is C.", "C"),  # the last match
+        (r"\(([A-D])\)", "<think>(A)?</think> I pick (D).", "D"),  # reasoning removed first
+        (r"(-?\d+) apples|total: (-?\d+)", "3 apples, total: 7", "7"),  # the first non-empty group
+        (r"[A-D]\b", "Maybe B", "B"),  # no groups: the whole match
+        (r"answer: ([A-D])", "I do not know.", None),
+        (r"answer: ([A-D])?", "answer: none", None),  # a group that matched nothing is no answer
+    ],
+)
+def test_a_custom_answer_regex_takes_the_last_matchs_first_group(
+    pattern: str, text: str, expected: str | None
+) -> None:
+    assert extract_regex(text, re.compile(pattern)) == expected
