@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import urlencode
 
+from evalstack.engine.spec import JobLabels as JobLabels  # re-exported: the viewer names it
+from evalstack.engine.spec import job_labels
 from evalstack.errors import InvalidInputError
 from evalstack.redaction import redact
 from evalstack.store import sample_query
@@ -55,49 +57,8 @@ _FALSE = {"", "0", "false", "no", "off"}
 # ---- jobs ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JobLabels:
-    """What a person calls a job: the benchmark it ran and the model it evaluated."""
-
-    benchmark: str | None
-    model: str | None
-
-
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _target_model(target: Mapping[str, Any]) -> str | None:
-    model = target.get("model")
-    if isinstance(model, str):
-        return model
-    endpoint = _dict(_dict(model).get("api_endpoint"))
-    model_id = endpoint.get("model_id") or endpoint.get("url")
-    return str(model_id) if model_id else None
-
-
-def job_labels(job: JobRecord) -> JobLabels:
-    """The benchmark and model of a job, read from its stored spec.
-
-    The one place that knows the spec's layout for labels: ``llama_stack`` jobs keep
-    ``{"benchmark", "benchmark_config"}``, ``nemo`` jobs ``{"config", "target"}``.
-    """
-    spec = _dict(job.spec)
-    if job.front == "llama_stack":
-        benchmark = job.benchmark_id or _dict(spec.get("benchmark")).get("identifier")
-        candidate = _dict(_dict(spec.get("benchmark_config")).get("eval_candidate"))
-        model = candidate.get("model")
-        return JobLabels(benchmark, str(model) if model else None)
-    config = _dict(spec.get("config"))
-    name, kind = config.get("name"), config.get("type")
-    tasks = list(_dict(config.get("tasks")))
-    if name and kind and kind not in ("custom", name):
-        benchmark = f"{name} ({kind})"
-    elif not name and kind == "custom" and tasks:  # an inline config: its tasks say what it is
-        benchmark = "custom: " + ", ".join(tasks[:3]) + (", …" if len(tasks) > 3 else "")
-    else:
-        benchmark = name or kind or job.benchmark_id
-    return JobLabels(str(benchmark) if benchmark else None, _target_model(_dict(spec.get("target"))))
 
 
 @dataclass(frozen=True)

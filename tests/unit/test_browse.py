@@ -23,6 +23,15 @@ def test_labels_of_a_llama_stack_job_are_its_benchmark_and_candidate_model() -> 
     assert browse.job_labels(llama_job()) == browse.JobLabels("capitals", "llama-8b")
 
 
+def test_labels_of_an_agent_candidate_name_the_agents_model() -> None:
+    spec = {
+        "benchmark": {"identifier": "capitals"},
+        "benchmark_config": {"eval_candidate": {"type": "agent", "config": {"model": "llama-70b"}}},
+    }
+    job = JobRecord(id="j", front="llama_stack", spec=spec)
+    assert browse.job_labels(job) == browse.JobLabels("capitals", "llama-70b")
+
+
 @pytest.mark.parametrize(
     ("config", "target", "labels"),
     [

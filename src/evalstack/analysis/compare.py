@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from evalstack.analysis import paired
+from evalstack.engine.spec import job_labels
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.store.records import JobRecord, SampleRecord
 
@@ -212,45 +213,17 @@ def metric_labels(score_keys: Iterable[ScoreKey]) -> dict[ScoreKey, str]:
 # ---- describing jobs ------------------------------------------------------------------------------
 
 
-def _model_of(job: JobRecord) -> str | None:
-    spec = job.spec
-    if job.front == "llama_stack":
-        candidate = (spec.get("benchmark_config") or {}).get("eval_candidate") or {}
-        model = candidate.get("model") or (candidate.get("config") or {}).get("model")
-        return str(model) if model else None
-    target = spec.get("target")
-    if isinstance(target, str):
-        return target
-    if isinstance(target, Mapping):
-        model = target.get("model")
-        if isinstance(model, str):
-            return model
-        if isinstance(model, Mapping):
-            endpoint = model.get("api_endpoint") or {}
-            named = endpoint.get("model_id") or endpoint.get("url") or model.get("name")
-            return str(named) if named else None
-        return str(target.get("name") or target.get("id") or "") or None
-    return None
-
-
-def _benchmark_of(job: JobRecord) -> str | None:
-    if job.benchmark_id:
-        return job.benchmark_id
-    config = job.spec.get("config")
-    if isinstance(config, str):
-        return config
-    if isinstance(config, Mapping):
-        named = config.get("name") or config.get("type")
-        return str(named) if named else None
-    return None
-
-
 def job_ref(job: JobRecord) -> JobRef:
     """The job's id, front door, status, benchmark and model, and a short label of the two."""
-    benchmark, model = _benchmark_of(job), _model_of(job)
-    label = " on ".join(part for part in (benchmark, model) if part) or job.id
+    labels = job_labels(job)
+    label = " on ".join(part for part in (labels.benchmark, labels.model) if part) or job.id
     return JobRef(
-        id=job.id, front=job.front, status=job.status, benchmark=benchmark, model=model, label=label
+        id=job.id,
+        front=job.front,
+        status=job.status,
+        benchmark=labels.benchmark,
+        model=labels.model,
+        label=label,
     )
 
 

@@ -18,7 +18,8 @@ field of the spec or of ``engine.types`` bumps :data:`SPEC_VERSION` and adds a r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -114,3 +115,52 @@ def read_spec(job: JobRecord) -> LlamaStackRunSpec | NemoRunSpec:
             for error in exc.errors()
         )
         raise InvalidInputError(f"The spec of job {job.id} is invalid: {problems}") from exc
+
+
+@dataclass(frozen=True)
+class JobLabels:
+    """What a person calls a job: the benchmark it ran and the model it evaluated."""
+
+    benchmark: str | None
+    model: str | None
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _nemo_benchmark(config: Mapping[str, Any]) -> str | None:
+    name, kind = config.get("name"), config.get("type")
+    tasks = list(_dict(config.get("tasks")))
+    if name and kind and kind not in ("custom", name):
+        return f"{name} ({kind})"
+    if not name and kind == "custom" and tasks:  # an inline config: its tasks say what it is
+        return "custom: " + ", ".join(tasks[:3]) + (", …" if len(tasks) > 3 else "")
+    named = name or kind
+    return str(named) if named else None
+
+
+def _nemo_model(target: Mapping[str, Any]) -> str | None:
+    model = target.get("model")
+    if isinstance(model, str):
+        return model
+    endpoint = _dict(_dict(model).get("api_endpoint"))
+    named = endpoint.get("model_id") or endpoint.get("url") or _dict(model).get("name")
+    named = named or target.get("name") or target.get("id")
+    return str(named) if named else None
+
+
+def job_labels(job: JobRecord) -> JobLabels:
+    """The benchmark and model of a stored job, for listings, pages and comparisons.
+
+    Read leniently from the stored spec (the fields are the same in versions 1 and 2), so that a
+    job whose spec :func:`read_spec` rejects is still labelled as far as it goes.
+    """
+    spec = _dict(job.spec)
+    if job.front == "llama_stack":
+        benchmark = job.benchmark_id or _dict(spec.get("benchmark")).get("identifier")
+        candidate = _dict(_dict(spec.get("benchmark_config")).get("eval_candidate"))
+        model = candidate.get("model") or _dict(candidate.get("config")).get("model")
+        return JobLabels(str(benchmark) if benchmark else None, str(model) if model else None)
+    benchmark = _nemo_benchmark(_dict(spec.get("config"))) or job.benchmark_id
+    return JobLabels(benchmark, _nemo_model(_dict(spec.get("target"))))
