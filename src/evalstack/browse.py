@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import urlencode
 
+from evalstack.engine.plan import EXTRACTED, JUDGEMENT
 from evalstack.engine.spec import JobLabels as JobLabels  # re-exported: the viewer names it
 from evalstack.engine.spec import job_labels
 from evalstack.errors import InvalidInputError
@@ -367,4 +368,6 @@ def sample_json(sample: SampleRecord) -> dict[str, Any]:
         "error_kind": sample.extra.get("error_kind"),
         "request": redact(sample.extra.get("request")),
         "response": sample.response,
+        "extracted": sample.extra.get(EXTRACTED, {}),
+        "judgement": sample.extra.get(JUDGEMENT, {}),
     }

@@ -15,12 +15,18 @@ from evalstack.engine.ports import RowSource
 from evalstack.inference.base import InferenceRequest, ModelEndpoint
 from evalstack.store.records import SampleRecord
 
+# Keys of SampleRecord.extra: the answers metrics extracted and the judges' raw answers, by metric.
+EXTRACTED = "extracted"
+JUDGEMENT = "judgement"
+
 
 @dataclass
 class SampleOutput:
     """What the model produced for one row: the text and the raw response (``None`` without inference).
 
     A metric may add JSON-ready details to ``extra``; they land in the sample's ``SampleRecord.extra``.
+    Metrics that extract an answer or ask a judge say so with ``note_extracted`` / ``note_judgement``
+    (``extra["extracted"][metric]``, ``extra["judgement"][metric]``), which the viewer shows.
     ``request`` is the request that produced it, when it was sent earlier (re-scoring a stored output).
     """
 
@@ -28,6 +34,14 @@ class SampleOutput:
     response: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     request: dict[str, Any] | None = None
+
+    def note_extracted(self, metric: str, answer: Any) -> None:
+        """Record the answer ``metric`` extracted from the text (``None``: nothing found)."""
+        self.extra.setdefault(EXTRACTED, {})[metric] = answer
+
+    def note_judgement(self, metric: str, text: str | None) -> None:
+        """Record what the judge of ``metric`` answered, its rationale included, as received."""
+        self.extra.setdefault(JUDGEMENT, {})[metric] = text
 
 
 class Metric(Protocol):

@@ -169,7 +169,10 @@ class ScoringMetric:
         row = dict(item)
         if output.text is not None:
             row["generated_answer"] = output.text
-        return await self.scorer.score_row(row)
+        scores = await self.scorer.score_row(row)
+        if self.scorer.judge is not None:
+            output.note_judgement(self.name, scores.get("judge_feedback"))
+        return scores
 
 
 class ScoringService:

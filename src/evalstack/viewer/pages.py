@@ -423,6 +423,8 @@ class Pages:
             references=[(f, sample.item[f]) for f in REFERENCE_FIELDS if f in sample.item],
             scores=[(k, _score_of(sample, k)) for k in score_keys(sample)],
             parsed=sample.scores.get(browse.PARSED_SCORES),
+            extracted=sample.extra.get(browse.EXTRACTED, {}),
+            judgement=sample.extra.get(browse.JUDGEMENT, {}),
             filter_qs=urlencode(filter_query),
             next_qs=link(following.samples),
             prev_qs=link(preceding.samples),

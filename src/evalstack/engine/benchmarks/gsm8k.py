@@ -82,6 +82,7 @@ class _Metric:
                 "strict-match": float(strict is not None),
                 "flexible-extract": float(flexible is not None),
             }
+        output.note_extracted(self.name, {"strict-match": strict, "flexible-extract": flexible})
         gold = item["answer"]
         return {
             "exact_match__strict-match": float(strict == gold),

@@ -251,6 +251,7 @@ class _GenerateMetric:
                 "strict-match": 0.0 if strict is None else 1.0,
                 "flexible-extract": 0.0 if flexible is None else 1.0,
             }
+        output.note_extracted(self.name, {"strict-match": strict, "flexible-extract": flexible})
         return {
             "exact_match__strict-match": 1.0 if strict == gold else 0.0,
             "exact_match__flexible-extract": 1.0 if flexible == gold else 0.0,

@@ -140,6 +140,7 @@ class LLMJudgeMetric(NemoMetric):
         rendered = render_value(self.template, self.context(item, output))
         request = request_from_rendered(self.kind, rendered, self.extra, f"Metric {self.name!r} (llm-judge)")
         result = await self.client.generate(request)
+        output.note_judgement(self.name, result.text)
         scores: Scores = {p.name: p.parse(result.text) for p in self.parsers}
         if any(v is None for v in scores.values()):
             logger.debug("judge answer without a parsable score for %s: %r", self.name, result.text[:200])

@@ -74,6 +74,7 @@ class NumberCheckMetric(NemoMetric):
         if expected is None:
             raise InvalidInputError(f"Metric {self.name!r}: the ground truth {truth_text!r} holds no number.")
         got = last_number(self.text(self.candidate, context))
+        output.note_extracted(self.name, got)
         if got is None:
             return {"number-check": 0.0}
         difference = abs(got - expected)

@@ -229,10 +229,9 @@ async def test_judge_as_engine_metric(service: ScoringService, judge_server: Fak
     metric = await service.metric("llm-as-judge::base", LLMAsJudgeScoringFnParams(judge_model="judge"))
     assert metric.name == "llm-as-judge::base"
     item = {"input_query": "2+2?", "expected_answer": "4"}
-    assert await metric.score(item, SampleOutput(text="4")) == {
-        "score": 5.0,
-        "judge_feedback": "Looks right.\nScore: 5",
-    }
+    judged = SampleOutput(text="4")
+    assert await metric.score(item, judged) == {"score": 5.0, "judge_feedback": "Looks right.\nScore: 5"}
+    assert judged.extra["judgement"] == {"llm-as-judge::base": "Looks right.\nScore: 5"}  # for the viewer
     assert (await metric.score(item, SampleOutput(text="5")))["score"] == 1.0
 
 

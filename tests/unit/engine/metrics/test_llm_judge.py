@@ -52,10 +52,9 @@ async def test_judge_by_api_endpoint_parses_int_and_float_scores(
         "confidence": {"type": "float", "parser": {"type": "regex", "pattern": r"CONFIDENCE=([0-9.]+)"}},
     }
     metric = await nemo_metric("judge", judge_spec(endpoint, scores), MetricDeps(clients=pool))
-    assert await metric.score({"reference": "Paris"}, SampleOutput("Paris, France")) == {
-        "similarity": 7,
-        "confidence": 0.75,
-    }
+    judged = SampleOutput("Paris, France")
+    assert await metric.score({"reference": "Paris"}, judged) == {"similarity": 7, "confidence": 0.75}
+    assert judged.extra["judgement"] == {"judge": "RATING: 7 CONFIDENCE=0.75"}  # as the judge answered
     body = fake_model.requests[-1]
     assert body["model"] == "judge-model" and body["max_tokens"] == 20
     assert body["messages"][1]["content"] == "REF: Paris CAND: Paris, France"

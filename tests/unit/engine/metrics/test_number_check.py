@@ -78,3 +78,12 @@ async def test_a_tolerance_must_be_a_number_at_least_0(key: str, value: object) 
         InvalidInputError, match=rf"^Metric 'n' \(number-check\): params\.{key} must be a number >= 0\.$"
     ):
         await nemo_metric("n", {"type": "number-check", "params": {"ground_truth": "1", key: value}})
+
+
+async def test_records_the_number_it_extracted() -> None:
+    metric = await nemo_metric("n", {"type": "number-check", "params": {"ground_truth": "{{ item.answer }}"}})
+    found, missing = SampleOutput("First 12, then the answer: 41"), SampleOutput("I do not know")
+    assert await metric.score({"answer": "42"}, found) == {"number-check": 0.0}
+    assert await metric.score({"answer": "42"}, missing) == {"number-check": 0.0}
+    assert found.extra["extracted"] == {"n": 41.0}
+    assert missing.extra["extracted"] == {"n": None}
