@@ -147,6 +147,15 @@ def test_every_page_escapes_model_output_under_a_strict_policy(jobs: ViewerJobs)
         assert (escaped in response.text) == shows_output, path
 
 
+def test_sample_page_and_json_show_the_extracted_answer(jobs: ViewerJobs) -> None:
+    page = get(jobs, f"/ui/jobs/{jobs.baseline}/sample", key="4:qa").text
+    extracted = re.search(r'<tr class="extracted"><th>extracted \(accuracy\)</th><td>(.*?)</td></tr>', page)
+    assert extracted is not None and ">16</pre>" in extracted.group(1)  # model A: 4 squared, trimmed
+    body = get(jobs, f"/v1/evalstack/jobs/{jobs.baseline}/samples", q="onerror").json()
+    assert body["data"][0]["extracted"] == {"accuracy": XSS}  # JSON as recorded; pages escape it
+    assert body["data"][0]["judgement"] == {}  # string-check has no judge
+
+
 def test_job_page_redacts_secrets_and_links_counts_to_samples(jobs: ViewerJobs) -> None:
     page = get(jobs, f"/ui/jobs/{jobs.baseline}").text
     assert SECRET not in page and "*****" in page

@@ -3,7 +3,8 @@
 ``params.check`` is ``[left_template, operator, right_template]``. Operators: ``equals`` (also
 ``==``), ``not equals`` (also ``!=``), ``contains`` (left contains right), ``not contains``,
 ``startswith``, ``endswith``; case-sensitive, no trimming (use ``| trim``, ``| lower`` in the
-templates). Score key: ``string-check``.
+templates). Score key: ``string-check``. A left template that reads the model's output is the
+answer the metric extracted: its rendering is recorded with the sample.
 """
 
 from __future__ import annotations
@@ -52,10 +53,13 @@ class StringCheckMetric(NemoMetric):
             raise self.invalid(f"unknown operator {op!r}; accepted: {', '.join(OPERATORS)}")
         check_templates([left, right])
         self.left, self.right = left, right
+        self._left_is_answer = "output_text" in left
         self._compare = OPERATORS[self.op_name]
 
     async def score(self, item: Mapping[str, Any], output: SampleOutput) -> Scores:
         context = self.context(item, output)
         left = self.text(self.left, context)
         right = self.text(self.right, context)
+        if self._left_is_answer:
+            output.note_extracted(self.name, left)
         return {"string-check": 1.0 if self._compare(left, right) else 0.0}

@@ -138,3 +138,20 @@ async def test_unknown_metric_type_lists_the_supported_ones() -> None:
         await nemo_metric(
             "m", {"type": "string-check", "params": {"check": ["a", "==", "b"], "ground_truth": "x"}}
         )
+
+
+async def test_records_the_rendered_answer_when_the_left_side_reads_the_output() -> None:
+    spec = {
+        "type": "string-check",
+        "params": {"check": ["{{ sample.output_text | trim }}", "==", "{{ answer }}"]},
+    }
+    metric = await nemo_metric("acc", spec)
+    output = SampleOutput("  Paris \n")
+    assert await metric.score({"answer": "Paris"}, output) == {"string-check": 1.0}
+    assert output.extra["extracted"] == {"acc": "Paris"}
+    fixed = await nemo_metric(
+        "fixed", {"type": "string-check", "params": {"check": ["{{ a }}", "==", "{{ b }}"]}}
+    )
+    untouched = SampleOutput("x")
+    await fixed.score({"a": "1", "b": "1"}, untouched)
+    assert "extracted" not in untouched.extra  # no model output compared: nothing was extracted
