@@ -316,6 +316,15 @@ def resume_server_job(
     typer.echo(f"Job {job['id']} is {job['status']} again")
 
 
+@jobs_app.command("retry")
+def retry_server_job(
+    ctx: typer.Context, job_id: str = typer.Argument(..., help="The job id."), url: str = URL_OPTION
+) -> None:
+    """Run a finished job's samples that failed on infrastructure again, keeping the finished ones."""
+    job = _get(_jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}/retry", method="POST")
+    typer.echo(f"Job {job['id']} is {job['status']} again")
+
+
 @jobs_app.command("show")
 def show_job(
     ctx: typer.Context, job_id: str = typer.Argument(..., help="The job id."), url: str = URL_OPTION

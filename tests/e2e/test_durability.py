@@ -257,6 +257,36 @@ def test_a_lasting_model_outage_fails_after_max_outage_keeping_samples_and_a_res
     assert done.returncode == 1 and f"Job {job_id} is completed" in done.stderr, done.stderr
 
 
+def test_retry_over_http_and_the_cli_reruns_only_the_samples_that_failed_on_infrastructure(
+    server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
+) -> None:
+    rows = square_rows(12)
+    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
+    fake.fail_next(4, status=500)  # parallelism 1, 2 attempts each: the first two samples fail
+    job_id = server.create_job(job_body(dataset, fake, parallelism=1, max_retries=1))
+    job = server.wait_done(job_id)
+    assert job["status"] == "completed", job
+    failed = {s.index for s in read_samples(db, job_id) if s.error is not None}
+    assert failed == {0, 1}
+    kept = {(s.task, s.index): sample_view(s) for s in read_samples(db, job_id) if s.error is None}
+
+    fake.reset_stats()
+    cli = [sys.executable, "-m", "evalstack.cli", "jobs", "retry", job_id, "--url", server.url]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and f"Job {job_id} is pending again" in done.stdout, done.stderr
+    job = server.wait_done(job_id)
+    assert job["status"] == "completed", job["status_details"]
+    assert prompt_counts(fake) == Counter(rows[index]["question"] for index in failed)
+    samples = read_samples(db, job_id)
+    assert len(samples) == len(rows) and all(s.error is None for s in samples)
+    assert {(s.task, s.index): sample_view(s) for s in samples if (s.task, s.index) in kept} == kept
+    assert accuracy_of(server.results(job_id)) == pytest.approx(expected_accuracy(rows))
+    again = server.http.post(f"{server.url}/v1/evalstack/jobs/{job_id}/retry")
+    assert again.status_code == 400 and "nothing to retry" in again.text, again.text
+    missing = server.http.post(f"{server.url}/v1/evalstack/jobs/no-such-job/retry")
+    assert missing.status_code == 404, missing.text
+
+
 # ---- (c) cancel mid-run --------------------------------------------------------------------------
 
 

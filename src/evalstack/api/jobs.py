@@ -2,9 +2,10 @@
 
 ``GET /v1/evalstack/jobs/{job_id}`` shows one job with its cached result (the listings, with their
 filters and paging, are in ``api/listings.py``), and ``POST /v1/evalstack/jobs/{job_id}/resume`` runs
-a failed or cancelled job again from its recorded samples (400 for any other status). The CLI's
-``evalstack jobs``
-reads these. Errors use the Llama Stack family's body (``{"error": {"message": ...}}``).
+a failed or cancelled job again from its recorded samples (400 for any other status);
+``POST .../retry`` also runs again a finished job's samples that failed on infrastructure, keeping
+the others. The CLI's ``evalstack jobs`` reads these. Errors use the Llama Stack family's body
+(``{"error": {"message": ...}}``).
 """
 
 from __future__ import annotations
@@ -58,5 +59,10 @@ def jobs_router(services: Services) -> APIRouter:
     @not_found_status(404)
     async def resume_job(job_id: str) -> dict[str, Any]:
         return job_summary(await services.worker.resume(job_id))
+
+    @router.post("/evalstack/jobs/{job_id}/retry", tags=["evalstack"])
+    @not_found_status(404)
+    async def retry_job(job_id: str) -> dict[str, Any]:
+        return job_summary(await services.worker.retry(job_id))
 
     return router

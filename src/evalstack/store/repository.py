@@ -27,6 +27,7 @@ from sqlalchemy import (
     Engine,
     Row,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -698,6 +699,48 @@ class Store:
             for task, index in conn.execute(select(c.task, c["index"]).where(c.job_id == job_id)).tuples():
                 recorded.setdefault(task, set()).add(index)
         return recorded
+
+    async def failed_sample_keys(self, job_id: str, error_kind: str) -> list[tuple[str, int]]:
+        """``(task, index)`` of the job's failed samples whose ``extra["error_kind"]`` is ``error_kind``."""
+        return await self._run(self._failed_sample_keys, job_id, error_kind)
+
+    def _failed_sample_keys(self, job_id: str, error_kind: str) -> list[tuple[str, int]]:
+        c = _SAMPLES.c
+        query = select(c.task, c["index"], c.extra).where(c.job_id == job_id, c.error.is_not(None))
+        with self._connect() as conn:
+            rows = conn.execute(query.order_by(c.task, c["index"])).tuples().all()
+        return [(task, index) for task, index, extra in rows if (extra or {}).get("error_kind") == error_kind]
+
+    async def reopen_job(
+        self, job_id: str, *, expected_status: Collection[str], drop: Sequence[tuple[str, int]]
+    ) -> JobRecord:
+        """In one transaction: drop the samples ``drop`` names and make the job ``pending`` again.
+
+        Its error and result are cleared (the next run computes them). ConflictError, changing
+        nothing, when the job's status is not one of ``expected_status``.
+        """
+        return await self._run(self._reopen_job, job_id, frozenset(expected_status), list(drop))
+
+    def _reopen_job(self, job_id: str, expected: frozenset[str], drop: list[tuple[str, int]]) -> JobRecord:
+        c = _JOBS.c
+        with self._begin() as conn:
+            conn.execute(update(_JOBS).where(c.id == job_id).values(status=c.status))  # the write lock first
+            row = conn.execute(select(_JOBS).where(c.id == job_id)).one_or_none()
+            if row is None:
+                raise NotFoundError(f"Job '{job_id}' not found")
+            if row.status not in expected:
+                expected_text = " or ".join(sorted(expected))
+                raise ConflictError(f"Job '{job_id}' is {row.status}; expected {expected_text}")
+            if drop:
+                s = _SAMPLES.c
+                one = delete(_SAMPLES).where(
+                    s.job_id == job_id, s.task == bindparam("task_"), s["index"] == bindparam("index_")
+                )
+                conn.execute(one, [{"task_": task, "index_": index} for task, index in drop])
+            values: dict[str, Any] = {"status": "pending", "error": None, "result": None}
+            values["updated_at"] = _now()
+            conn.execute(update(_JOBS).where(c.id == job_id).values(**values))
+            return replace(_job_record(row), **values)
 
     async def count_samples(self, job_id: str) -> int:
         """How many samples the job has recorded."""
