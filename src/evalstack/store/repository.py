@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -39,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
@@ -112,14 +113,41 @@ def _json_loads(value: str | bytes) -> Any:
     return _decode_json(value.decode() if isinstance(value, bytes | bytearray) else value)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(busy_timeout: float, dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     finally:
         cursor.close()
+
+
+# SQLite result codes (``sqlite3.Error.sqlite_errorname``) of a write that another connection blocked.
+_SQLITE_CONTENTION = ("SQLITE_BUSY", "SQLITE_LOCKED")
+# PostgreSQL SQLSTATE classes of a lost or refused connection: 08 connection exception, 57P operator
+# intervention (the server shuts down, restarts or is not yet accepting connections).
+_POSTGRES_TRANSIENT = ("08", "57P")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether a database error says "try again" (contention, a dropped or refused connection).
+
+    A transient error leaves nothing half-written: each store call is one transaction, which the
+    database rolled back. Anything else (a full disk, a constraint, a bug) is not retried.
+    """
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    original = exc.orig
+    if str(getattr(original, "sqlite_errorname", "")).startswith(_SQLITE_CONTENTION):
+        return True
+    if isinstance(exc, OperationalError | InterfaceError) and type(original).__module__.startswith("psycopg"):
+        sqlstate = getattr(original, "sqlstate", None)
+        # No SQLSTATE: the client could not reach the server at all (refused, reset, closed).
+        return sqlstate is None or str(sqlstate).startswith(_POSTGRES_TRANSIENT)
+    return False
 
 
 def _check_kind(kind: str) -> None:
@@ -166,11 +194,15 @@ class Store:
 
     ``url`` is any SQLAlchemy URL, e.g. ``sqlite:///path/evalstack.db`` (the parent folder is
     created) or ``postgresql+psycopg://user@host/db``. Call :meth:`open` before use and
-    :meth:`close` at the end.
+    :meth:`close` at the end. A call that fails transiently (SQLite still locked after
+    ``sqlite_busy_timeout`` seconds, a PostgreSQL connection lost) is retried for up to
+    ``reconnect_for`` seconds.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, reconnect_for: float = 300.0, sqlite_busy_timeout: float = 30.0) -> None:
         self.url = url
+        self.reconnect_for = reconnect_for
+        self.sqlite_busy_timeout = sqlite_busy_timeout
         self._engine: Engine | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -182,7 +214,7 @@ class Store:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalstack-store")
         try:
-            await self._run(self._open_sync)
+            await self._run_once(self._open_sync)
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -194,7 +226,7 @@ class Store:
         if executor is None:
             return
         try:
-            await self._run(self._close_sync)
+            await self._run_once(self._close_sync)
         finally:
             self._executor = None
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
@@ -225,9 +257,11 @@ class Store:
                 kwargs["poolclass"] = StaticPool
             else:
                 Path(str(url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs["pool_pre_ping"] = True  # a pooled connection a server restart broke is replaced
         engine = create_engine(url, **kwargs)
         if backend == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", functools.partial(_sqlite_pragmas, self.sqlite_busy_timeout))
         tables.metadata.create_all(engine)
         with engine.begin() as conn:
             sample_query.ensure_search_index(conn)
@@ -245,6 +279,34 @@ class Store:
         self._engine = None
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one store call (one transaction) on the store's thread, again while it fails transiently.
+
+        SQLite "database is locked" under contention, and a PostgreSQL connection that dropped or is
+        refused (a restart), are retried with backoff for up to ``reconnect_for`` seconds; callers
+        meanwhile wait, so a job pauses instead of failing. Other errors are raised at once.
+        """
+        deadline = time.monotonic() + self.reconnect_for
+        delay = 0.02
+        failing_since: float | None = None
+        while True:
+            try:
+                result = await self._run_once(fn, *args, **kwargs)
+            except DBAPIError as exc:
+                if not _is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    logger.warning(
+                        "database unavailable, retrying for up to %.0fs: %s", self.reconnect_for, exc.orig
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if failing_since is not None:
+                logger.warning("database available again after %.1fs", time.monotonic() - failing_since)
+            return result
+
+    async def _run_once(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._executor is None:
             raise RuntimeError("The store is not open: call 'await store.open()' first.")
         loop = asyncio.get_running_loop()
