@@ -26,6 +26,7 @@ app = typer.Typer(
 jobs_app = typer.Typer(help="Jobs held by a running server.", invoke_without_command=True)
 app.add_typer(jobs_app, name="jobs")
 
+GRACEFUL_SHUTDOWN_S = 5  # how long SIGTERM waits for open requests before stopping the jobs
 DEFAULT_URL = "http://127.0.0.1:8321"
 URL_OPTION = typer.Option(
     DEFAULT_URL, "--url", envvar="EVALSTACK_URL", help="Base URL of a running evalstack server."
@@ -68,7 +69,15 @@ def serve(
     except (EvalstackError, ValueError, OSError) as exc:  # bad settings: say what is wrong, no traceback
         typer.secho(f"Invalid settings: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level.lower())
+    # SIGTERM: stop accepting, give open requests a few seconds, then stop the jobs (their finished
+    # samples are flushed and their leases released, so another process takes them over at once).
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
 
 
 # ---- evalstack view -----------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -175,6 +177,47 @@ def test_kill_9_mid_job_resumes_without_asking_again_and_matches_a_clean_run(
 
 
 # ---- (b) the model server goes away mid-job ------------------------------------------------------
+
+
+def test_sigterm_mid_job_exits_fast_keeping_samples_and_releasing_the_lease_for_the_next_server(
+    server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
+) -> None:
+    rows = square_rows(60)
+    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
+    fake.latency = 0.2
+    job_id = server.create_job(job_body(dataset, fake, parallelism=4))
+    server.wait_recorded(job_id, 8)
+    assert server.proc is not None
+    process = server.proc
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=30)
+    took = time.monotonic() - signalled
+    server.proc = None
+    assert took < 10, f"SIGTERM took {took:.1f}s to stop the server"
+    # uvicorn re-raises the signal once it has shut down cleanly, so the exit is by SIGTERM.
+    assert code in (0, -signal.SIGTERM), server.log.read_text()
+
+    with sqlite3.connect(db) as conn:
+        leases = conn.execute("SELECT owner FROM job_leases WHERE job_id = ?", (job_id,)).fetchall()
+        status = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+    assert leases == [], "the stopped server kept the job's lease"
+    assert status == "running", "SIGTERM changed the job's status instead of leaving it to be taken over"
+    before = {(s.task, s.index): sample_view(s) for s in read_samples(db, job_id)}
+    assert 8 <= len(before) < len(rows)
+    answered = prompt_counts(fake)
+    assert len(before) >= len(answered) - 4, "more than the requests in flight at SIGTERM went unrecorded"
+
+    fake.reset_stats()
+    fake.latency = 0.0
+    server.start()
+    job = server.wait_done(job_id)
+    assert job["status"] == "completed", job["status_details"]
+    after = read_samples(db, job_id)
+    assert [s.index for s in after] == list(range(len(rows)))
+    assert {(s.task, s.index): sample_view(s) for s in after if (s.task, s.index) in before} == before
+    assert not {rows[index]["question"] for _, index in before} & set(prompt_counts(fake))
+    assert accuracy_of(server.results(job_id)) == pytest.approx(expected_accuracy(rows))
 
 
 def test_a_brief_model_outage_mid_job_completes_like_a_clean_run_and_says_so_meanwhile(
