@@ -43,7 +43,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.pool import StaticPool
 
-from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
+from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, StorageFullError
 from evalstack.store import sample_query, tables
 from evalstack.store.records import (
     JobRecord,
@@ -148,6 +148,17 @@ def _is_transient(exc: BaseException) -> bool:
         # No SQLSTATE: the client could not reach the server at all (refused, reset, closed).
         return sqlstate is None or str(sqlstate).startswith(_POSTGRES_TRANSIENT)
     return False
+
+
+def _is_full(exc: BaseException) -> bool:
+    """Whether a database error says the disk (or the database's size limit) is full."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    original = exc.orig
+    if getattr(original, "sqlite_errorname", None) == "SQLITE_FULL":
+        return True
+    # PostgreSQL: 53100 disk_full, or a file it could not extend for want of space.
+    return getattr(original, "sqlstate", None) == "53100" or "No space left on device" in str(original)
 
 
 def _check_kind(kind: str) -> None:
@@ -292,6 +303,11 @@ class Store:
             try:
                 result = await self._run_once(fn, *args, **kwargs)
             except DBAPIError as exc:
+                if _is_full(exc):
+                    raise StorageFullError(
+                        f"The database is full, nothing of this write was stored: {exc.orig}. "
+                        "Free space (or raise the database's size limit); finished work is kept."
+                    ) from exc
                 if not _is_transient(exc) or time.monotonic() + delay > deadline:
                     raise
                 if failing_since is None:

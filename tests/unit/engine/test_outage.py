@@ -53,11 +53,15 @@ def summarize(samples: Mapping[str, Sequence[SampleRecord]]) -> dict[str, Any]:
 
 
 def compiler(model: FakeModelServer) -> Any:
-    """compile_job for these tests: ``spec = {"rows": n, "tasks": k, "parallelism": p, "max_outage"?: s}``."""
+    """compile_job for these tests.
+
+    ``spec = {"rows": n, "tasks": k, "parallelism": p, "max_outage"?: s, "pad"?: text}``.
+    """
     endpoint = ModelEndpoint(kind="openai", model=model.model_id, base_url=model.base_url)
 
     async def compile_job(job: JobRecord) -> EvalPlan:
-        rows = [{"q": f"Q{i}", "expected": f"A{i}"} for i in range(job.spec["rows"])]
+        pad = {"pad": job.spec["pad"]} if "pad" in job.spec else {}  # a longer row, a larger sample
+        rows = [{"q": f"Q{i}", "expected": f"A{i}", **pad} for i in range(job.spec["rows"])]
 
         async def source() -> list[dict[str, Any]]:
             return rows

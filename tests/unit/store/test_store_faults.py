@@ -13,12 +13,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
 from evalstack.engine.runner import JobWorker
 from evalstack.inference.clients import ModelClientPool
+from evalstack.store import repository
 from evalstack.store.records import JobRecord, SampleRecord, new_job_id
 from evalstack.store.repository import Store
 from tests.fakes.model_server import FakeModelServer, prompt_of
@@ -142,3 +144,59 @@ async def test_a_job_whose_postgresql_restarts_mid_run_finishes_with_no_sample_l
     assert [s.index for s in samples] == list(range(rows)), "a sample was lost or recorded twice"
     assert all(s.error is None and s.output_text == answer(f"Q{s.index}") for s in samples)
     assert sorted(asked) == sorted(f"Q{i}" for i in range(rows)), "the model was asked twice for a sample"
+
+
+def limit_sqlite_pages(monkeypatch: pytest.MonkeyPatch, pages: int) -> None:
+    """Make every new SQLite connection of the store stop at ``pages`` pages: its writes then fail
+    with SQLITE_FULL ("database or disk is full"), exactly as on a full disk."""
+    original = repository._sqlite_pragmas
+
+    def pragmas(busy_timeout: float, dbapi_connection: Any, record: Any) -> None:
+        original(busy_timeout, dbapi_connection, record)
+        dbapi_connection.execute(f"PRAGMA max_page_count={pages}")
+
+    monkeypatch.setattr(repository, "_sqlite_pragmas", pragmas)
+
+
+async def test_a_full_disk_fails_the_job_with_a_clear_reason_and_keeps_the_store_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: ModelClientPool
+) -> None:
+    db = tmp_path / "evalstack.db"
+    rows = 400
+    with FakeModelServer(answer=answer, latency=0.0) as fake:
+        limit_sqlite_pages(monkeypatch, 60)
+        async with Store(f"sqlite:///{db}") as store:
+            worker = JobWorker(
+                store, pool, compiler(fake), progress_interval=0.05, flush_interval=0.02, batch_size=8
+            )
+            await worker.start()
+            try:
+                padding = "x" * 2000  # each sample is large, so the limit is reached mid-job
+                job = await worker.submit(
+                    JobRecord(
+                        id=new_job_id(), front="nemo", spec={"rows": rows, "parallelism": 4, "pad": padding}
+                    )
+                )
+                failed = await worker.wait(job.id, timeout=30)
+            finally:
+                await worker.stop()
+        monkeypatch.undo()
+
+        assert failed.status == "failed"
+        assert failed.error is not None and "database is full" in failed.error, failed.error
+        assert "database or disk is full" in failed.error
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        async with Store(f"sqlite:///{db}") as store:
+            kept = await store.read_samples(job.id)
+            assert 0 < len(kept) < rows
+            assert all(s.error is None and s.output_text == answer(f"Q{s.index}") for s in kept)
+            worker = JobWorker(store, pool, compiler(fake), progress_interval=0.05)
+            await worker.start()
+            try:
+                await worker.resume(job.id)
+                done = await worker.wait(job.id, timeout=30)
+            finally:
+                await worker.stop()
+            assert done.status == "completed", done.error
+            assert [s.index for s in await store.read_samples(job.id)] == list(range(rows))
