@@ -185,6 +185,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     from evalstack.api.jobs import jobs_router
     from evalstack.api.listings import listings_router
     from evalstack.api.llama_stack.routes import include_llama_stack_api
+    from evalstack.api.openapi import install_openapi
     from evalstack.viewer.pages import mount_viewer
 
     app = FastAPI(title="evalstack", version=__version__, lifespan=lifespan)
@@ -194,6 +195,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(jobs_router(services), prefix="/v1")
     _include_nemo_api(app, services)
     mount_viewer(app, services.store)
+    install_openapi(app)
     return app
 
 
