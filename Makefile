@@ -38,6 +38,7 @@ test: $(STAMP_DEV) browser
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Figures, not tests: the peers run in their own environments under bench/.peers (set up once).
 bench: $(STAMP_DEV)

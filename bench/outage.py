@@ -62,7 +62,7 @@ async def run_job(
 ) -> dict[str, Any]:
     """One job through the in-process services; stops the stub once ``stop_after`` samples are done."""
     from evalstack.config import load_settings
-    from evalstack.server import build_services
+    from evalstack.services import build_services
     from evalstack.store.records import JobRecord, new_job_id
 
     settings = load_settings(

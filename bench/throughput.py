@@ -59,7 +59,7 @@ def write_rows(path: Path, count: int) -> None:
 async def run_level(data_file: Path, work: Path, base_url: str, parallelism: int) -> dict[str, Any]:
     """Run one job through the in-process services; its wall time, samples and progress."""
     from evalstack.config import load_settings
-    from evalstack.server import build_services
+    from evalstack.services import build_services
     from evalstack.store.records import JobRecord, new_job_id
 
     settings = load_settings(

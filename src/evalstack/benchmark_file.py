@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evalstack.api.llama_stack.models import (
+from evalstack.engine.types import (
     GreedySamplingStrategy,
     SamplingParams,
     ScoringFnParams,

@@ -15,23 +15,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from evalstack.api.llama_stack.models import (
-    Benchmark,
-    BenchmarkConfig,
-    EvaluateResponse,
-    ModelCandidate,
-    RegisterDatasetRequest,
-    RowsDataSource,
-    SystemMessage,
-    URIDataSource,
-)
 from evalstack.benchmark_file import BenchmarkFile, is_nemo_config, parse_benchmark_file, read_document
 from evalstack.config import Settings
 from evalstack.engine.aggregate.stats import score_stats
+from evalstack.engine.spec import LlamaStackRunSpec, NemoRunSpec, new_job
+from evalstack.engine.types import Benchmark, BenchmarkConfig, EvaluateResponse, ModelCandidate, SystemMessage
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.registry import EMBEDDED_MODEL_ID
-from evalstack.server import Services, build_services
-from evalstack.store.records import JobRecord, new_job_id
+from evalstack.resources import DatasetRegistration, RowsDataSource, URIDataSource
+from evalstack.services import Services, build_services
+from evalstack.store.records import JobRecord
 
 
 @dataclass
@@ -143,7 +136,7 @@ async def _submit_benchmark_file(
 ) -> JobRecord:
     benchmark_id = spec.benchmark_id or source.stem
     dataset = await services.registry.register_dataset(
-        RegisterDatasetRequest(
+        DatasetRegistration(
             purpose="eval/question-answer",
             source=_dataset_source(spec, source.parent),
             dataset_id=f"{benchmark_id}-dataset",
@@ -170,18 +163,13 @@ async def _submit_benchmark_file(
     for fn_id, params in scoring.items():  # an unknown function or bad params: say so before any job exists
         await services.scoring.metric(fn_id, params)
     await _check_model(services, model)
-    job_spec: dict[str, Any] = {
-        "benchmark": benchmark.model_dump(mode="json"),
-        "benchmark_config": config.model_dump(mode="json"),
-    }
-    if spec.parallelism:
-        job_spec["parallelism"] = spec.parallelism
-    if max_outage or spec.max_outage:
-        job_spec["max_outage"] = max_outage or spec.max_outage
-    job = JobRecord(
-        id=new_job_id(), front="llama_stack", spec=job_spec, benchmark_id=benchmark_id, provider_id="local"
+    job_spec = LlamaStackRunSpec(
+        benchmark=benchmark,
+        benchmark_config=config,
+        parallelism=spec.parallelism,
+        max_outage=max_outage or spec.max_outage,
     )
-    return await services.worker.submit(job)
+    return await services.worker.submit(new_job(job_spec, benchmark_id=benchmark_id, provider_id="local"))
 
 
 async def _submit_nemo_config(
@@ -190,14 +178,13 @@ async def _submit_nemo_config(
     if limit is not None:
         config = {**config, "params": {**(config.get("params") or {}), "limit_samples": limit}}
     await _check_model(services, model)
-    spec: dict[str, Any] = {
-        "config": config,
-        "target": {"type": "model", "model": model},
-        "meta": {"source": "evalstack run"},
-    }
-    if max_outage:
-        spec["max_outage"] = max_outage
-    return await services.worker.submit(JobRecord(id=new_job_id(), front="nemo", spec=spec))
+    spec = NemoRunSpec(
+        config=config,
+        target={"type": "model", "model": model},
+        meta={"source": "evalstack run"},
+        max_outage=max_outage or None,
+    )
+    return await services.worker.submit(new_job(spec))
 
 
 def outage_line(progress: dict[str, Any]) -> str:

@@ -28,21 +28,20 @@ import uuid
 from collections import OrderedDict
 from typing import Any, Literal
 
-from evalstack.api.llama_stack.models import (
-    Benchmark,
-    Dataset,
-    Model,
-    PaginatedResponse,
-    RegisterDatasetRequest,
-    RowsDataSource,
-    ScoringFn,
-    URIDataSource,
-)
 from evalstack.config import Settings
 from evalstack.engine.datasets import DatasetUriKind, check_dataset_uri, load_rows
+from evalstack.engine.types import Benchmark, ScoringFn
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
 from evalstack.inference.base import ModelEndpoint
 from evalstack.redaction import drop_secrets
+from evalstack.resources import (
+    Dataset,
+    DatasetRegistration,
+    Model,
+    PaginatedResponse,
+    RowsDataSource,
+    URIDataSource,
+)
 from evalstack.store.repository import Store
 
 logger = logging.getLogger(__name__)
@@ -228,7 +227,7 @@ class Registry:
 
     # ---- datasets -------------------------------------------------------------------------------
 
-    async def register_dataset(self, req: RegisterDatasetRequest, *, replace: bool = True) -> Dataset:
+    async def register_dataset(self, req: DatasetRegistration, *, replace: bool = True) -> Dataset:
         """Register a dataset; a missing id becomes ``dataset-<uuid4 hex>``.
 
         An existing id is cleanly replaced, or with ``replace=False`` kept when the registration

@@ -19,8 +19,9 @@ from evalstack.errors import NotFoundError
 from evalstack.redaction import scrub, secret_values
 
 if TYPE_CHECKING:
-    from evalstack.server import Services
+    from evalstack.engine.runner import JobWorker
     from evalstack.store.records import JobRecord
+    from evalstack.store.repository import Store
 
 
 def job_summary(job: JobRecord) -> dict[str, Any]:
@@ -39,30 +40,30 @@ def job_summary(job: JobRecord) -> dict[str, Any]:
     return scrub(summary, secret_values(job.spec))
 
 
-def jobs_router(services: Services) -> APIRouter:
+def jobs_router(store: Store, worker: JobWorker) -> APIRouter:
     """Routes under ``/evalstack/jobs`` (mounted at ``/v1``)."""
     router = APIRouter(route_class=LlamaStackRoute)
 
     @router.get("/evalstack/jobs/{job_id}", tags=["evalstack"])
     @not_found_status(404)
     async def get_job(job_id: str) -> dict[str, Any]:
-        job = await services.store.get_job(job_id)
+        job = await store.get_job(job_id)
         if job is None:
             raise NotFoundError(f"Job {job_id} not found")
         return {
             **job_summary(job),
             "result": job.result,
-            "samples_recorded": await services.store.count_samples(job_id),
+            "samples_recorded": await store.count_samples(job_id),
         }
 
     @router.post("/evalstack/jobs/{job_id}/resume", tags=["evalstack"])
     @not_found_status(404)
     async def resume_job(job_id: str) -> dict[str, Any]:
-        return job_summary(await services.worker.resume(job_id))
+        return job_summary(await worker.resume(job_id))
 
     @router.post("/evalstack/jobs/{job_id}/retry", tags=["evalstack"])
     @not_found_status(404)
     async def retry_job(job_id: str) -> dict[str, Any]:
-        return job_summary(await services.worker.retry(job_id))
+        return job_summary(await worker.retry(job_id))
 
     return router

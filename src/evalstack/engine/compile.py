@@ -1,10 +1,9 @@
-"""Compile a stored job's spec into an EvalPlan, whichever front door created it.
+"""Compile a stored job's spec (``engine.spec``) into an EvalPlan, whichever front door created it.
 
-- front ``llama_stack``: ``spec = {"benchmark": Benchmark dict, "benchmark_config": BenchmarkConfig
-  dict, "parallelism"?: int, "max_outage"?: seconds}``. A benchmark whose ``metadata`` has a ``type``
-  key is a NeMo Evaluator config and runs as one, with the candidate model as its target; any other
-  benchmark is a dataset plus scoring functions (``engine.llama_stack_plan``).
-- front ``nemo``: ``spec = {"config": dict, "target": dict, ...}`` (``engine.nemo_plan``).
+- :class:`LlamaStackRunSpec`: a benchmark whose ``metadata`` has a ``type`` key is a NeMo Evaluator
+  config and runs as one, with the candidate model as its target; any other benchmark is a dataset
+  plus scoring functions (``engine.llama_stack_plan``).
+- :class:`NemoRunSpec`: a NeMo Evaluator config and target (``engine.nemo_plan``).
 
 How long a job waits for an unreachable model endpoint (``EvalPlan.max_outage``, seconds) comes from
 the spec's ``max_outage``, else a NeMo config's ``params.extra.max_outage`` (config params, else the
@@ -16,17 +15,14 @@ or in the registry.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from evalstack.api.llama_stack.models import Benchmark, BenchmarkConfig
 from evalstack.engine.llama_stack_plan import candidate_model, compile_llama_stack_plan
+from evalstack.engine.nemo_plan import compile_nemo_plan
 from evalstack.engine.plan import EvalPlan
-from evalstack.errors import InvalidInputError, UnsupportedError
+from evalstack.engine.spec import LlamaStackRunSpec, read_spec
+from evalstack.errors import InvalidInputError
 from evalstack.store.records import JobRecord
 
 if TYPE_CHECKING:
@@ -39,22 +35,6 @@ if TYPE_CHECKING:
 def is_nemo_config(metadata: Mapping[str, Any] | None) -> bool:
     """A Llama Stack benchmark whose metadata is a NeMo Evaluator config (it has a ``type``)."""
     return isinstance(metadata, Mapping) and "type" in metadata
-
-
-def _nemo_plan_module() -> ModuleType:
-    try:
-        return importlib.import_module("evalstack.engine.nemo_plan")
-    except ModuleNotFoundError as exc:
-        if exc.name != "evalstack.engine.nemo_plan":
-            raise
-        raise UnsupportedError("NeMo Evaluator configs cannot run on the local engine yet") from exc
-
-
-def _validated(model: type[Benchmark] | type[BenchmarkConfig], data: Any, what: str) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInputError(f"The job's {what} is invalid: {exc}") from exc
 
 
 def _seconds(value: Any, where: str) -> float:
@@ -118,33 +98,22 @@ async def _compile(
     settings: Settings,
     clients: ClientSource | None,
 ) -> EvalPlan:
-    spec = job.spec
-    if job.front == "llama_stack":
-        benchmark: Benchmark = _validated(Benchmark, spec.get("benchmark"), "benchmark")
-        raw_config = spec.get("benchmark_config")
-        config: BenchmarkConfig = _validated(BenchmarkConfig, raw_config, "benchmark_config")
+    spec = read_spec(job)
+    if isinstance(spec, LlamaStackRunSpec):
+        benchmark, config = spec.benchmark, spec.benchmark_config
         if is_nemo_config(benchmark.metadata):
             target = {"type": "model", "model": candidate_model(config)}
-            plan: EvalPlan = await _nemo_plan_module().compile_nemo_plan(
+            return await compile_nemo_plan(
                 dict(benchmark.metadata), target, registry=registry, clients=clients, settings=settings
             )
-            return plan
-        parallelism = spec.get("parallelism")
         return await compile_llama_stack_plan(
             benchmark,
             config,
             registry=registry,
             scoring=scoring,
             settings=settings,
-            parallelism=int(parallelism) if parallelism else None,
+            parallelism=spec.parallelism,
         )
-    if job.front == "nemo":
-        config_dict = spec.get("config")
-        target_dict = spec.get("target")
-        if not isinstance(config_dict, dict) or not isinstance(target_dict, dict):
-            raise InvalidInputError("A NeMo job's spec needs 'config' and 'target' objects")
-        nemo_plan: EvalPlan = await _nemo_plan_module().compile_nemo_plan(
-            config_dict, target_dict, registry=registry, clients=clients, settings=settings
-        )
-        return nemo_plan
-    raise InvalidInputError(f"Unknown job front {job.front!r}; accepted: llama_stack, nemo")
+    return await compile_nemo_plan(
+        spec.config, spec.target, registry=registry, clients=clients, settings=settings
+    )

@@ -33,7 +33,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from evalstack.api.llama_stack.models import (
+from evalstack.engine.plan import EvalPlan, Metric, TaskPlan
+from evalstack.engine.types import (
     AgentCandidate,
     Benchmark,
     BenchmarkConfig,
@@ -46,7 +47,6 @@ from evalstack.api.llama_stack.models import (
     TopKSamplingStrategy,
     TopPSamplingStrategy,
 )
-from evalstack.engine.plan import EvalPlan, Metric, TaskPlan
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import InferenceRequest, ModelEndpoint
 from evalstack.store.records import SampleRecord

@@ -1,7 +1,7 @@
 """The engine's ports: what it needs from the world outside it, declared once.
 
-The runner, the plan compilers, the metrics and the benchmarks depend on these only; ``server.py``
-and ``local_run.py`` pass in the real implementations (``inference.clients.ModelClientPool``,
+The runner, the plan compilers, the metrics and the benchmarks depend on these only; ``services.py``
+passes in the real implementations (``inference.clients.ModelClientPool``,
 ``registry.Registry``, ``store.repository.Store``).
 """
 

@@ -21,21 +21,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from evalstack.api.llama_stack.models import (
-    BasicScoringFnParams,
-    LLMAsJudgeScoringFnParams,
-    ParamType,
-    RegexParserScoringFnParams,
-    RegisterScoringFnRequest,
-    ScoringFn,
-    ScoringFnParams,
-    ScoringResult,
-)
 from evalstack.engine.aggregate.llama_stack import aggregate as aggregate_rows
 from evalstack.engine.aggregate.llama_stack import check_aggregations
 from evalstack.engine.metrics import basic, judge
 from evalstack.engine.plan import Metric, SampleOutput
 from evalstack.engine.ports import ClientSource
+from evalstack.engine.types import (
+    BasicScoringFnParams,
+    LLMAsJudgeScoringFnParams,
+    ParamType,
+    RegexParserScoringFnParams,
+    ScoringFn,
+    ScoringFnParams,
+    ScoringFnRegistration,
+    ScoringResult,
+)
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError
 from evalstack.inference.base import ModelEndpoint
 
@@ -213,7 +213,7 @@ class ScoringService:
             )
         return fn
 
-    async def register_function(self, req: RegisterScoringFnRequest) -> None:
+    async def register_function(self, req: ScoringFnRegistration) -> None:
         """Register a ``regex_parser`` or ``llm_as_judge`` function under a new id.
 
         An id that is already registered is refused (ConflictError, 400), even with the same settings,

@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Protocol
 
-from evalstack.api.llama_stack.models import Benchmark, BenchmarkConfig, EvaluateResponse, Job
+from pydantic import BaseModel, ConfigDict
+
+from evalstack.engine.types import Benchmark, BenchmarkConfig, EvaluateResponse
+
+
+class JobStatus(StrEnum):
+    """A job's status as the Llama Stack Eval API names it."""
+
+    completed = "completed"
+    in_progress = "in_progress"
+    failed = "failed"
+    scheduled = "scheduled"
+    cancelled = "cancelled"
+
+
+class Job(BaseModel):
+    """A provider's answer about a job: its id and status."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    status: JobStatus
 
 
 class EvalProvider(Protocol):

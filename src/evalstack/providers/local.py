@@ -17,19 +17,15 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from evalstack.api.llama_stack.models import (
-    Benchmark,
-    BenchmarkConfig,
-    EvaluateResponse,
-    Job,
-    ScoringResult,
-)
 from evalstack.engine.compile import is_nemo_config
 from evalstack.engine.llama_stack_plan import candidate_model, compile_llama_stack_plan
 from evalstack.engine.runner import ERROR_KIND_INFERENCE, JobWorker, all_failed_reason
+from evalstack.engine.spec import LlamaStackRunSpec, new_job, read_spec
+from evalstack.engine.types import Benchmark, BenchmarkConfig, EvaluateResponse, ScoringResult
 from evalstack.errors import InvalidInputError, NotFoundError, UnsupportedError, UpstreamError
+from evalstack.providers.base import Job
 from evalstack.providers.nemo_shapes import STATUS_MAP, generation_row, score_row
-from evalstack.store.records import JobRecord, SampleRecord, new_job_id
+from evalstack.store.records import JobRecord, SampleRecord
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
@@ -86,18 +82,9 @@ class LocalEvalProvider:
         benchmark = await self.registry.get_benchmark(benchmark_id)
         # An unknown model is the caller's mistake: answer it now, as the reference does.
         await self.registry.resolve_model(candidate_model(benchmark_config))
-        spec = {
-            "benchmark": benchmark.model_dump(mode="json"),
-            "benchmark_config": benchmark_config.model_dump(mode="json"),
-        }
+        spec = LlamaStackRunSpec(benchmark=benchmark, benchmark_config=benchmark_config)
         record = await self.worker.submit(
-            JobRecord(
-                id=new_job_id(),
-                front="llama_stack",
-                spec=spec,
-                benchmark_id=benchmark_id,
-                provider_id=self.provider_id,
-            )
+            new_job(spec, benchmark_id=benchmark_id, provider_id=self.provider_id)
         )
         return Job(job_id=record.id, status=STATUS_MAP[record.status])
 
@@ -126,8 +113,8 @@ class LocalEvalProvider:
             raise InvalidInputError(f"Job {job_id} failed: {job.error or 'no reason recorded'}")
         if job.status != "completed":
             raise InvalidInputError(f"Job {job_id} not completed. Status: {STATUS_MAP[job.status].value}")
-        benchmark = job.spec.get("benchmark") or {}
-        if is_nemo_config(benchmark.get("metadata")):
+        spec = read_spec(job)
+        if isinstance(spec, LlamaStackRunSpec) and is_nemo_config(spec.benchmark.metadata):
             samples = await self.worker.store.read_samples(job_id)
             return EvaluateResponse(
                 generations=[generation_row(s.task, s.item, s.output_text, s.error) for s in samples],

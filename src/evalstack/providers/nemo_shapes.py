@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from evalstack.api.llama_stack.models import JobStatus
+from evalstack.providers.base import JobStatus
 
 STATUS_MAP: dict[str, JobStatus] = {
     "created": JobStatus.scheduled,

@@ -24,13 +24,11 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from evalstack.api.llama_stack.models import (
+from evalstack.engine.types import (
     AgentCandidate,
     Benchmark,
     BenchmarkConfig,
     EvaluateResponse,
-    Job,
-    JobStatus,
     ModelCandidate,
     ScoringResult,
 )
@@ -43,6 +41,7 @@ from evalstack.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from evalstack.providers.base import Job, JobStatus
 from evalstack.providers.nemo_shapes import STATUS_MAP, generation_row, score_row
 from evalstack.retry_after import parse_retry_after
 

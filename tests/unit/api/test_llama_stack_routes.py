@@ -33,6 +33,7 @@ from evalstack.api.llama_stack.models import (
     ScoringResult,
 )
 from evalstack.api.llama_stack.routes import include_llama_stack_api
+from evalstack.config import Settings
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError, UpstreamError
 
 # ---- stand-ins ----------------------------------------------------------------------------------
@@ -258,6 +259,7 @@ class FakeServices:
     registry: FakeRegistry = field(default_factory=FakeRegistry)
     scoring: FakeScoring = field(default_factory=FakeScoring)
     providers: dict[str, FakeProvider] = field(default_factory=lambda: {"local": FakeProvider("local")})
+    settings: Settings = field(default_factory=Settings)
 
 
 class Body(BaseModel):

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from evalstack.api.nemo.routes import include_nemo_api
 from evalstack.config import Settings
 from evalstack.providers.nvidia import parse_per_sample_results
-from evalstack.server import Services, build_services
+from evalstack.services import Services, build_services
 from tests.fakes.model_server import FakeModelServer
 
 ROWS = [

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from evalstack.api.nemo import routes
 from evalstack.api.nemo.routes import include_nemo_api
 from evalstack.config import Settings
-from evalstack.server import Services, build_services
+from evalstack.services import Services, build_services
 from evalstack.store.records import JobRecord, new_job_id
 from tests.fakes.model_server import FakeModelServer
 

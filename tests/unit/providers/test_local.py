@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-import types
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import evalstack.engine.compile
 from evalstack.api.llama_stack.models import (
     Benchmark,
     BenchmarkConfig,
@@ -332,9 +331,7 @@ def fake_nemo_plan(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[str, Any]
         task = TaskPlan(name="qa", rows=rows, metrics=[Contains()], build_request=build)
         return EvalPlan(tasks=[task], summarize=summarize, model=endpoint, parallelism=2)
 
-    module = types.ModuleType("evalstack.engine.nemo_plan")
-    module.compile_nemo_plan = compile_nemo_plan  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "evalstack.engine.nemo_plan", module)
+    monkeypatch.setattr(evalstack.engine.compile, "compile_nemo_plan", compile_nemo_plan)
     return calls
 
 

@@ -27,12 +27,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Query, Response
-from pydantic import BaseModel
 
 from evalstack import __version__
+from evalstack.api.llama_stack import convert
+from evalstack.api.llama_stack.convert import data_list, public
 from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
 from evalstack.api.llama_stack.models import (
     AppendRowsRequest,
@@ -58,31 +59,19 @@ from evalstack.api.llama_stack.models import (
     ScoringResult,
 )
 from evalstack.errors import InvalidInputError, NotFoundError
-from evalstack.redaction import drop_secrets
 
 if TYPE_CHECKING:
+    from evalstack.config import Settings
+    from evalstack.engine.scoring import ScoringService
     from evalstack.providers.base import EvalProvider
     from evalstack.registry import Registry
-    from evalstack.server import Services
+    from evalstack.services import Services
 
 logger = logging.getLogger(__name__)
-
-_Resource = TypeVar("_Resource", bound=BaseModel)
 
 
 def _router() -> APIRouter:
     return APIRouter(route_class=LlamaStackRoute, strict_content_type=False)
-
-
-def _data(items: list[Any]) -> dict[str, Any]:
-    return {"data": [i.model_dump(mode="json") if hasattr(i, "model_dump") else i for i in items]}
-
-
-def public(resource: _Resource) -> _Resource:
-    """A resource as the API shows it: secret keys dropped from its metadata (and custom metadata)."""
-    fields = ("metadata", "custom_metadata")
-    update = {name: drop_secrets(getattr(resource, name)) for name in fields if hasattr(resource, name)}
-    return resource.model_copy(update=update)
 
 
 # ---- provider routing ---------------------------------------------------------------------------
@@ -91,12 +80,9 @@ def public(resource: _Resource) -> _Resource:
 class ProviderRouter:
     """Chooses the eval provider of a benchmark, as the Llama Stack routing table does."""
 
-    def __init__(self, services: Services) -> None:
-        self._services = services
-
-    @property
-    def providers(self) -> Mapping[str, EvalProvider]:
-        return self._services.providers
+    def __init__(self, providers: Mapping[str, EvalProvider], registry: Registry) -> None:
+        self.providers = providers
+        self._registry = registry
 
     def default_id(self) -> str:
         """The provider named in messages when a benchmark is unknown."""
@@ -127,7 +113,7 @@ class ProviderRouter:
     async def for_benchmark(self, benchmark_id: str) -> tuple[EvalProvider, Benchmark]:
         """The provider serving a registered benchmark; 400 "not served by provider" otherwise."""
         try:
-            benchmark = await self._services.registry.get_benchmark(benchmark_id)
+            benchmark = await self._registry.get_benchmark(benchmark_id)
         except NotFoundError:
             raise InvalidInputError(self._not_served(benchmark_id, self.default_id())) from None
         provider = self.providers.get(benchmark.provider_id)
@@ -146,30 +132,24 @@ class ProviderRouter:
 # ---- benchmarks and eval ------------------------------------------------------------------------
 
 
-def benchmarks_router(services: Services, *, replace_existing: bool) -> APIRouter:
+def benchmarks_router(
+    registry: Registry, providers: Mapping[str, EvalProvider], *, replace_existing: bool
+) -> APIRouter:
     """Benchmarks and Eval routes (``/eval/benchmarks...``) under ``/v1`` or ``/v1alpha``.
 
     ``replace_existing``: registering an existing id replaces it (0.2.x), or else must match it (0.7.x).
     """
     router = _router()
-    routing = ProviderRouter(services)
-    registry = services.registry
+    routing = ProviderRouter(providers, registry)
 
     @router.get("/eval/benchmarks", tags=["benchmarks"])
     async def list_benchmarks() -> dict[str, Any]:
-        return _data([public(b) for b in await registry.list_benchmarks()])
+        return data_list([public(b) for b in await registry.list_benchmarks()])
 
     @router.post("/eval/benchmarks", tags=["benchmarks"])
     async def register_benchmark(body: RegisterBenchmarkRequest) -> None:
         provider = routing.for_registration(body.provider_id)
-        benchmark = Benchmark(
-            identifier=body.benchmark_id,
-            provider_resource_id=body.provider_benchmark_id or body.benchmark_id,
-            provider_id=provider.provider_id,
-            dataset_id=body.dataset_id,
-            scoring_functions=body.scoring_functions,
-            metadata=body.metadata or {},
-        )
+        benchmark = convert.benchmark(body, provider.provider_id)
         if not replace_existing:
             await registry.check_benchmark_replacement(benchmark)
         # The provider first: if it refuses, nothing is registered.
@@ -215,7 +195,7 @@ def benchmarks_router(services: Services, *, replace_existing: bool) -> APIRoute
     @router.delete("/eval/benchmarks/{benchmark_id:path}", tags=["benchmarks"])
     async def unregister_benchmark(benchmark_id: str) -> None:
         benchmark = await registry.get_benchmark(benchmark_id)
-        provider = services.providers.get(benchmark.provider_id)
+        provider = providers.get(benchmark.provider_id)
         if provider is not None:
             await provider.unregister_benchmark(benchmark_id)
         else:
@@ -233,10 +213,9 @@ def benchmarks_router(services: Services, *, replace_existing: bool) -> APIRoute
 # ---- scoring and scoring functions --------------------------------------------------------------
 
 
-def scoring_router(services: Services) -> APIRouter:
+def scoring_router(scoring: ScoringService, registry: Registry) -> APIRouter:
     """Scoring and ScoringFunctions routes (``/v1`` only)."""
     router = _router()
-    scoring = services.scoring
 
     @router.post("/scoring/score", tags=["scoring"])
     async def score(body: ScoreRequest) -> ScoreResponse:
@@ -245,16 +224,16 @@ def scoring_router(services: Services) -> APIRouter:
 
     @router.post("/scoring/score-batch", tags=["scoring"])
     async def score_batch(body: ScoreBatchRequest) -> ScoreBatchResponse:
-        rows = await services.registry.dataset_rows(body.dataset_id)
+        rows = await registry.dataset_rows(body.dataset_id)
         results = await scoring.score(rows, dict(body.scoring_functions))
         if not body.save_results_dataset:
             return ScoreBatchResponse(dataset_id=None, results=results)
-        saved = await save_scored_rows(services.registry, body.dataset_id, rows, results)
+        saved = await save_scored_rows(registry, body.dataset_id, rows, results)
         return ScoreBatchResponse(dataset_id=saved.identifier, results=results)
 
     @router.get("/scoring-functions", tags=["scoring-functions"])
     async def list_scoring_functions() -> dict[str, Any]:
-        return _data(await scoring.list_functions())
+        return data_list(await scoring.list_functions())
 
     @router.get("/scoring-functions/{scoring_fn_id:path}", tags=["scoring-functions"])
     async def get_scoring_function(scoring_fn_id: str) -> ScoringFn:
@@ -303,7 +282,7 @@ V1_ITERROWS_URL = "/v1/datasetio/iterrows/{dataset_id:path}"
 
 
 def datasets_router(
-    services: Services,
+    registry: Registry,
     *,
     append_rows_status: int,
     replace_existing: bool,
@@ -317,7 +296,6 @@ def datasets_router(
     (``None``: every purpose of the wire model); ``iterrows_url``: the ``url`` of iterrows pages.
     """
     router = _router()
-    registry = services.registry
 
     @router.post("/datasets", tags=["datasets"])
     async def register_dataset(body: RegisterDatasetRequest) -> Dataset:
@@ -331,7 +309,7 @@ def datasets_router(
 
     @router.get("/datasets", tags=["datasets"])
     async def list_datasets() -> dict[str, Any]:
-        return _data([public(d) for d in await registry.list_datasets()])
+        return data_list([public(d) for d in await registry.list_datasets()])
 
     @router.get("/datasets/{dataset_id:path}", tags=["datasets"])
     @not_found_status(404)
@@ -373,14 +351,13 @@ def datasets_router(
 # ---- models -------------------------------------------------------------------------------------
 
 
-def models_router(services: Services) -> APIRouter:
+def models_router(registry: Registry) -> APIRouter:
     """Models routes (``/v1``). Responses carry the 0.2.x and 0.7.x field sets; keys are never shown."""
     router = _router()
-    registry = services.registry
 
     @router.get("/models", tags=["models"])
     async def list_models() -> dict[str, Any]:
-        return _data([public(m) for m in await registry.list_models()])
+        return data_list([public(m) for m in await registry.list_models()])
 
     @router.post("/models", tags=["models"])
     async def register_model(body: RegisterModelRequest) -> Model:
@@ -411,66 +388,18 @@ def models_router(services: Services) -> APIRouter:
 
 # ---- providers ----------------------------------------------------------------------------------
 
-_HEALTH_OK: dict[str, Any] = {"status": "OK"}
 
-
-def _eval_provider_info(services: Services, provider: EvalProvider) -> ProviderInfo:
-    """An eval provider as listed: its config (no secrets) and, for remote ones, an unchecked health."""
-    config: Any = getattr(provider, "config", None)
-    if hasattr(config, "model_dump"):
-        shown = config.model_dump(mode="json")
-    else:
-        entry = next((e for e in services.settings.providers if e.provider_id == provider.provider_id), None)
-        shown = dict(entry.config) if entry is not None else {}
-    if provider.provider_type.startswith("remote::"):
-        health: dict[str, Any] = {
-            "status": "Not Implemented",
-            "message": "The remote service is not probed when providers are listed.",
-        }
-    else:
-        health = dict(_HEALTH_OK)
-    return ProviderInfo(
-        api="eval",
-        provider_id=provider.provider_id,
-        provider_type=provider.provider_type,
-        config=drop_secrets(shown),
-        health=health,
-    )
-
-
-def list_provider_infos(services: Services) -> list[ProviderInfo]:
-    """Every provider this server routes to: eval, scoring, datasetio and inference."""
-    from evalstack.engine.scoring import BASIC_PROVIDER, JUDGE_PROVIDER
-    from evalstack.registry import EMBEDDED_PROVIDER_ID, HTTP_PROVIDER_ID
-
-    infos = [_eval_provider_info(services, p) for p in services.providers.values()]
-    fixed: list[tuple[str, str, str]] = [
-        ("scoring", BASIC_PROVIDER, "inline::basic"),
-        ("scoring", JUDGE_PROVIDER, "inline::llm-as-judge"),
-        ("datasetio", "localfs", "inline::localfs"),
-        ("datasetio", "huggingface", "remote::huggingface"),
-        ("inference", HTTP_PROVIDER_ID, "remote::openai"),
-    ]
-    if services.settings.embedded_model:
-        fixed.append(("inference", EMBEDDED_PROVIDER_ID, "inline::embedded"))
-    infos += [
-        ProviderInfo(api=api, provider_id=pid, provider_type=ptype, config={}, health=dict(_HEALTH_OK))
-        for api, pid, ptype in fixed
-    ]
-    return infos
-
-
-def providers_router(services: Services) -> APIRouter:
+def providers_router(providers: Mapping[str, EvalProvider], settings: Settings) -> APIRouter:
     """``/v1/providers`` (``client.providers.list()`` / ``.retrieve(id)``)."""
     router = _router()
 
     @router.get("/providers", tags=["providers"])
     async def list_providers() -> dict[str, Any]:
-        return _data(list_provider_infos(services))
+        return data_list(convert.provider_infos(providers, settings))
 
     @router.get("/providers/{provider_id}", tags=["providers"])
     async def get_provider(provider_id: str) -> ProviderInfo:
-        infos = list_provider_infos(services)
+        infos = convert.provider_infos(providers, settings)
         # Eval providers come first, so a configured id shadows a fixed one of the same name.
         for info in infos:
             if info.provider_id == provider_id:
@@ -498,19 +427,20 @@ def meta_router() -> APIRouter:
 
 def include_llama_stack_api(app: FastAPI, services: Services) -> None:
     """Mount every Llama Stack router on ``app`` under both prefix families."""
+    registry, providers = services.registry, services.providers
     app.include_router(meta_router(), prefix="/v1")
-    app.include_router(benchmarks_router(services, replace_existing=True), prefix="/v1")
-    app.include_router(benchmarks_router(services, replace_existing=False), prefix="/v1alpha")
+    app.include_router(benchmarks_router(registry, providers, replace_existing=True), prefix="/v1")
+    app.include_router(benchmarks_router(registry, providers, replace_existing=False), prefix="/v1alpha")
     app.include_router(
         datasets_router(
-            services, append_rows_status=200, replace_existing=True, iterrows_url=V1_ITERROWS_URL
+            registry, append_rows_status=200, replace_existing=True, iterrows_url=V1_ITERROWS_URL
         ),
         prefix="/v1",
     )
     app.include_router(
-        datasets_router(services, append_rows_status=204, replace_existing=False, purposes=V1BETA_PURPOSES),
+        datasets_router(registry, append_rows_status=204, replace_existing=False, purposes=V1BETA_PURPOSES),
         prefix="/v1beta",
     )
-    app.include_router(scoring_router(services), prefix="/v1")
-    app.include_router(models_router(services), prefix="/v1")
-    app.include_router(providers_router(services), prefix="/v1")
+    app.include_router(scoring_router(services.scoring, registry), prefix="/v1")
+    app.include_router(models_router(registry), prefix="/v1")
+    app.include_router(providers_router(providers, services.settings), prefix="/v1")

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.datastructures import QueryParams
 
 from evalstack.api.nemo.errors import invalid
-from evalstack.api.nemo.models import ListEnvelope, PaginationData, SortField
+from evalstack.api.nemo.models import DEFAULT_NAMESPACE, ListEnvelope, PaginationData, SortField
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 1000
@@ -252,3 +252,68 @@ def envelope(data: list[dict[str, Any]], query: ListQuery, total_results: int) -
         data=data, pagination=pagination, sort=query.sort, filter=query.filter, search=query.search
     )
     return wrapped.model_dump(mode="json")
+
+
+# ---- the NeMo resources' filters, searches and field getters ----------------------------------------
+
+COMMONFILTERS = {"namespace", "project", "created_at", "custom_fields"}
+FILTERS: dict[str, set[str]] = {
+    "config": COMMONFILTERS | {"name", "type"},
+    "target": COMMONFILTERS | {"name", "type", "model"},
+    "job": COMMONFILTERS | {"status", "config", "target"},
+    "result": {"job_id", "namespace", "project", "created_at"},
+}
+ENTITYSEARCHES = {"id", "name", "namespace", "description", "project", "custom_fields", "ownership"}
+_DATES = {"created_at", "updated_at"}
+SEARCHES: dict[str, set[str]] = {
+    "config": ENTITYSEARCHES | _DATES | {"type", "params", "tasks", "groups"},
+    "target": ENTITYSEARCHES
+    | _DATES
+    | {"type", "model", "rows", "dataset", "cached_outputs", "retriever", "rag"},
+    "job": (ENTITYSEARCHES - {"name"})
+    | _DATES
+    | {"config", "target", "status", "status_details", "result", "output_files_url"},
+    "result": {"id", "job", "namespace", "project", "description", "custom_fields", "ownership"}
+    | _DATES
+    | {"files_url", "tasks", "groups"},
+}
+
+
+def entity_getter(entity: Mapping[str, Any], key: str) -> list[Any]:
+    return [entity.get(key)]
+
+
+def target_getter(entity: Mapping[str, Any], key: str) -> list[Any]:
+    """``model`` matches a model reference, an endpoint's ``model_id`` or a model entity's ``ns/name``."""
+    if key != "model":
+        return [entity.get(key)]
+    model = entity.get("model")
+    if not isinstance(model, Mapping):
+        return [model]
+    values: list[Any] = [model]
+    endpoint = model.get("api_endpoint")
+    if isinstance(endpoint, Mapping):
+        values.append(endpoint.get("model_id"))
+    if model.get("name"):
+        values += [model.get("name"), f"{model.get('namespace', DEFAULT_NAMESPACE)}/{model.get('name')}"]
+    return values
+
+
+def job_getter(job: Mapping[str, Any], key: str) -> list[Any]:
+    """``config``/``target`` match ``ns/name`` (or nested fields of the snapshot)."""
+    if key in ("config", "target"):
+        snapshot = job.get(key) or {}
+        values: list[Any] = [snapshot]
+        if snapshot.get("name"):
+            values.append(f"{snapshot.get('namespace', DEFAULT_NAMESPACE)}/{snapshot['name']}")
+        if snapshot.get("id"):
+            values.append(snapshot["id"])
+        return values
+    return [job.get(key)]
+
+
+def result_getter(result: Mapping[str, Any], key: str) -> list[Any]:
+    return [result.get("job")] if key == "job_id" else [result.get(key)]
+
+
+# ---- router ----------------------------------------------------------------------------------------

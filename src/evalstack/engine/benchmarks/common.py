@@ -254,7 +254,8 @@ async def load_split(
     looked: list[str] = []
     if use_files_url and opts.files_url:
         url = opts.files_url
-        is_local = "://" not in url or url.startswith("file:")
+        # A data: URL is a whole file (no "://" either): never a folder to look into.
+        is_local = url.startswith("file:") or ("://" not in url and not url.startswith("data:"))
         if is_local and not _looks_like_file(url):
             url = url.rstrip("/") + "/" + source.local
         if source.reader == "lines":

@@ -107,6 +107,7 @@ class JobWorker:
         self._cancel_events: dict[str, asyncio.Event] = {}
         self._running: set[str] = set()
         self._progress_writes: dict[str, asyncio.Task[Any]] = {}
+        self._compiled: dict[str, EvalPlan] = {}  # plans handed to submit, until their job runs
         self._listeners: list[JobProgressListener] = []
         self._secrets: dict[str, frozenset[str]] = {}  # job id -> secrets its spec carries, masked in errors
         self._started = False
@@ -148,12 +149,18 @@ class JobWorker:
 
     # ---- jobs ------------------------------------------------------------------------------
 
-    async def submit(self, job: JobRecord) -> JobRecord:
-        """Store a new job (status ``created``) and schedule it; returns at once."""
+    async def submit(self, job: JobRecord, plan: EvalPlan | None = None) -> JobRecord:
+        """Store a new job (status ``created``) and schedule it; returns at once.
+
+        ``plan``: the job's plan when the caller compiled it already (to check the job); its first run
+        uses it instead of compiling the spec again. A resumed job compiles its spec.
+        """
         job.status = "created"
         job.error = None
         job.result = None
         record = await self.store.create_job(job)
+        if plan is not None:
+            self._compiled[record.id] = plan
         self._schedule(record.id)
         return record
 
@@ -315,6 +322,7 @@ class JobWorker:
             if self._tasks.get(job_id) is task:
                 del self._tasks[job_id]
                 self._cancel_events.pop(job_id, None)
+                self._compiled.pop(job_id, None)
 
         task.add_done_callback(forget)
 
@@ -425,7 +433,7 @@ class JobWorker:
         if secrets:
             self._secrets[job_id] = secrets
         try:
-            plan = await self.compile_job(job)
+            plan = self._compiled.pop(job_id, None) or await self.compile_job(job)
             if self.adaptive_concurrency:
                 plan.adaptive_concurrency = True
         except EvalstackError as exc:
