@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_EMBEDDED := $(VENV)/.installed-embedded
 
-.PHONY: demo test lint typecheck bench serve clean browser
+.PHONY: demo test lint typecheck bench serve clean browser mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ test: $(STAMP_DEV) browser
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP_DEV)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench mutation
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -45,9 +45,19 @@ bench: $(STAMP_DEV)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/peers.py
+	$(BIN)/python bench/compare.py
+
+# Mutation testing of the modules whose bugs would change a score, lose a sample or leak a secret
+# (mutation/modules.toml); not part of `make test`. `make mutate MODULES=stats,extract` runs a subset.
+# mutmut, because it mutates a scratch copy (never the working tree) and runs, for each mutant, only
+# the tests that reach the mutated function (cosmic-ray reruns the whole test command per mutant).
+# Survivors that cannot change behaviour are listed with their reason in mutation/equivalent.toml.
+MODULES ?=
+mutate: $(STAMP_DEV)
+	$(BIN)/python mutation/run.py --modules "$(MODULES)"
 
 serve: $(STAMP_EMBEDDED)
 	$(BIN)/evalstack serve
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .mutants

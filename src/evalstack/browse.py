@@ -270,6 +270,7 @@ def job_json(job: JobRecord) -> dict[str, Any]:
         "progress": job.progress,
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "updated_at": job.updated_at.isoformat() if job.updated_at else None,
+        "created_by": job.created_by,
     }
 
 

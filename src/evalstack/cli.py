@@ -1,4 +1,5 @@
-"""The ``evalstack`` command line: ``serve``, ``view``, ``run``, ``models`` and ``jobs``.
+"""The ``evalstack`` command line: ``serve``, ``view``, ``run``, ``models`` and ``jobs``; ``compare``,
+``gate`` and ``report`` live in :mod:`evalstack.cli_analysis`.
 
 Heavy modules (the server, the engine, httpx) are imported inside the commands so that
 ``evalstack --help`` stays fast.
@@ -7,10 +8,13 @@ Heavy modules (the server, the engine, httpx) are imported inside the commands s
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from evalstack.cli_analysis import add_analysis_commands
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -25,12 +29,28 @@ app = typer.Typer(
 )
 jobs_app = typer.Typer(help="Jobs held by a running server.", invoke_without_command=True)
 app.add_typer(jobs_app, name="jobs")
+keys_app = typer.Typer(help="API keys for the server's auth settings.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 GRACEFUL_SHUTDOWN_S = 5  # how long SIGTERM waits for open requests before stopping the jobs
 DEFAULT_URL = "http://127.0.0.1:8321"
 URL_OPTION = typer.Option(
     DEFAULT_URL, "--url", envvar="EVALSTACK_URL", help="Base URL of a running evalstack server."
 )
+EXECUTOR_OPTION = typer.Option(
+    None,
+    "--executor",
+    help="Where jobs run: 'local' (this process) or 'ray' (sharded over the Ray cluster at RAY_ADDRESS, "
+    "or the settings' executor.address, else a new local Ray instance) [default: the settings' executor].",
+)
+
+
+def _executor_name(value: str | None) -> str | None:
+    if value is not None and value not in ("local", "ray"):
+        raise typer.BadParameter(
+            f"{value!r} is not an executor; accepted: local, ray", param_hint="--executor"
+        )
+    return value
 
 
 @app.command()
@@ -44,12 +64,17 @@ def serve(
         None, "--db", help="SQLAlchemy database URL [default: sqlite file in the data directory]."
     ),
     log_level: str = typer.Option("info", help="Log level: debug, info, warning, error."),
+    insecure_no_auth: bool = typer.Option(
+        False, "--insecure-no-auth", help="Serve without authentication on a non-loopback address."
+    ),
+    executor: str | None = EXECUTOR_OPTION,
 ) -> None:
     """Start the HTTP server."""
     import logging
 
     import uvicorn
 
+    from evalstack.auth import check_exposure
     from evalstack.config import load_settings
     from evalstack.server import create_app
 
@@ -60,11 +85,13 @@ def serve(
         overrides["port"] = port
     if db is not None:
         overrides["db_url"] = db
+    overrides["executor"] = _executor_name(executor)
     from evalstack.errors import EvalstackError
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(config, **overrides)
+        check_exposure(settings.host, settings.auth is not None, insecure_no_auth)
         application = create_app(settings)
     except (EvalstackError, ValueError, OSError) as exc:  # bad settings: say what is wrong, no traceback
         typer.secho(f"Invalid settings: {exc}", fg=typer.colors.RED, err=True)
@@ -91,16 +118,21 @@ def view(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8322, help="Port to listen on."),
     log_level: str = typer.Option("warning", help="Log level: debug, info, warning, error."),
+    insecure_no_auth: bool = typer.Option(
+        False, "--insecure-no-auth", help="Serve the viewer (which has no authentication) beyond loopback."
+    ),
 ) -> None:
     """Browse a local store's jobs and samples in the web viewer (http://HOST:PORT/ui/)."""
     import uvicorn
 
+    from evalstack.auth import check_exposure
     from evalstack.config import load_settings
     from evalstack.errors import EvalstackError
     from evalstack.viewer.app import create_viewer_app
 
     try:
         settings = load_settings(None, db_url=db)
+        check_exposure(host, False, insecure_no_auth)
     except (EvalstackError, ValueError, OSError) as exc:
         typer.secho(f"Invalid settings: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
@@ -143,6 +175,7 @@ def run(
         help="Seconds to wait for an unreachable model endpoint before the job fails, keeping its samples "
         "(resume it with 'evalstack resume') [default: the max_outage setting, 900].",
     ),
+    executor: str | None = EXECUTOR_OPTION,
 ) -> None:
     """Run one benchmark in-process, on the same engine and store as the server."""
     import asyncio
@@ -155,7 +188,12 @@ def run(
 
     console = Console()
     try:
-        settings = load_settings(config, db_url=db, adaptive_concurrency=adaptive_concurrency or None)
+        settings = load_settings(
+            config,
+            db_url=db,
+            adaptive_concurrency=adaptive_concurrency or None,
+            executor=_executor_name(executor),
+        )
         outcome = asyncio.run(
             run_file(
                 benchmark_file,
@@ -221,11 +259,16 @@ def _report(outcome: RunOutcome, output: Path | None, console: Console) -> None:
 
 
 def _get(url: str, path: str, params: dict[str, Any] | None = None, *, method: str = "GET") -> Any:
-    """``method`` ``url + path`` and return the JSON body; exit with a readable message on any failure."""
+    """Send ``method`` to ``url + path`` (``EVALSTACK_API_KEY`` as the bearer key, if set); the JSON body.
+
+    Exits with a readable message on any failure.
+    """
     import httpx
 
+    key = os.environ.get("EVALSTACK_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        response = httpx.request(method, url.rstrip("/") + path, params=params, timeout=30.0)
+        response = httpx.request(method, url.rstrip("/") + path, params=params, headers=headers, timeout=30.0)
     except httpx.HTTPError as exc:
         typer.secho(f"Cannot reach the evalstack server at {url}: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
@@ -375,6 +418,36 @@ def _results_table(result: dict[str, Any]) -> Any:
             table.add_row(fn_id, name, json.dumps(value) if not isinstance(value, str) else value)
     return table
 
+
+# ---- evalstack keys ----------------------------------------------------------------------------
+
+
+@keys_app.command("new")
+def new_api_key(
+    name: str = typer.Argument(..., help="Who holds the key; recorded on everything it creates."),
+    scopes: str = typer.Option("read", "--scopes", help="Comma-separated scopes: read, run, admin."),
+) -> None:
+    """Print a fresh API key and the settings entry (its SHA-256 digest) to add under auth.api_keys."""
+    import yaml
+
+    from evalstack.auth import SCOPES, key_settings_entry, new_key
+
+    chosen = [s.strip() for s in scopes.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SCOPES]
+    if unknown or not chosen:
+        typer.secho(
+            f"Unknown scope(s) {', '.join(unknown) or '(none given)'}; accepted: {', '.join(SCOPES)}",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2)
+    key = new_key()
+    typer.echo(f"API key (shown once; only its digest is stored): {key}")
+    typer.echo("Add this entry under auth.api_keys in the server settings:")
+    typer.echo(yaml.safe_dump([key_settings_entry(name, key, chosen)], sort_keys=False).rstrip())
+
+
+add_analysis_commands(app)  # compare, gate, report
 
 if __name__ == "__main__":
     app()

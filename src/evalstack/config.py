@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evalstack.egress import EgressPolicy
 from evalstack.errors import InvalidInputError
 
 DEFAULT_DATA_DIR = Path("~/.local/share/evalstack")
@@ -77,6 +78,43 @@ class ModelEntry(_Strict):
         return _check_http_url(value, "base_url")
 
 
+class LocalExecutorSettings(_Strict):
+    """Run every job in the process that holds its lease (the default)."""
+
+    type: Literal["local"] = "local"
+    """``local``: this process runs the job's samples."""
+
+
+class RayExecutorSettings(_Strict):
+    """Shard each job's samples over a Ray cluster; the process holding the job's lease coordinates
+    and is still the only writer of its samples. Needs the ``ray`` extra (``evalstack[ray]``)."""
+
+    type: Literal["ray"] = "ray"
+    """``ray``: Ray actors run the job's samples, this process coordinates."""
+
+    address: str | None = None
+    """The cluster: ``auto``, ``host:6379`` or ``ray://host:10001``. Default: ``RAY_ADDRESS`` if set, else a
+    new local Ray instance."""
+
+    shard_size: int = Field(default=1000, ge=1)
+    """Samples per shard; a shard is what one actor runs at a time and runs again if its actor dies."""
+
+    max_actors: int | None = Field(default=None, ge=1)
+    """Shard actors running at once per job (the job's ``parallelism`` is split among them). Default: one
+    per alive node."""
+
+    num_cpus: int | None = Field(default=None, ge=1)
+    """CPUs of a new local Ray instance (ignored when connecting to a cluster)."""
+
+    object_store_memory: int | None = Field(default=None, ge=78643200)
+    """Object store size in bytes of a new local Ray instance (ignored when connecting to a cluster)."""
+
+
+def _executor_from_name(value: Any) -> Any:
+    """``"local"`` and ``"ray"`` stand for ``{type: local}`` and ``{type: ray}``."""
+    return {"type": value} if isinstance(value, str) else value
+
+
 class ProviderEntry(_Strict):
     """An eval provider the Llama Stack Eval API routes benchmarks to."""
 
@@ -89,6 +127,69 @@ class ProviderEntry(_Strict):
 
     config: dict[str, Any] = Field(default_factory=dict)
     """Provider options; for ``remote::nvidia``: ``evaluator_url`` (the NeMo Evaluator base URL)."""
+
+
+class ApiKeyEntry(_Strict):
+    """An API key: its name (recorded as the creator of what it makes), its hash and its scopes."""
+
+    name: str = Field(min_length=1)
+    """Who holds the key; recorded on every job and entity it creates."""
+
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    """The hex SHA-256 digest of the key (``evalstack keys new`` prints it); the key is never stored."""
+
+    scopes: list[Literal["read", "run", "admin"]] = Field(min_length=1)
+    """``read`` (every GET), ``run`` (create and cancel jobs, evaluate, score, register), ``admin``
+    (delete what others created, manage providers)."""
+
+
+class JwtSettings(_Strict):
+    """OIDC bearer tokens, verified against the issuer's JWKS."""
+
+    jwks_url: str
+    """Where the issuer publishes its signing keys."""
+
+    issuer: str = Field(min_length=1)
+    """The required ``iss`` claim."""
+
+    audience: str = Field(min_length=1)
+    """The required ``aud`` claim."""
+
+    scopes_claim: str = "scope"
+    """The claim holding the scopes: a space-separated string or a list."""
+
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    """Accepted signing algorithms."""
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url_is_http(cls, value: str) -> str:
+        return _check_http_url(value, "jwks_url")
+
+
+class AuthSettings(_Strict):
+    """Who may call the server: API keys and, optionally, JWTs from an OIDC issuer."""
+
+    api_keys: list[ApiKeyEntry] = Field(default_factory=list)
+    """Accepted API keys, sent as ``Authorization: Bearer <key>``."""
+
+    jwt: JwtSettings | None = None
+    """Accept bearer JWTs signed by this issuer."""
+
+
+class EgressSettings(_Strict):
+    """Which hosts dataset URLs, ``hf://`` endpoints, judge URLs and model base URLs may reach."""
+
+    allow: list[str] = Field(default_factory=list)
+    """Hosts (``example.com``; ``.example.com`` for subdomains) or CIDRs; if set, only these are reachable."""
+
+    deny: list[str] = Field(default_factory=list)
+    """Hosts or CIDRs that are never reachable. Link-local and cloud-metadata addresses are always
+    refused for downloads."""
+
+    def policy(self) -> EgressPolicy:
+        """The policy these lists describe."""
+        return EgressPolicy(self.allow, self.deny)
 
 
 class CircuitBreakerEntry(_Strict):
@@ -156,6 +257,12 @@ class Settings(_Strict):
     """How model endpoint outages are detected and probed (``failure_threshold``, ``failure_window``,
     ``probe_interval``, ``probe_interval_max``, ``enabled``)."""
 
+    executor: LocalExecutorSettings | RayExecutorSettings = Field(
+        default_factory=LocalExecutorSettings, discriminator="type"
+    )
+    """Where jobs run: ``local`` (default) or ``ray`` / ``{type: ray, address, shard_size, max_actors}``.
+    ``evalstack serve --executor ray`` and ``evalstack run --executor ray`` choose Ray for one process."""
+
     data_roots: list[Path] = Field(default_factory=list)
     """Folders whose files may be registered as datasets by path or ``file://`` URL; nothing outside
     them can be read. Default: the working directory and ``data_dir``."""
@@ -164,9 +271,24 @@ class Settings(_Strict):
     """Hugging Face Hub endpoint for ``hf://`` and ``huggingface://`` datasets. Default: the public Hub.
     Environment: ``HF_ENDPOINT``."""
 
+    auth: AuthSettings | None = None
+    """API keys and JWT settings. Without them the server is open, and only binds to loopback unless
+    started with ``--insecure-no-auth``."""
+
+    egress: EgressSettings = Field(default_factory=EgressSettings)
+    """The egress policy for dataset URLs, ``hf://`` endpoints, judge URLs and model base URLs."""
+
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; larger ones are answered with 413. Default: 32 MiB."""
+
     embedded_model: bool = True
     """Register the embedded model (SmolLM2-135M-Instruct, alias ``embedded``) as the default model.
     Running it needs the ``embedded`` extra (torch, transformers)."""
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_name(cls, value: Any) -> Any:
+        return _executor_from_name(value)
 
     @field_validator("hf_endpoint")
     @classmethod
@@ -235,7 +357,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """Settings from the config file (YAML, or JSON for ``*.json``), the environment and overrides.
 
     Overrides whose value is None are ignored, so command-line options that were not given can be
-    passed as they are. Raises InvalidInputError with every problem found.
+    passed as they are. ``executor="ray"`` keeps the file's Ray settings, if it has any. Raises
+    InvalidInputError with every problem found.
     """
     data: dict[str, Any] = _read_config_file(Path(config_file)) if config_file is not None else {}
     env = os.environ
@@ -255,6 +378,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
                 "config": {"evaluator_url": nvidia_url},
             },
         ]
+    executor = overrides.pop("executor", None)
+    current = _executor_from_name(data.get("executor", "local"))
+    if executor is not None and (not isinstance(current, dict) or current.get("type") != executor):
+        data["executor"] = executor  # else the file's own settings for that executor are kept
     data.update({key: value for key, value in overrides.items() if value is not None})
     try:
         return Settings.model_validate(data)

@@ -20,6 +20,10 @@ class InvalidInputError(EvalstackError):
     """An input is malformed or inconsistent; the message says what is accepted."""
 
 
+class ForbiddenError(EvalstackError):
+    """The caller may not do this (deleting what someone else created without the admin scope)."""
+
+
 class ConflictError(EvalstackError):
     """Something with the same identity already exists."""
 

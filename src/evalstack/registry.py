@@ -33,6 +33,7 @@ from evalstack.engine.datasets import DatasetUriKind, check_dataset_uri, load_ro
 from evalstack.engine.types import Benchmark, ScoringFn
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
 from evalstack.inference.base import ModelEndpoint
+from evalstack.limits import check_inline_rows
 from evalstack.redaction import drop_secrets
 from evalstack.resources import (
     Dataset,
@@ -94,6 +95,7 @@ class Registry:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        self.egress = settings.egress.policy()
         # dataset id -> (uri, rows) of remote uri datasets, least recently used first
         self._uri_rows: OrderedDict[str, tuple[str, list[dict[str, Any]]]] = OrderedDict()
 
@@ -143,6 +145,7 @@ class Registry:
                     + (f"; got {base_url!r}" if base_url is not None else "")
                 )
             metadata["base_url"] = base_url.rstrip("/")
+            await self.egress.check_url(metadata["base_url"], "model")
         elif provider != EMBEDDED_PROVIDER_ID:
             raise InvalidInputError(
                 f"Unknown provider_id '{provider}' for model '{model_id}'; accepted: "
@@ -209,6 +212,7 @@ class Registry:
         """
         if name_or_url.startswith(("http://", "https://")):
             base_url, _, model = name_or_url.partition("#")
+            await self.egress.check_url(base_url, "model")
             return ModelEndpoint(kind="openai", model=model, base_url=base_url.rstrip("/"))
         record = await self.store.get_resource("model", name_or_url)
         if record is None and name_or_url == EMBEDDED_ALIAS:
@@ -218,6 +222,7 @@ class Registry:
         if record["provider_id"] == EMBEDDED_PROVIDER_ID:
             return ModelEndpoint(kind="embedded", model=EMBEDDED_MODEL_ID)
         metadata = record["metadata"]
+        await self.egress.check_url(metadata["base_url"], "model")
         return ModelEndpoint(
             kind="openai",
             model=record["provider_model_id"],
@@ -276,6 +281,7 @@ class Registry:
                 return await self._dataset(existing)
         self._uri_rows.pop(dataset_id, None)
         if isinstance(source, RowsDataSource):
+            check_inline_rows(len(source.rows), f"Dataset '{dataset_id}'")
             await self.store.replace_rows(dataset_id, source.rows)
         else:
             await self.store.delete_rows(dataset_id)
@@ -363,6 +369,7 @@ class Registry:
 
     async def append_rows(self, dataset_id: str, rows: list[dict[str, Any]]) -> None:
         """Store ``rows`` after the dataset's rows (for a ``uri`` dataset, after the source's rows)."""
+        check_inline_rows(len(rows), f"The rows appended to dataset '{dataset_id}'")
         await self._dataset_record(dataset_id)
         await self.store.append_rows(dataset_id, rows)
 

@@ -14,11 +14,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from evalstack import __version__
+from evalstack.api.access import AccessMiddleware
+from evalstack.api.analysis import analysis_router
 from evalstack.api.jobs import jobs_router
 from evalstack.api.listings import listings_router
 from evalstack.api.llama_stack.routes import include_llama_stack_api
 from evalstack.api.nemo.routes import include_nemo_api
 from evalstack.api.openapi import install_openapi
+from evalstack.auth import Authenticator
 from evalstack.config import Settings
 from evalstack.services import Services, build_services
 from evalstack.viewer.pages import mount_viewer
@@ -44,8 +47,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     include_llama_stack_api(app, services)
     app.include_router(listings_router(services.store), prefix="/v1")
     app.include_router(jobs_router(services.store, services.worker), prefix="/v1")
+    app.include_router(analysis_router(services.store), prefix="/v1")
     include_nemo_api(app, services)
     mount_viewer(app, services.store)
+    app.add_middleware(
+        AccessMiddleware, authenticator=Authenticator(settings.auth), max_body_bytes=settings.max_body_bytes
+    )
     install_openapi(app)
     return app
 

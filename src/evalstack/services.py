@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from evalstack.config import ProviderEntry, Settings
+from evalstack.config import ProviderEntry, RayExecutorSettings, Settings
 from evalstack.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from evalstack.engine.plan import EvalPlan
     from evalstack.engine.runner import JobWorker
+    from evalstack.engine.runner.executor import PlanExecutor
     from evalstack.engine.scoring import ScoringService
     from evalstack.inference.clients import ModelClientPool
     from evalstack.nemo_jobs import NemoJobService
@@ -121,6 +122,24 @@ def _build_provider(entry: ProviderEntry, services: Services) -> EvalProvider | 
     return factory(entry, services)
 
 
+def build_executor(settings: Settings) -> PlanExecutor | None:
+    """The executor the settings ask for; ``None`` for the local one (the worker's default)."""
+    chosen = settings.executor
+    if not isinstance(chosen, RayExecutorSettings):
+        return None
+    from evalstack.engine.runner.ray_executor import RayExecutor, RayOptions  # no `import ray` yet
+
+    return RayExecutor(
+        RayOptions(
+            address=chosen.address,
+            shard_size=chosen.shard_size,
+            max_actors=chosen.max_actors,
+            num_cpus=chosen.num_cpus,
+            object_store_memory=chosen.object_store_memory,
+        )
+    )
+
+
 def build_services(settings: Settings) -> Services:
     """Build (but do not open) every service the server needs."""
     from evalstack.engine.compile import compile_job
@@ -146,6 +165,7 @@ def build_services(settings: Settings) -> Services:
         compile_for_worker,
         adaptive_concurrency=settings.adaptive_concurrency,
         max_outage=settings.max_outage,
+        executor=build_executor(settings),
     )
     services = Services(
         settings=settings,

@@ -437,7 +437,7 @@ def test_a_cancel_through_the_second_server_stops_the_job_where_it_runs(
 ) -> None:
     rows = square_rows(200)
     dataset = write_dataset(tmp_path / "squares.jsonl", rows)
-    fake.latency = 0.1
+    fake.latency = 0.3  # 30 s of work: still running however long a loaded machine takes to start the second
     job_id = server.create_job(job_body(dataset, fake, parallelism=2))
     second = Server(tmp_path, db, name="second").start()
     try:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from evalstack.config import ModelEntry, ProviderEntry, Settings, load_settings
+from evalstack.config import (
+    LocalExecutorSettings,
+    ModelEntry,
+    ProviderEntry,
+    RayExecutorSettings,
+    Settings,
+    load_settings,
+)
 from evalstack.errors import InvalidInputError
 
 ENV_VARS = ("EVALSTACK_DB_URL", "EVALSTACK_DATA_HOME", "NVIDIA_EVALUATOR_URL", "HF_ENDPOINT")
@@ -172,6 +179,38 @@ def test_unknown_override_is_rejected() -> None:
 
 
 def test_every_setting_is_documented() -> None:
-    for model in (Settings, ModelEntry, ProviderEntry):
+    for model in (Settings, ModelEntry, ProviderEntry, LocalExecutorSettings, RayExecutorSettings):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no docstring"
+
+
+def test_the_executor_is_local_unless_ray_is_asked_for(tmp_path: Path) -> None:
+    assert Settings(data_dir=tmp_path).executor == LocalExecutorSettings()
+    assert Settings(data_dir=tmp_path, executor="ray").executor == RayExecutorSettings()
+    config = tmp_path / "server.yaml"
+    config.write_text("executor: {type: ray, address: 'ray://head:10001', shard_size: 250, max_actors: 4}\n")
+    ray = load_settings(config, data_dir=str(tmp_path)).executor
+    assert ray == RayExecutorSettings(address="ray://head:10001", shard_size=250, max_actors=4)
+
+
+def test_executor_flag_keeps_the_files_settings_of_that_executor_and_replaces_another(tmp_path: Path) -> None:
+    config = tmp_path / "server.yaml"
+    config.write_text("executor: {type: ray, shard_size: 50}\n")
+    kept = load_settings(config, data_dir=str(tmp_path), executor="ray").executor
+    assert kept == RayExecutorSettings(shard_size=50)
+    assert load_settings(config, data_dir=str(tmp_path), executor="local").executor == LocalExecutorSettings()
+    config.write_text("executor: local\n")
+    assert load_settings(config, data_dir=str(tmp_path), executor="ray").executor == RayExecutorSettings()
+
+
+@pytest.mark.parametrize(
+    ("executor", "message"),
+    [
+        ("spark", "does not match any of the expected tags: 'local', 'ray'"),
+        ({"type": "ray", "shards": 3}, "unknown key 'shards'; accepted keys: type, address, shard_size"),
+        ({"type": "ray", "shard_size": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_a_bad_executor_says_what_is_accepted(tmp_path: Path, executor: object, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        load_settings(None, data_dir=str(tmp_path), executor=executor)

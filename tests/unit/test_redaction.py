@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -93,3 +94,59 @@ def test_restore_redacted_puts_back_only_values_still_masked() -> None:
     assert restored["params"]["extra"]["headers"] == [{"Authorization": "Bearer three"}]
     assert restored["params"]["extra"]["hf_token"] == "hf-new"
     assert restore_redacted({"api_key": REDACTED}, {}) == {"api_key": REDACTED}  # nothing stored to restore
+
+
+SECRET = "sk-live-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        # nested in objects and lists, at any depth
+        (
+            {"target": {"model": {"api_endpoint": {"url": "http://m", "API_KEY": SECRET}}}},
+            {"target": {"model": {"api_endpoint": {"url": "http://m", "API_KEY": REDACTED}}}},
+        ),
+        (
+            {"judges": [{"name": "a", "Api-Key": SECRET}, [{"token": SECRET}], "plain"]},
+            {"judges": [{"name": "a", "Api-Key": REDACTED}, [{"token": REDACTED}], "plain"]},
+        ),
+        ([{"api_key": SECRET}], [{"api_key": REDACTED}]),
+        ({"rows": ({"hf_token": SECRET},)}, {"rows": [{"hf_token": REDACTED}]}),
+        # a secret key holding an object is replaced whole
+        ({"secret": {"nested": SECRET}}, {"secret": REDACTED}),
+        # what is not a secret is kept as is
+        (
+            {"max_tokens": 5, "tokenizer": "gpt2", "url": "http://m", "n": None, "ok": [1, 2.5, True]},
+            {"max_tokens": 5, "tokenizer": "gpt2", "url": "http://m", "n": None, "ok": [1, 2.5, True]},
+        ),
+        # an empty secret has nothing to hide and stays visible as empty
+        ({"api_key": "", "token": None}, {"api_key": "", "token": None}),
+        ("plain text", "plain text"),
+        (42, 42),
+    ],
+)
+def test_redact_table(given: Any, expected: Any) -> None:
+    original = copy.deepcopy(given)
+    assert redact(given) == expected
+    assert given == original  # the input is not changed
+
+
+def test_scrub_replaces_a_longer_secret_before_one_it_contains() -> None:
+    # Longest first: masking the short one inside the long one first would leave "aaaaaa-" visible.
+    assert scrub("key=aaaaaa-zzzzzz", {"zzzzzz", "aaaaaa-zzzzzz"}) == f"key={REDACTED}"
+    assert scrub("key=zzzzzz-aaaaaa", {"zzzzzz", "zzzzzz-aaaaaa"}) == f"key={REDACTED}"
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ({"a": {"api_key": REDACTED}}, {"a": None}),  # nothing stored there: the value stays
+        ("text", {"api_key": "sk"}),
+        ([{"api_key": REDACTED}], None),
+        ([{"api_key": REDACTED}], {"api_key": "sk"}),
+        ([{"api_key": REDACTED}], [{"api_key": "a"}, {"api_key": "b"}]),  # lists of another length
+    ],
+)
+def test_restore_redacted_leaves_a_value_with_no_matching_stored_shape(value: Any, stored: Any) -> None:
+    assert restore_redacted(value, stored) == value

@@ -2,7 +2,8 @@
 
 ``paired`` holds the statistics (pure functions on arrays), ``compare`` pairs two jobs' samples
 through the store and computes a :class:`Comparison`, ``gate`` judges a comparison against a
-policy, ``report`` renders a job or a comparison as Markdown, HTML, JSON or CSV.
+policy, ``report`` summarises one job as Markdown, HTML, JSON or CSV, and ``render`` shows
+comparisons and gate results as terminal tables, Markdown and HTML.
 """
 
 from evalstack.analysis.compare import (

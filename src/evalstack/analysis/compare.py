@@ -17,6 +17,7 @@ Every p-value is Holm-adjusted across all rows of the comparison.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -42,6 +43,9 @@ AUTO_CLUSTER_FIELD = "subject"
 
 DIAGNOSTIC_METRICS = frozenset({"parsed"})
 """Per-sample metrics that are diagnostics, not scores (whether an answer could be extracted)."""
+
+FEW_CLUSTERS = 5
+"""Below this many clusters a scope's cluster-robust interval gets a warning (few degrees of freedom)."""
 
 UNMATCHED_LISTED = 1000
 """At most this many unmatched items are listed; all are counted."""
@@ -121,10 +125,10 @@ class Comparison(BaseModel):
 # ---- reading one job ------------------------------------------------------------------------------
 
 
-def item_hash(item: Mapping[str, Any]) -> str:
+def item_hash(item: Mapping[str, Any]) -> bytes:
     """SHA-256 of the item as canonical JSON: the identity two samples must share to be paired."""
     text = json.dumps(item, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode()).digest()
 
 
 def _number(value: Any) -> float | None:
@@ -140,7 +144,7 @@ def _number(value: Any) -> float | None:
 class _JobSamples:
     """What a comparison needs of one job's samples, read in batches: hashes, errors, scores."""
 
-    hashes: dict[PairKey, str] = field(default_factory=dict)
+    hashes: dict[PairKey, bytes] = field(default_factory=dict)
     failed: set[PairKey] = field(default_factory=set)
     scores: dict[ScoreKey, dict[PairKey, float]] = field(default_factory=dict)
     clusters: dict[PairKey, str] = field(default_factory=dict)
@@ -168,7 +172,7 @@ class _JobSamples:
 async def _read_job(store: Store, job_id: str, cluster_field: str, task: str | None = None) -> _JobSamples:
     samples = _JobSamples()
     if task is None:
-        async for batch in store.iter_samples(job_id, batch_size=_BATCH):
+        async for batch in store.iter_samples(job_id, batch_size=_BATCH, fields=("item", "scores", "error")):
             for sample in batch:
                 samples.add(sample, cluster_field)
     else:
@@ -487,21 +491,34 @@ async def compare_jobs(
         side = "baseline" if key in base.scores else "candidate"
         warnings.append(f"Metric {labels[key]!r} is scored only in the {side} job; not compared.")
 
-    rows: list[MetricComparison] = []
-    for scope in scopes:
-        for key in shared:
-            row = _compare_scope(
-                scope, labels[key], base.scores[key], cand.scores[key], base.clusters,
-                confidence=confidence, resamples=resamples, seed=seed,
-            )  # fmt: skip
-            if row is not None:
-                rows.append(row)
-            elif scope.scope == "task" and any(k in base.scores[key] for k in scope.keys):
-                warnings.append(
-                    f"Task {scope.name!r}, metric {labels[key]!r}: fewer than 2 paired scores; not compared."
-                )
-    for row, adjusted in zip(rows, paired.holm_adjust([r.p_value for r in rows]), strict=True):
-        row.p_holm = adjusted
+    def compute_rows() -> list[MetricComparison]:
+        rows: list[MetricComparison] = []
+        few: set[str] = set()
+        for scope in scopes:
+            for key in shared:
+                row = _compare_scope(
+                    scope, labels[key], base.scores[key], cand.scores[key], base.clusters,
+                    confidence=confidence, resamples=resamples, seed=seed,
+                )  # fmt: skip
+                if row is not None:
+                    rows.append(row)
+                    if row.clustered and row.clusters < FEW_CLUSTERS and scope.name not in few:
+                        few.add(scope.name)
+                        warnings.append(
+                            f"{scope.scope.capitalize()} {scope.name!r} has only {row.clusters} clusters of "
+                            f"'{cluster_field}': its cluster-robust interval rests on {row.clusters - 1} "
+                            "degree(s) of freedom and is wide; read its bootstrap interval with caution too."
+                        )
+                elif scope.scope == "task" and any(k in base.scores[key] for k in scope.keys):
+                    warnings.append(
+                        f"Task {scope.name!r}, metric {labels[key]!r}: fewer than 2 paired scores; "
+                        "not compared."
+                    )
+        for row, adjusted in zip(rows, paired.holm_adjust([r.p_value for r in rows]), strict=True):
+            row.p_holm = adjusted
+        return rows
+
+    rows = await asyncio.to_thread(compute_rows)  # numpy work stays off the event loop
     return Comparison(
         baseline=job_ref(base_job),
         candidate=job_ref(cand_job),

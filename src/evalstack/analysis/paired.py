@@ -39,7 +39,12 @@ if TYPE_CHECKING:
 EXACT_SIGN_FLIP_MAX_N = 16
 """Up to this many non-zero differences the sign-flip test enumerates all ``2**n`` sign patterns."""
 
-_SIGN_FLIP_CHUNK = 2_000_000  # sign draws per chunk in the Monte Carlo test (bounded memory)
+_SIGN_FLIP_CHUNK = 2_000_000  # draws per chunk in the Monte Carlo test and the bootstrap (bounded memory)
+# engine.aggregate.stats.bootstrap_ci draws multinomial counts per distinct value (exact, fast for 0/1-like
+# differences) up to this many values, and resamples indices beyond; between, when the values are
+# nearly as many as the pairs, resampling indices here is cheaper than per-value binomials.
+_MANY_LEVELS = 512
+_FEW_LEVELS_PER_PAIR = 16
 
 
 @dataclass(frozen=True)
@@ -149,17 +154,30 @@ def bootstrap_interval(
     a given ``seed``.
     """
     d = _check_pairs(baseline, candidate)
+    alpha = (1.0 - confidence) / 2.0
     if clusters is None or np.unique(clusters).size < 2:
-        low, high = bootstrap_ci(d.tolist(), confidence=confidence, resamples=resamples, seed=seed)
-        assert low is not None and high is not None  # d has at least two finite values
-        return low, high
+        levels = np.unique(d).size
+        if _FEW_LEVELS_PER_PAIR * levels <= d.size or levels > _MANY_LEVELS:
+            low, high = bootstrap_ci(d.tolist(), confidence=confidence, resamples=resamples, seed=seed)
+            assert low is not None and high is not None  # d has at least two finite values
+            return low, high
+        # a few thousand pairs with mostly distinct differences: resampling indices is cheapest
+        rng = np.random.default_rng(seed)
+        per_chunk = max(1, _SIGN_FLIP_CHUNK // d.size)
+        means = np.concatenate(
+            [
+                d[rng.integers(0, d.size, size=(min(per_chunk, resamples - start), d.size))].mean(axis=1)
+                for start in range(0, resamples, per_chunk)
+            ]
+        )
+        low, high = np.quantile(means, [alpha, 1.0 - alpha])
+        return float(low), float(high)
     _, labels = np.unique(clusters, return_inverse=True)
     groups = int(labels.max()) + 1
     sums = np.bincount(labels, weights=d, minlength=groups)
     sizes = np.bincount(labels, minlength=groups).astype(np.float64)
     weights = np.random.default_rng(seed).multinomial(groups, np.full(groups, 1.0 / groups), size=resamples)
     means = (weights @ sums) / (weights @ sizes)
-    alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)
 
@@ -197,14 +215,38 @@ def sign_flip_p(
         patterns = (np.arange(2**n, dtype=np.int64)[:, None] >> np.arange(n)) & 1
         sums = (2.0 * patterns - 1.0) @ d
         return float(np.count_nonzero(np.abs(sums) >= threshold)) / 2**n
+    return (1 + _sign_flip_hits(d, threshold, resamples, seed)) / (1 + resamples)
+
+
+def _sign_flip_hits(d: FloatArray, threshold: float, resamples: int, seed: int) -> int:
+    """How many of ``resamples`` random sign patterns give ``|sum(sign * d)| >= threshold``.
+
+    Each sign is one random bit, and ``sum(sign * d) = 2 * sum(d where the bit is 1) - sum(d)``.
+    The differences go in groups of four: a table holds, for each group, the sum of ``d`` over each
+    of the 16 bit patterns, so one resample is ``n / 4`` table lookups on random nibbles.
+    """
+    n = int(d.size)
+    groups = (n + 3) // 4
+    padded = np.zeros(groups * 4)
+    padded[:n] = d
+    patterns = ((np.arange(16)[:, None] >> np.arange(4)) & 1).astype(np.float64)  # bit k of each nibble
+    table = (padded.reshape(groups, 4) @ patterns.T).ravel()  # group g, nibble v -> table[16 g + v]
+    offsets = np.arange(groups, dtype=np.intp) * 16
+    total = float(d.sum())
     rng = np.random.default_rng(seed)
-    per_chunk = max(1, _SIGN_FLIP_CHUNK // n)
+    per_chunk = max(1, _SIGN_FLIP_CHUNK // groups)
+    row_bytes = (groups + 1) // 2
     hits = 0
     for start in range(0, resamples, per_chunk):
         size = min(per_chunk, resamples - start)
-        signs = rng.integers(0, 2, size=(size, n), dtype=np.int8) * 2 - 1
-        hits += int(np.count_nonzero(np.abs(signs @ d) >= threshold))
-    return (1 + hits) / (1 + resamples)
+        raw = np.frombuffer(rng.bytes(size * row_bytes), dtype=np.uint8).reshape(size, row_bytes)
+        nibbles = np.empty((size, row_bytes * 2), dtype=np.intp)
+        nibbles[:, 0::2] = raw & 15
+        nibbles[:, 1::2] = raw >> 4
+        positions = nibbles[:, :groups] + offsets
+        sums = 2.0 * np.take(table, positions).sum(axis=1) - total
+        hits += int(np.count_nonzero(np.abs(sums) >= threshold))
+    return hits
 
 
 def minimum_detectable_effect(se: float, *, alpha: float = 0.05, power: float = 0.8) -> float:

@@ -36,6 +36,7 @@ def job_summary(job: JobRecord) -> dict[str, Any]:
         "progress": job.progress,
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "updated_at": job.updated_at.isoformat() if job.updated_at else None,
+        "created_by": job.created_by,
     }
     return scrub(summary, secret_values(job.spec))
 

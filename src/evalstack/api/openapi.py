@@ -42,13 +42,20 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
 
 # Status -> description, per family. "5XX": an upstream failure (502/504), a full database (507),
 # or an internal error (500), all with the family's error body.
+_ACCESS_STATUSES = {  # from the access middleware (api/access.py), in the family's body
+    "401": "No credentials, or bad ones (only when the server has auth settings)",
+    "403": "The credentials lack the scope this route needs",
+    "413": "The request body is over the server's size limit",
+}
 _LLAMA_STACK_STATUSES = {
     "400": "Invalid input (the body, a parameter, or a reference to something that does not exist)",
+    **_ACCESS_STATUSES,
     "404": "Not found",
     "5XX": "An upstream service or evalstack's own storage failed",
 }
 _NEMO_STATUSES = {
     "400": "The body is not valid JSON",
+    **_ACCESS_STATUSES,
     "404": "Not found",
     "409": "Conflict with the current state (exists already, or not in a state that allows it)",
     "5XX": "An upstream service or evalstack's own storage failed",

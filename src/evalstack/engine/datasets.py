@@ -54,6 +54,7 @@ from evalstack.errors import InvalidInputError, NotFoundError, UpstreamError
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
+    from evalstack.egress import EgressPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -209,13 +210,15 @@ async def load_rows(
     if kind == "hub":
         location = parse_hf_url(url)
         endpoint = hf_endpoint or settings.hf_endpoint
+        if endpoint:  # a custom endpoint obeys the egress policy like any download
+            await settings.egress.policy().check_url(endpoint, "download")
         cache_dir = Path(settings.data_dir) / "huggingface"
         paths = await asyncio.to_thread(_hf_fetch, location, cache_dir, endpoint, hf_token)
         return await asyncio.to_thread(_read_paths, paths, limit)
     if kind == "data":
         return await asyncio.to_thread(_read_data_url, url, limit)
     if kind == "http":
-        return await _load_http(url, limit)
+        return await _load_http(url, limit, settings.egress.policy())
     path = _resolve_local(url, settings)
     return await asyncio.to_thread(_read_local, path, limit)
 
@@ -277,11 +280,14 @@ def _read_local(path: Path, limit: int | None) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------------------------- http
 
 
-async def _load_http(url: str, limit: int | None) -> list[dict[str, Any]]:
+async def _load_http(url: str, limit: int | None, egress: EgressPolicy) -> list[dict[str, Any]]:
+    """Download one file; the egress policy checks the URL and every redirect before it is followed."""
     import httpx
 
     try:
-        async with httpx.AsyncClient(follow_redirects=True, timeout=_HTTP_TIMEOUT) as client:
+        async with httpx.AsyncClient(
+            follow_redirects=True, timeout=_HTTP_TIMEOUT, event_hooks=egress.httpx_hooks("download")
+        ) as client:
             response = await client.get(url)
     except httpx.HTTPError as exc:
         raise UpstreamError(f"Could not download dataset {url!r}: {type(exc).__name__}: {exc}") from exc

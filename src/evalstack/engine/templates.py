@@ -37,6 +37,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from evalstack.errors import InvalidInputError
+from evalstack.limits import MAX_TEMPLATE_CHARS
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]")
 _TOJSON = re.compile(r"\|\s*tojson\b")
@@ -131,7 +132,12 @@ def _shown(source: str) -> str:
 
 @lru_cache(maxsize=4096)
 def compile_template(source: str) -> jinja2.Template:
-    """Compile ``source`` once (cached); a syntax error is an InvalidInputError."""
+    """Compile ``source`` once (cached); a syntax error or an oversized template is an InvalidInputError."""
+    if len(source) > MAX_TEMPLATE_CHARS:
+        raise InvalidInputError(
+            f"Template {_shown(source)!r} has {len(source)} characters; "
+            f"at most {MAX_TEMPLATE_CHARS} are accepted."
+        )
     try:
         return _ENV.from_string(source)
     except jinja2.TemplateSyntaxError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import ModelClient, ModelEndpoint
@@ -49,6 +50,17 @@ class ModelClientPool:
         if breaker is None:
             breaker = self._breakers[root] = CircuitBreaker(root, self.breaker_settings)
         return breaker
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pool travels (to a Ray worker, inside a plan's metrics) as an empty pool: clients hold
+        connections and models that belong to one process, so the receiver makes its own."""
+        return {
+            "_embedded_loader": self._embedded_loader,
+            "_embedded": None,
+            "_clients": {},
+            "breaker_settings": self.breaker_settings,
+            "_breakers": {},
+        }
 
     def get(
         self,

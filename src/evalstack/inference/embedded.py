@@ -266,6 +266,7 @@ class EmbeddedModel:
 
     def _load_sync(self) -> _Loaded:
         started = time.monotonic()
+        gguf = find_gguf(self._gguf_path)  # first: a wrong weights path is reported with or without torch
         try:
             import torch
             import transformers
@@ -275,7 +276,6 @@ class EmbeddedModel:
                 f"the embedded model needs torch and transformers ({exc.name or exc} could not "
                 f"be imported): {INSTALL_HINT}"
             ) from exc
-        gguf = find_gguf(self._gguf_path)
         threads = self._threads or default_threads()
         torch.set_num_threads(threads)
         hf_logging = transformers.utils.logging

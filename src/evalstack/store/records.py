@@ -35,6 +35,8 @@ class JobRecord:
     provider_id: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    created_by: str | None = None
+    """Who created the job: an API key's name or a JWT's subject; None on a server without auth."""
 
 
 @dataclass

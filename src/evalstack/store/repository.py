@@ -34,15 +34,25 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.pool import StaticPool
 
+from evalstack.auth import Principal, check_may_delete, creator_name, current_principal
 from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, StorageFullError
 from evalstack.store import sample_query, tables
 from evalstack.store.records import (
@@ -69,6 +79,11 @@ JOB_FIELDS_UPDATABLE: frozenset[str] = frozenset(
     {"status", "error", "result", "progress", "spec", "benchmark_id", "provider_id"}
 )
 """The job fields :meth:`Store.update_job` may change."""
+
+SAMPLE_FIELDS: tuple[str, ...] = (
+    "item", "output_text", "response", "finish_reason", "scores", "error", "extra",
+)  # fmt: skip
+"""The columns of a sample besides task and index, that :meth:`Store.iter_samples` can read."""
 
 _JOB_STATUSES: frozenset[str] = frozenset(get_args(JobStatus))
 _JSON_DIALECTS = frozenset({"sqlite", "postgresql", "mysql", "mariadb"})
@@ -169,6 +184,23 @@ def _check_kind(kind: str) -> None:
         )
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the nullable columns a store created by an older version lacks (``created_by``)."""
+    present = inspect(engine)
+    for table in (tables.resources, tables.jobs):
+        have = {column["name"] for column in present.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have or not column.nullable:
+                continue
+            column_type = column.type.compile(engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column_type}"))
+            except (OperationalError, ProgrammingError):  # another process added it meanwhile
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
+
+
 def _job_record(row: Row[Any]) -> JobRecord:
     return JobRecord(
         id=row.id,
@@ -182,6 +214,7 @@ def _job_record(row: Row[Any]) -> JobRecord:
         provider_id=row.provider_id,
         created_at=_aware(row.created_at),
         updated_at=_aware(row.updated_at),
+        created_by=row.created_by,
     )
 
 
@@ -274,6 +307,7 @@ class Store:
         if backend == "sqlite":
             event.listen(engine, "connect", functools.partial(_sqlite_pragmas, self.sqlite_busy_timeout))
         tables.metadata.create_all(engine)
+        _add_missing_columns(engine)
         with engine.begin() as conn:
             sample_query.ensure_search_index(conn)
         self._engine = engine
@@ -343,35 +377,45 @@ class Store:
     # ---- resources ------------------------------------------------------------------------------
 
     async def put_resource(self, kind: str, key: str, data: dict[str, Any]) -> None:
-        """Insert or replace the resource ``(kind, key)``; a replaced one keeps its place in lists."""
-        _check_kind(kind)
-        await self._run(self._put_resource, kind, key, data)
+        """Insert or replace the resource ``(kind, key)``; a replaced one keeps its place and creator.
 
-    def _put_resource(self, kind: str, key: str, data: dict[str, Any]) -> None:
+        Raises ForbiddenError when the current caller replaces what someone else created without ``admin``.
+        """
+        _check_kind(kind)
+        await self._run(self._put_resource, kind, key, data, current_principal.get())
+
+    def _put_resource(self, kind: str, key: str, data: dict[str, Any], caller: Principal | None) -> None:
         now = _now()
         c = _RESOURCES.c
+        creator = caller.name if caller is not None else None
         with self._begin() as conn:
+            owner = conn.scalar(select(c.created_by).where(c.kind == kind, c.key == key))
+            check_may_delete(caller, owner, f"{kind} '{key}'", "replacing")
             replaced = conn.execute(
                 update(_RESOURCES).where(c.kind == kind, c.key == key).values(data=data, updated_at=now)
             )
             if not replaced.rowcount:
                 conn.execute(
-                    insert(_RESOURCES).values(kind=kind, key=key, data=data, created_at=now, updated_at=now)
+                    insert(_RESOURCES).values(
+                        kind=kind, key=key, data=data, created_at=now, updated_at=now, created_by=creator
+                    )
                 )
 
     async def add_resource(self, kind: str, key: str, data: dict[str, Any]) -> bool:
         """Insert the resource ``(kind, key)`` unless it exists; False (and nothing written) if it does."""
         _check_kind(kind)
-        return await self._run(self._add_resource, kind, key, data)
+        return await self._run(self._add_resource, kind, key, data, creator_name())
 
-    def _add_resource(self, kind: str, key: str, data: dict[str, Any]) -> bool:
+    def _add_resource(self, kind: str, key: str, data: dict[str, Any], creator: str | None) -> bool:
         now = _now()
         c = _RESOURCES.c
         with self._begin() as conn:
             if conn.scalar(select(c.seq).where(c.kind == kind, c.key == key)) is not None:
                 return False
             conn.execute(
-                insert(_RESOURCES).values(kind=kind, key=key, data=data, created_at=now, updated_at=now)
+                insert(_RESOURCES).values(
+                    kind=kind, key=key, data=data, created_at=now, updated_at=now, created_by=creator
+                )
             )
             return True
 
@@ -398,14 +442,28 @@ class Store:
         with self._connect() as conn:
             return list(conn.scalars(select(c.data).where(c.kind == kind).order_by(c.seq)))
 
-    async def delete_resource(self, kind: str, key: str) -> bool:
-        """Delete the resource; False when there was none."""
-        _check_kind(kind)
-        return await self._run(self._delete_resource, kind, key)
+    async def resource_creator(self, kind: str, key: str) -> str | None:
+        """Who created the resource (None when unknown or when it does not exist)."""
+        c = _RESOURCES.c
+        return await self._run(self._scalar, select(c.created_by).where(c.kind == kind, c.key == key))
 
-    def _delete_resource(self, kind: str, key: str) -> bool:
+    def _scalar(self, query: Any) -> Any:
+        with self._connect() as conn:
+            return conn.scalar(query)
+
+    async def delete_resource(self, kind: str, key: str) -> bool:
+        """Delete the resource; False when there was none.
+
+        Raises ForbiddenError when the current caller created neither it nor holds ``admin``.
+        """
+        _check_kind(kind)
+        return await self._run(self._delete_resource, kind, key, current_principal.get())
+
+    def _delete_resource(self, kind: str, key: str, caller: Principal | None) -> bool:
         c = _RESOURCES.c
         with self._begin() as conn:
+            creator = conn.scalar(select(c.created_by).where(c.kind == kind, c.key == key))
+            check_may_delete(caller, creator, f"{kind} '{key}'")
             return bool(conn.execute(delete(_RESOURCES).where(c.kind == kind, c.key == key)).rowcount)
 
     # ---- dataset rows ---------------------------------------------------------------------------
@@ -486,6 +544,8 @@ class Store:
             raise ValueError(
                 f"Unknown job status {job.status!r}; accepted: {', '.join(sorted(_JOB_STATUSES))}"
             )
+        if job.created_by is None:
+            job = replace(job, created_by=creator_name())
         return await self._run(self._create_job, job)
 
     def _create_job(self, job: JobRecord) -> JobRecord:
@@ -506,6 +566,7 @@ class Store:
                     provider_id=job.provider_id,
                     created_at=now,
                     updated_at=now,
+                    created_by=job.created_by,
                 )
             )
         return replace(job, created_at=now, updated_at=now)
@@ -577,11 +638,17 @@ class Store:
             return replace(_job_record(row), **values)
 
     async def delete_job(self, job_id: str) -> bool:
-        """Delete the job and its samples; False when there was no such job."""
-        return await self._run(self._delete_job, job_id)
+        """Delete the job and its samples; False when there was no such job.
 
-    def _delete_job(self, job_id: str) -> bool:
+        Raises ForbiddenError when the current caller created neither it nor holds ``admin``.
+        """
+        return await self._run(self._delete_job, job_id, current_principal.get())
+
+    def _delete_job(self, job_id: str, caller: Principal | None) -> bool:
         with self._begin() as conn:
+            check_may_delete(
+                caller, conn.scalar(select(_JOBS.c.created_by).where(_JOBS.c.id == job_id)), f"job '{job_id}'"
+            )
             conn.execute(delete(_SAMPLES).where(_SAMPLES.c.job_id == job_id))
             conn.execute(delete(_LEASES).where(_LEASES.c.job_id == job_id))
             return bool(conn.execute(delete(_JOBS).where(_JOBS.c.id == job_id)).rowcount)
@@ -731,17 +798,27 @@ class Store:
                 for task, index, item, text, response, finish, scores, error, extra in rows
             ]
 
-    async def iter_samples(self, job_id: str, batch_size: int = 2000) -> AsyncIterator[list[SampleRecord]]:
+    async def iter_samples(
+        self, job_id: str, batch_size: int = 2000, *, fields: Collection[str] | None = None
+    ) -> AsyncIterator[list[SampleRecord]]:
         """The job's samples in batches of at most ``batch_size``, ordered by task then index.
 
         Each batch is one keyset query on the ``(job_id, task, index)`` index, so a job of any size
-        is read with bounded memory.
+        is read with bounded memory. ``fields`` (some of ``SAMPLE_FIELDS``) reads only those columns
+        besides task and index; the others keep their empty defaults. Raises ValueError naming the
+        accepted fields for an unknown one.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        wanted = SAMPLE_FIELDS if fields is None else tuple(f for f in SAMPLE_FIELDS if f in fields)
+        unknown = set(fields or ()) - set(SAMPLE_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"Unknown sample field(s) {', '.join(sorted(unknown))}; accepted: {', '.join(SAMPLE_FIELDS)}"
+            )
         after: tuple[str, int] | None = None
         while True:
-            batch = await self._run(self._read_sample_batch, job_id, after, batch_size)
+            batch = await self._run(self._read_sample_batch, job_id, after, batch_size, wanted)
             if not batch:
                 return
             yield batch
@@ -750,21 +827,23 @@ class Store:
             after = (batch[-1].task, batch[-1].index)
 
     def _read_sample_batch(
-        self, job_id: str, after: tuple[str, int] | None, limit: int
+        self, job_id: str, after: tuple[str, int] | None, limit: int, fields: tuple[str, ...]
     ) -> list[SampleRecord]:
         c = _SAMPLES.c
-        query = select(
-            c.task, c["index"], c.item, c.output_text, c.response, c.finish_reason, c.scores, c.error, c.extra
-        ).where(c.job_id == job_id)
+        query = select(c.task, c["index"], *(c[name] for name in fields)).where(c.job_id == job_id)
         if after is not None:
             task, index = after
             query = query.where(or_(c.task > task, and_(c.task == task, c["index"] > index)))
         with self._connect() as conn:
             rows = conn.execute(query.order_by(c.task, c["index"]).limit(limit))
-            return [
-                SampleRecord(task, index, item, text, response, finish, scores or {}, error, extra or {})
-                for task, index, item, text, response, finish, scores, error, extra in rows
-            ]
+            batch = []
+            for task, index, *values in rows:
+                sample = SampleRecord(task=task, index=index, item={})
+                for name, value in zip(fields, values, strict=True):
+                    if value is not None:  # JSON columns read back as None keep the empty default
+                        setattr(sample, name, value)
+                batch.append(sample)
+            return batch
 
     async def recorded_indices(self, job_id: str) -> dict[str, set[int]]:
         """For each task of the job, the indices of the samples already recorded."""

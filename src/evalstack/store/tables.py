@@ -25,6 +25,7 @@ resources = Table(
     Column("key", String(KEY_LENGTH), nullable=False),
     Column("data", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(KEY_LENGTH), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("kind", "key", name="uq_resources_kind_key"),
 )
@@ -58,6 +59,7 @@ jobs = Table(
     Column("benchmark_id", String(KEY_LENGTH), nullable=True),
     Column("provider_id", String(KEY_LENGTH), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(KEY_LENGTH), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_jobs_front_seq", "front", "seq"),
     Index("ix_jobs_status", "status"),

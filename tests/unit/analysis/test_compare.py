@@ -251,5 +251,7 @@ async def test_mmlu_style_tasks_are_pooled_into_their_benchmark_and_categories(t
     assert (overall.n, overall.n01, overall.n10) == (40, 5, 0)
     assert overall.clustered and overall.clusters == 4
     assert groups[("mmlu_stem", "acc")].delta == 0.0
+    few = sorted(w.split(" has only")[0] for w in comparison.warnings if "clusters of 'subject'" in w)
+    assert few == ["Group 'mmlu'", "Group 'mmlu_stem'"]  # 4 and 3 subjects: once per scope, not per metric
     tasks = {r.name for r in comparison.rows if r.scope == "task"}
     assert tasks == {f"mmlu_{s}" for s in categories}

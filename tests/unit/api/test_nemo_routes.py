@@ -25,9 +25,11 @@ from fastapi.responses import JSONResponse
 from evalstack.api.nemo import routes
 from evalstack.api.nemo.routes import include_nemo_api
 from evalstack.config import Settings
+from evalstack.errors import UpstreamError, UpstreamTimeoutError
 from evalstack.services import Services, build_services
 from evalstack.store.records import JobRecord, new_job_id
 from tests.fakes.model_server import FakeModelServer
+from tests.fakes.serving import free_port
 
 ROWS = [
     {"question": "a", "output": "x", "expected": "x"},
@@ -626,3 +628,119 @@ async def test_error_format_is_scoped_to_the_nemo_routes(services: Services) -> 
         assert theirs.status_code == 400 and theirs.json() == {"error": {"message": "other family"}}
         ours = await http.post("/v1/evaluation/configs", json={"name": "x"})
         assert ours.status_code == 422 and ours.json()["detail"][0]["loc"] == ["body", "type"]
+
+
+# ---- stored results -----------------------------------------------------------------------------
+
+
+async def test_result_entities_are_created_read_updated_listed_and_deleted(client: httpx.AsyncClient) -> None:
+    tasks = {"qa": {"metrics": {"exact": {"scores": {"string-check": {"value": 0.75}}}}}}
+    created = await client.post(
+        "/v1/evaluation/results",
+        json={"job": "eval-elsewhere", "description": "imported", "tasks": tasks, "id": "mine"},
+    )
+    assert created.status_code == 200, created.text
+    result = created.json()
+    assert result["id"].startswith("evaluation_result-") and result["id"] != "mine"  # the server names it
+    assert result["namespace"] == "default" and result["created_at"] == result["updated_at"]
+    assert result["job"] == "eval-elsewhere" and result["tasks"] == tasks
+    url = f"/v1/evaluation/results/{result['id']}"
+    assert (await client.get(url)).json() == result
+    assert [r["id"] for r in (await client.get("/v1/evaluation/results")).json()["data"]] == [result["id"]]
+
+    await asyncio.sleep(0.01)
+    patched = await client.patch(url, json={"description": "checked", "custom_fields": {"by": "me"}})
+    assert patched.status_code == 200
+    changed = patched.json()
+    assert changed["description"] == "checked" and changed["custom_fields"] == {"by": "me"}
+    assert changed["tasks"] == tasks and changed["job"] == "eval-elsewhere"  # the rest is kept
+    assert changed["updated_at"] > result["updated_at"] and changed["created_at"] == result["created_at"]
+    assert (await client.get(url)).json() == changed
+
+    deleted = await client.delete(url)
+    assert deleted.status_code == 200 and deleted.json()["id"] == result["id"]
+    assert (await client.get(url)).status_code == 404
+    assert (await client.patch(url, json={"description": "x"})).status_code == 404
+    assert (await client.delete(url)).status_code == 404
+    assert (await client.get("/v1/evaluation/results")).json()["data"] == []
+
+
+async def test_a_jobs_own_result_cannot_be_changed_or_deleted(client: httpx.AsyncClient) -> None:
+    body = {"config": config_body(name=None), "target": rows_target(name=None)}
+    job = (await client.post("/v1/evaluation/jobs", json=body)).json()
+    await wait_status(client, job["id"], "completed")
+    result_id = job["id"].replace("eval-", "evaluation_result-", 1)
+    before = (await client.get(f"/v1/evaluation/results/{result_id}")).json()
+    assert before["job"] == job["id"]
+    patched = await client.patch(f"/v1/evaluation/results/{result_id}", json={"description": "x"})
+    assert patched.status_code == 409 and "computed from its job's samples" in patched.json()["detail"]
+    deleted = await client.delete(f"/v1/evaluation/results/{result_id}")
+    assert deleted.status_code == 409 and "delete the job" in deleted.json()["detail"]
+    assert (await client.get(f"/v1/evaluation/results/{result_id}")).json() == before
+
+
+async def test_target_update_replaces_the_fields_given(client: httpx.AsyncClient) -> None:
+    created = (await client.post("/v1/evaluation/targets", json=rows_target())).json()
+    await asyncio.sleep(0.01)
+    new_rows = [{"question": "q", "output": "o", "expected": "o"}]
+    patched = await client.patch(
+        "/v1/evaluation/targets/default/tgt", json={"rows": new_rows, "description": "smaller"}
+    )
+    assert patched.status_code == 200, patched.text
+    target = patched.json()
+    assert target["rows"] == new_rows and target["description"] == "smaller"
+    assert target["id"] == created["id"] and target["type"] == "rows"
+    assert target["updated_at"] > created["updated_at"]
+    assert (await client.get("/v1/evaluation/targets/default/tgt")).json() == target
+    # A job on the target now reads the new rows.
+    job = (
+        await client.post(
+            "/v1/evaluation/jobs", json={"config": config_body(name=None), "target": "default/tgt"}
+        )
+    ).json()
+    done = await wait_status(client, job["id"], "completed")
+    assert done["status_details"]["samples_processed"] == 1
+    missing = await client.patch("/v1/evaluation/targets/default/nope", json={"description": "x"})
+    assert missing.status_code == 404
+
+
+# ---- upstream failures --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (UpstreamError("the registry's database did not answer"), 502),
+        (UpstreamTimeoutError("the registry's database timed out after 30 s"), 504),
+    ],
+)
+async def test_an_upstream_failure_is_a_retryable_502_or_504_with_its_reason(
+    client: httpx.AsyncClient,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+    error: UpstreamError,
+    status: int,
+) -> None:
+    async def fail(*_args: Any, **_kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(services.registry, "get_nemo", fail)
+    response = await client.get("/v1/evaluation/configs/default/cfg")
+    assert response.status_code == status
+    assert response.json() == {"detail": error.message}
+    assert response.headers.get("x-should-retry") != "false"  # clients may retry a gateway error
+
+
+async def test_a_dataset_server_nobody_answers_fails_the_live_run_naming_the_url(
+    client: httpx.AsyncClient,
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/rows.jsonl"  # nothing listens there
+    config = {
+        "type": "custom",
+        "tasks": {"qa": {"type": "data", "dataset": {"files_url": url}, "metrics": {"exact": EXACT}}},
+    }
+    response = await client.post("/v1/evaluation/live", json={"config": config, "target": rows_target()})
+    assert response.status_code == 200, response.text  # a live run reports its failure in its status
+    live = response.json()
+    assert live["status"] == "failed" and live["result"] is None
+    assert f"Could not download dataset '{url}'" in live["status_details"]["message"]

@@ -36,7 +36,9 @@ QA_ROWS = [
 ]
 
 
-@pytest.fixture
+# The fake servers live for the module (starting and stopping them per test cost more than the tests);
+# each test gets the model server with its answer and request log reset.
+@pytest.fixture(scope="module")
 def hub() -> Iterator[FakeHub]:
     with FakeHub() as server:
         server.add_file(
@@ -45,6 +47,19 @@ def hub() -> Iterator[FakeHub]:
             "".join(json.dumps(r) + "\n" for r in QA_ROWS),
         )
         yield server
+
+
+@pytest.fixture(scope="module")
+def model_server() -> Iterator[FakeModelServer]:
+    with FakeModelServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_model(model_server: FakeModelServer) -> FakeModelServer:
+    model_server.reset_stats()
+    model_server.set_answer("echo")
+    return model_server
 
 
 @pytest.fixture

@@ -141,7 +141,12 @@ async def test_echo_logprobs_rank_the_right_continuation_higher(model: EmbeddedM
     assert result.text.startswith(prompt) and len(result.text) > len(prompt)
 
 
-async def test_missing_weights_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("torch_installed", [True, False])
+async def test_missing_weights_file_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_installed: bool
+) -> None:
+    if not torch_installed:
+        monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
     missing = tmp_path / "nowhere.gguf"
     monkeypatch.setenv("EVALSTACK_EMBEDDED_GGUF", str(missing))
     embedded = EmbeddedModel()

@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
-from evalstack.errors import ConflictError, NotFoundError
+from evalstack.auth import Principal, current_principal
+from evalstack.errors import ConflictError, ForbiddenError, NotFoundError
 from evalstack.store.records import JobRecord, SampleRecord, new_job_id
 from evalstack.store.repository import Store
 from tests.fakes.postgres import PostgresUnavailable, fresh_database, postgres_server
@@ -361,5 +363,76 @@ async def test_iter_samples_reads_every_sample_in_order_in_bounded_batches(store
     assert read == [("a", i) for i in range(5)] + [("b", i) for i in range(12)]
     assert batches[0][0] == (await store.read_samples("job"))[0]
     assert [b async for b in store.iter_samples("missing")] == []
+    (light,) = [b async for b in store.iter_samples("other", fields=("scores", "error"))]
+    assert (light[0].task, light[0].index, light[0].item, light[0].output_text) == ("a", 0, {}, None)
+    with pytest.raises(ValueError, match="accepted: item, output_text"):
+        [b async for b in store.iter_samples("job", fields=("prompt",))]
     with pytest.raises(ValueError, match="batch_size"):
         [b async for b in store.iter_samples("job", batch_size=0)]
+
+
+# ---- ownership ----------------------------------------------------------------------------------
+
+
+async def test_jobs_and_resources_record_their_creator_and_guard_deletion(store: Store) -> None:
+    alice = Principal("alice", frozenset({"read", "run"}))
+    bob = Principal("bob", frozenset({"read", "run"}))
+    ops = Principal("ops", frozenset({"read", "run", "admin"}))
+    token = current_principal.set(alice)
+    try:
+        await store.put_resource("dataset", "ds", {"identifier": "ds"})
+        job = await store.create_job(JobRecord(id="job-alice", front="nemo", spec={}))
+    finally:
+        current_principal.reset(token)
+    assert job.created_by == "alice"
+    stored = await store.get_job("job-alice")
+    assert stored is not None and stored.created_by == "alice"
+    assert await store.resource_creator("dataset", "ds") == "alice"
+
+    token = current_principal.set(bob)
+    try:
+        with pytest.raises(ForbiddenError, match=r"replacing what others created needs the 'admin' scope"):
+            await store.put_resource("dataset", "ds", {"identifier": "ds", "v": 2})
+        with pytest.raises(ForbiddenError, match=r"created by 'alice'.*'admin' scope"):
+            await store.delete_resource("dataset", "ds")
+        with pytest.raises(ForbiddenError, match="job 'job-alice' was created by 'alice'"):
+            await store.delete_job("job-alice")
+    finally:
+        current_principal.reset(token)
+    assert await store.resource_creator("dataset", "ds") == "alice"
+    assert await store.get_job("job-alice") is not None
+
+    token = current_principal.set(ops)
+    try:
+        await store.put_resource("dataset", "ds", {"identifier": "ds", "v": 3})  # a replace keeps the creator
+        assert await store.resource_creator("dataset", "ds") == "alice"
+        assert await store.get_resource("dataset", "ds") == {"identifier": "ds", "v": 3}
+        assert await store.delete_resource("dataset", "ds")
+        assert await store.delete_job("job-alice")
+    finally:
+        current_principal.reset(token)
+
+
+async def test_an_older_store_gains_the_created_by_columns(sqlite_url: str) -> None:
+    Path(sqlite_url.removeprefix("sqlite:///")).parent.mkdir(parents=True)
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE resources (seq INTEGER PRIMARY KEY, kind VARCHAR(32) NOT NULL, "
+                "key VARCHAR(255) NOT NULL, data JSON NOT NULL, created_at DATETIME NOT NULL, "
+                "updated_at DATETIME NOT NULL)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO resources (kind, key, data, created_at, updated_at) "
+                "VALUES ('dataset', 'old', '{\"identifier\": \"old\"}', '2026-01-01', '2026-01-01')"
+            )
+        )
+    engine.dispose()
+    async with Store(sqlite_url) as store:
+        assert await store.get_resource("dataset", "old") == {"identifier": "old"}
+        assert await store.resource_creator("dataset", "old") is None
+        await store.put_resource("dataset", "new", {"identifier": "new"})
+        assert await store.resource_creator("dataset", "new") is None

@@ -49,6 +49,7 @@ from starlette.types import Scope
 from evalstack.errors import (
     ConflictError,
     EvalstackError,
+    ForbiddenError,
     InvalidInputError,
     NotFoundError,
     StorageFullError,
@@ -118,6 +119,8 @@ def _status_and_body(exc: BaseException, not_found: int) -> tuple[int, dict[str,
         detail = exc.detail
         if isinstance(exc, NotFoundError):
             return not_found, error_body(exc.message, detail)
+        if isinstance(exc, ForbiddenError):
+            return 403, error_body(exc.message, detail)
         if isinstance(exc, InvalidInputError | ConflictError):
             return 400, error_body(exc.message, detail)
         if isinstance(exc, UnsupportedError):

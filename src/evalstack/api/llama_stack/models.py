@@ -38,6 +38,7 @@ from evalstack.engine.types import (
     TopKSamplingStrategy,
     TopPSamplingStrategy,
 )
+from evalstack.limits import MAX_INLINE_ROWS
 from evalstack.providers.base import Job, JobStatus
 from evalstack.resources import (
     Dataset,
@@ -133,13 +134,13 @@ class RunEvalRequest(WireModel):
 
 
 class EvaluateRowsRequest(WireModel):
-    input_rows: list[dict[str, Any]] = Field(min_length=1)
+    input_rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_INLINE_ROWS)
     scoring_functions: list[str] = Field(min_length=1)
     benchmark_config: BenchmarkConfig
 
 
 class ScoreRequest(WireModel):
-    input_rows: list[dict[str, Any]]
+    input_rows: list[dict[str, Any]] = Field(max_length=MAX_INLINE_ROWS)
     scoring_functions: dict[str, ScoringFnParams | None]
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from evalstack.errors import (
     ConflictError,
     EvalstackError,
+    ForbiddenError,
     InvalidInputError,
     NotFoundError,
     StorageFullError,
@@ -40,6 +41,8 @@ def status_for(exc: EvalstackError) -> int:
     """The HTTP status of a domain error."""
     if isinstance(exc, NotFoundError):
         return 404
+    if isinstance(exc, ForbiddenError):
+        return 403
     if isinstance(exc, ConflictError):
         return 409
     if isinstance(exc, InvalidInputError | UnsupportedError):

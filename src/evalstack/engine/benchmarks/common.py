@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from evalstack.engine.datasets import load_rows
 from evalstack.errors import EvalstackError, InvalidInputError, NotFoundError
 from evalstack.inference.base import InferenceRequest, ModelEndpoint
+from evalstack.limits import MAX_LIMIT_SAMPLES, MAX_N_SAMPLES
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
@@ -76,7 +77,9 @@ class Options:
     request_timeout: float | None = None
 
 
-def _number(value: Any, key: str, kind: type, minimum: float | None = None) -> Any:
+def _number(
+    value: Any, key: str, kind: type, minimum: float | None = None, maximum: float | None = None
+) -> Any:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
@@ -87,6 +90,8 @@ def _number(value: Any, key: str, kind: type, minimum: float | None = None) -> A
         )
     if minimum is not None and value < minimum:
         raise InvalidInputError(f"params.{key} must be at least {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise InvalidInputError(f"params.{key} must be at most {maximum}, got {value!r}")
     return kind(value)
 
 
@@ -149,7 +154,7 @@ def parse_options(
             f"params.extra.mc_method must be 'generate' or 'loglikelihood', got {method!r}"
         )
     if "limit_samples" in merged:
-        opts.limit = _number(merged["limit_samples"], "limit_samples", int, 0)
+        opts.limit = _number(merged["limit_samples"], "limit_samples", int, 0, MAX_LIMIT_SAMPLES)
     if "max_tokens" in merged:
         opts.max_tokens = _number(merged["max_tokens"], "max_tokens", int, 1)
     if "temperature" in merged:
@@ -178,7 +183,7 @@ def parse_options(
             raise InvalidInputError("params.extra.fewshot_sampler must be 'random' or 'first_n'")
         opts.fewshot_sampler = extra["fewshot_sampler"]
     if extra.get("n_samples") is not None:
-        opts.n_samples = _number(extra["n_samples"], "extra.n_samples", int, 1)
+        opts.n_samples = _number(extra["n_samples"], "extra.n_samples", int, 1, MAX_N_SAMPLES)
     if extra.get("sandbox_timeout") is not None:
         opts.sandbox_timeout = _number(extra["sandbox_timeout"], "extra.sandbox_timeout", float, 0.1)
     if extra.get("system_prompt") is not None:

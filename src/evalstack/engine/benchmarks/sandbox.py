@@ -21,6 +21,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,13 @@ class RunResult:
     output: str
 
 
+ProgramRunner = Callable[[str, float, int], Awaitable[RunResult]]
+"""Runs ``(source, timeout, memory_bytes)`` elsewhere, e.g. as a Ray task on a cluster's workers."""
+
+program_runner: ContextVar[ProgramRunner | None] = ContextVar("program_runner", default=None)
+"""Set by an executor whose sandboxes run elsewhere; unset, programs run here (``run_program_here``)."""
+
+
 @functools.cache
 def network_namespace_available() -> bool:
     """Whether ``unshare -rn`` works here (a user and network namespace without privileges)."""
@@ -81,7 +90,17 @@ def _limits(cpu_seconds: int, memory_bytes: int) -> None:  # runs in the child, 
 async def run_program(
     source: str, *, timeout: float = 10.0, memory_bytes: int = MEMORY_LIMIT_BYTES
 ) -> RunResult:
-    """Run ``source`` as a Python program under the limits above; never raises for the program's faults."""
+    """Run ``source`` under the limits above, through ``program_runner`` when one is set, else here."""
+    runner = program_runner.get()
+    if runner is not None:
+        return await runner(source, timeout, memory_bytes)
+    return await run_program_here(source, timeout=timeout, memory_bytes=memory_bytes)
+
+
+async def run_program_here(
+    source: str, *, timeout: float = 10.0, memory_bytes: int = MEMORY_LIMIT_BYTES
+) -> RunResult:
+    """Run ``source`` as a Python program in this machine's sandbox; never raises for the program's faults."""
     workdir = Path(tempfile.mkdtemp(prefix="evalstack-sandbox-"))
     try:
         program = workdir / "program.py"

@@ -59,6 +59,8 @@ async def resolve_model_spec(spec: Any, registry: ModelResolver | None, where: s
                 f"accepted: {', '.join(API_ENDPOINT_FORMATS)}."
             )
         api_key = endpoint.get("api_key")
+        if registry is not None:  # the registry applies the egress policy to every URL it resolves
+            await registry.resolve_model(f"{url.rstrip('/')}#{model_id}")
         return ModelEndpoint(
             kind="openai", model=model_id, base_url=url.rstrip("/"), api_key=api_key if api_key else None
         )

@@ -32,12 +32,9 @@ def numbers_in(text: str) -> list[float]:
     """Every number in ``text``, in order."""
     found: list[float] = []
     for match in _NUMBER.finditer(text):
-        token = match.group(0)
-        if not any(ch.isdigit() for ch in token.split("e")[0].split("E")[0]):
-            continue
         try:
-            found.append(float(token.replace(",", "")))
-        except ValueError:
+            found.append(float(match.group(0).replace(",", "")))
+        except ValueError:  # an empty match, a lone sign or dot, an exponent without a mantissa
             continue
     return found
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from evalstack.engine.benchmarks import ACADEMIC_TYPES
 from evalstack.errors import InvalidInputError
+from evalstack.limits import MAX_INLINE_ROWS, MAX_LIMIT_SAMPLES
 
 TASK_TYPES = ("completion", "chat-completion", "data")
 TARGET_TYPES = ("model", "rows", "dataset", "cached_outputs")
@@ -28,7 +29,7 @@ class NemoParams(_Public):
     """``params`` of a config (EvaluationParams); task params may hold the same keys plus ``template``."""
 
     parallelism: int | None = Field(default=None, ge=1)
-    limit_samples: int | None = Field(default=None, ge=0)
+    limit_samples: int | None = Field(default=None, ge=0, le=MAX_LIMIT_SAMPLES)
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -133,7 +134,7 @@ class NemoTarget(NemoEntity):
 
     type: str = Field(min_length=1)
     model: str | dict[str, Any] | None = None
-    rows: list[dict[str, Any]] | None = None
+    rows: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_INLINE_ROWS)
     dataset: str | NemoDataset | None = None
     cached_outputs: dict[str, Any] | None = None
     retriever: dict[str, Any] | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,8 @@ ERROR_KIND_INVALID = "invalid"  # the row, template or metric input was bad: cou
 TaskState = str  # "pending" | "running" | "completed" | "failed" | "cancelled"
 Sink = Callable[[SampleRecord], Awaitable[None]]
 ProgressCallback = Callable[["RunProgress"], None]
+IndexedRows = Sequence[tuple[int, dict[str, Any]]]
+"""Rows with their index in the task (a shard of a task, cut by a coordinator)."""
 
 
 @dataclass
@@ -60,6 +62,7 @@ class RunProgress:
     cancelled: bool = False
     started: float = field(default_factory=time.monotonic)
     concurrency: AdaptiveConcurrency | None = None
+    executor: dict[str, Any] | None = None  # how a distributed executor ran the job (type, shards, nodes)
     max_outage: float = DEFAULT_MAX_OUTAGE
     endpoints: dict[str, CircuitBreaker] = field(default_factory=dict)
 
@@ -91,6 +94,8 @@ class RunProgress:
         outage = self.outage()
         if outage is not None:
             snapshot["outage"] = outage
+        if self.executor is not None:
+            snapshot["executor"] = dict(self.executor)
         return snapshot
 
 
@@ -113,6 +118,17 @@ def _error_text(exc: BaseException) -> str:
     """A one-line reason for a failed sample or job."""
     message = exc.message if isinstance(exc, EvalstackError) else str(exc)
     return message or type(exc).__name__
+
+
+async def load_task_rows(task: TaskPlan) -> list[dict[str, Any]]:
+    """A task's rows in their fixed order, cut to its ``limit``; a failure names the task."""
+    try:
+        rows = await task.rows()
+    except EvalstackError as exc:
+        raise type(exc)(f"task {task.name!r}: {exc.message}", detail=exc.detail) from exc
+    except Exception as exc:
+        raise EvalstackError(f"task {task.name!r}: could not load its rows: {_error_text(exc)}") from exc
+    return rows if task.limit is None else rows[: task.limit]
 
 
 def _request_as_sent(request: InferenceRequest) -> dict[str, Any]:
@@ -174,6 +190,7 @@ async def run_plan(
     *,
     sink: Sink,
     skip: Mapping[str, set[int]] | None = None,
+    rows: Mapping[str, IndexedRows] | None = None,
     cancel: asyncio.Event | None = None,
     on_progress: ProgressCallback | None = None,
     progress_interval: float = 0.5,
@@ -185,9 +202,10 @@ async def run_plan(
     Exactly ``plan.parallelism`` workers pull from a bounded queue, so at most that many requests
     are in flight and the pool stays full while rows remain. When ``cancel`` is set the workers are
     cancelled at once (in-flight requests are abandoned, not recorded) and the returned progress
-    has ``cancelled=True``. ``on_progress`` is called at most every ``progress_interval`` seconds
-    and once at the end. A task whose rows cannot be loaded raises (the job fails); a failing
-    sample never does. The sink is the caller's to flush.
+    has ``cancelled=True``. ``rows`` (by task name) replaces the tasks' row sources with rows already
+    loaded, each with its index in its task: a shard of the plan. ``on_progress`` is called at most
+    every ``progress_interval`` seconds and once at the end. A task whose rows cannot be loaded
+    raises (the job fails); a failing sample never does. The sink is the caller's to flush.
 
     A sample whose endpoint is unreachable (its circuit breaker is open) waits for it instead of
     failing; the progress says so (``outage``) and is reported every ``progress_interval`` meanwhile.
@@ -237,17 +255,14 @@ async def run_plan(
             all_failed = count.todo > 0 and count.failed == count.todo
             progress.task_status[name] = "failed" if all_failed else "completed"
 
-    async def load_rows(task: TaskPlan) -> list[dict[str, Any]]:
-        try:
-            rows = await task.rows()
-        except EvalstackError as exc:
-            raise type(exc)(f"task {task.name!r}: {exc.message}", detail=exc.detail) from exc
-        except Exception as exc:
-            raise EvalstackError(f"task {task.name!r}: could not load its rows: {_error_text(exc)}") from exc
-        if task.limit is not None:
-            rows = rows[: task.limit]
-        progress.samples_total += len(rows)
-        return rows
+    async def load_rows(task: TaskPlan) -> Iterable[tuple[int, dict[str, Any]]]:
+        if rows is not None:
+            given = rows.get(task.name, ())
+            progress.samples_total += len(given)
+            return given
+        loaded = await load_task_rows(task)
+        progress.samples_total += len(loaded)
+        return enumerate(loaded)
 
     # Load every task's rows concurrently (downloads overlap) while the first task already runs.
     loaders = [asyncio.ensure_future(load_rows(task)) for task in plan.tasks]
@@ -255,14 +270,14 @@ async def run_plan(
     async def produce() -> None:
         for position, task in enumerate(plan.tasks):
             try:
-                rows = await loaders[position]
+                task_rows = await loaders[position]
             except BaseException:
                 progress.task_status[task.name] = "failed"
                 raise
             done_before = skip.get(task.name, set())
             progress.task_status[task.name] = "running"
             count = counters[position]
-            for index, row in enumerate(rows):
+            for index, row in task_rows:
                 if index in done_before:
                     progress.samples_processed += 1
                     continue
@@ -271,7 +286,7 @@ async def run_plan(
                     await queue.put((position, index, row))
                 else:
                     queue.put_nowait((position, index, row))
-            del rows
+            del task_rows
             count.all_enqueued = True
             finish_task_if_done(position)
         for _ in range(parallelism):

@@ -18,6 +18,7 @@ from typing import Any
 
 from evalstack.engine.plan import EvalPlan
 from evalstack.engine.ports import ClientSource, JobStore
+from evalstack.engine.runner.executor import PlanExecutor
 from evalstack.engine.runner.leases import owner_is_gone, worker_identity
 from evalstack.engine.runner.pipeline import ERROR_KIND_INFERENCE, RunProgress, Sink, run_plan, settle_tasks
 from evalstack.engine.runner.writer import BatchWriter
@@ -67,8 +68,11 @@ class JobWorker:
     Several processes may share one store (two servers, or ``evalstack run`` beside a server): a job
     runs only in the worker that holds its lease (``Store.claim_job``), renewed every
     ``monitor_interval`` seconds and lapsing after ``lease_ttl`` (at once when the holder is a dead
-    process of this host). Every ``lease_ttl / 3`` seconds a worker adopts unfinished jobs nobody
-    holds, and a cancel made through another process reaches the holder through the job's status.
+    process of this host). The ``executor`` runs each plan: ``run_plan`` here (the default), or a
+    distributed one (``runner.ray_executor``) for which this worker, the lease holder, is the
+    coordinator and still the only writer of the job's samples. Every ``lease_ttl / 3`` seconds a
+    worker adopts unfinished jobs nobody holds, and a cancel made through another process reaches
+    the holder through the job's status.
 
     A job whose model endpoint stays unreachable for ``max_outage`` seconds (the plan's, else the
     worker's) fails, keeping its samples; ``resume`` runs it again from where it stopped, and ``retry``
@@ -91,8 +95,10 @@ class JobWorker:
         lease_ttl: float = 30.0,
         monitor_interval: float = 1.0,
         max_outage: float = DEFAULT_MAX_OUTAGE,
+        executor: PlanExecutor | None = None,
     ) -> None:
         self.store = store
+        self.executor: PlanExecutor = executor or run_plan
         self.clients = clients
         self.compile_job = compile_job
         self.max_running_jobs = max(max_running_jobs, 1)
@@ -146,6 +152,9 @@ class JobWorker:
         await asyncio.gather(*tasks, return_exceptions=True)
         writes = list(self._progress_writes.values())
         await asyncio.gather(*writes, return_exceptions=True)
+        close = getattr(self.executor, "aclose", None)
+        if close is not None:
+            await close()
 
     # ---- jobs ------------------------------------------------------------------------------
 
@@ -451,7 +460,7 @@ class JobWorker:
         failure: str | None = None
         progress = RunProgress()
         try:
-            await run_plan(
+            await self.executor(
                 plan,
                 self.clients,
                 sink=_scrubbing(writer.add, secrets) if secrets else writer.add,

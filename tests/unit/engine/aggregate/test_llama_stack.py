@@ -88,3 +88,48 @@ def test_unknown_function_lists_the_accepted_names() -> None:
 def test_text_score_in_a_numeric_aggregation_points_to_categorical_count() -> None:
     with pytest.raises(InvalidInputError, match="categorical_count"):
         aggregate(rows(1.0, "A"), ["average"])
+
+
+def test_the_unknown_function_message_in_full() -> None:
+    with pytest.raises(InvalidInputError) as err:
+        aggregate(rows(1.0), ["mode", "accuracy", "sum"])
+    assert err.value.message == (
+        "Unknown aggregation function(s): 'mode', 'sum'. "
+        "Accepted: accuracy, average, weighted_average, median, categorical_count."
+    )
+
+
+@pytest.mark.parametrize("name", ["accuracy", "average", "weighted_average", "median"])
+def test_a_text_score_names_the_aggregation_and_the_row(name: str) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        aggregate(rows(1.0, None, "A"), [name])
+    assert err.value.message == (
+        f"Aggregation '{name}' needs numeric scores, but score row 2 has score 'A'. "
+        "Use 'categorical_count' for non-numeric scores."
+    )
+
+
+def test_boolean_scores_count_as_1_and_0() -> None:
+    result = aggregate(rows(True, False, True, True), ["accuracy", "average", "weighted_average", "median"])
+    assert result["accuracy"] == {"accuracy": 0.75, "num_correct": 3.0, "num_total": 4}
+    assert result["average"] == {"average": 0.75}
+    assert result["weighted_average"] == {"weighted_average": 0.75}
+    assert result["median"] == {"median": 1.0}
+
+
+def test_weighted_average_skips_null_scores_anywhere_and_reads_a_null_weight_as_1() -> None:
+    scored = [
+        {"score": None, "weight": 5.0},
+        {"score": 1.0, "weight": None},
+        {"score": None},
+        {"score": 0.0, "weight": 3},
+        {"score": 1.0},
+    ]
+    assert aggregate(scored, ["weighted_average"]) == {"weighted_average": {"weighted_average": 2.0 / 5.0}}
+
+
+def test_null_scores_anywhere_are_skipped_by_average_and_median() -> None:
+    result = aggregate(rows(None, 2.0, None, 4.0, 9.0), ["average", "median", "accuracy"])
+    assert result["average"] == {"average": 5.0}
+    assert result["median"] == {"median": 4.0}
+    assert result["accuracy"] == {"accuracy": 15.0 / 5, "num_correct": 15.0, "num_total": 5}

@@ -12,6 +12,7 @@ from evalstack.engine.benchmarks.extract import (
     extract_number_strict,
     extract_yes_no_flexible,
     extract_yes_no_strict,
+    letters_for,
     normalize_number,
     strip_reasoning,
 )
@@ -39,6 +40,51 @@ ABCD = "ABCD"
 def test_letter_extraction(text: str, strict: str | None, flexible: str | None) -> None:
     assert extract_letter_strict(text, ABCD) == strict
     assert extract_letter_flexible(text, ABCD) == flexible
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a stated answer: the last one wins (the model changed its mind)
+        ("Answer: A. Wait, re-reading the question, the answer is C.", "C"),
+        ("The answer is (B)... no: the correct option is D", "D"),
+        ("Option A looks right, but choice: C", "C"),
+        ("Option A looks right, but choice: c", "A"),  # a lower-case letter is not a label
+        ("answer - B", "B"),
+        ("The answer is option (A), final.", "A"),
+        # no stated answer: the last (X)
+        ("Between (A) and (D) I pick the second, (D)", "D"),
+        ("Tempting: (B), yet (C)", "C"),
+        ("(B) is tempting, yet (C)", "B"),  # a reply that starts with a label is the strict form
+        # no (X): a line that starts with a label
+        ("Looking at it again.\nC) Rome\nThat one.", "C"),
+        ("Thinking.\n  B: Paris is the capital", "B"),
+        # no label at a line start: one distinct stand-alone letter among the options
+        ("I would go with D.", "D"),
+        ("I would go with D here", None),  # a letter before a lower-case word reads as an article
+        ("D, definitely D", "D"),
+        ("Either B, or C.", None),  # two letters: no answer
+        ("A cat and A dog", None),  # "A" starting a phrase is not an answer
+        ("It's A's fault", None),  # nor a possessive
+        ("Probably E", None),  # not an option
+        # the stated answer beats a parenthesised letter, and the last (X) beats a line start
+        ("My first thought was (A). Answer: B", "B"),
+        ("A. first\nthen (C)", "A"),  # "A." at the start is the strict form
+        ("first\nA. one\nthen (C)", "C"),
+        ("Thinking it over.\nB. Paris, not D", "B"),  # a label at a line start beats two lone letters
+        ("The answer is **B**.", "B"),  # markdown around a stated answer
+        ("I pick `C`", "C"),
+    ],
+)
+def test_flexible_letter_rules_in_order(text: str, expected: str | None) -> None:
+    assert extract_letter_flexible(text, ABCD) == expected
+
+
+def test_letters_beyond_the_options_are_never_returned() -> None:
+    assert extract_letter_flexible("The answer is C", "AB") is None
+    assert extract_letter_flexible("(C)", "AB") is None
+    assert extract_letter_strict("C", "AB") is None
+    assert extract_letter_flexible("The answer is C", "ABC") == "C"
 
 
 def test_letter_from_quoted_option_text() -> None:
@@ -75,7 +121,29 @@ def test_number_extraction(text: str, strict: str | None, flexible: str | None) 
 def test_normalize_number_compares_by_value() -> None:
     assert normalize_number("1234.50") == normalize_number("$1,234.5") == "1234.5"
     assert normalize_number("18.") == "18"
+    assert normalize_number(".5") == "0.5"
+    assert normalize_number("0.0000001") == "0.0000001"  # plain digits, never 1E-7
+    assert normalize_number("1.5e3") == "1500"
+    assert normalize_number("-0") == "0"
     assert normalize_number("  ") is None
+    assert normalize_number(None) is None
+    assert normalize_number(" Twelve MAX ") == "twelve max"  # not a number: kept, lower-cased
+
+
+def test_a_single_digit_is_a_flexible_number() -> None:
+    assert extract_number_flexible("She has 7 apples") == "7"
+    assert extract_number_flexible("-4 degrees, then 5") == "5"
+
+
+@pytest.mark.parametrize(("count", "letters"), [(1, "A"), (4, "ABCD"), (26, "ABCDEFGHIJKLMNOPQRSTUVWXYZ")])
+def test_letters_for(count: int, letters: str) -> None:
+    assert letters_for(count) == letters
+
+
+@pytest.mark.parametrize("count", [0, 27])
+def test_letters_for_needs_1_to_26_choices(count: int) -> None:
+    with pytest.raises(ValueError, match=f"a multiple-choice item needs 1 to 26 choices, got {count}"):
+        letters_for(count)
 
 
 @pytest.mark.parametrize(
@@ -86,6 +154,15 @@ def test_normalize_number_compares_by_value() -> None:
         ("Based on the passage, the answer is yes.", None, True),
         ("<think>yes? no?</think> False.", False, False),
         ("It depends.", None, None),
+        ("**No**, never.", False, False),
+        ("Yes, although the answer is no", True, True),  # the strict form wins
+        ("Is it yes or no? The answer: no", None, False),  # the stated answer wins over the words
+        ("Is it yes or no? Hard to say.", None, None),  # both words: no answer
+        ("I would say yes, and true.", None, True),  # only yes-words
+        ("I would say no, that is false.", None, False),  # only no-words
+        ("The answer is correct.", None, True),
+        ("The answer is incorrect.", None, False),
+        ("The answer: **no**", None, False),  # markdown around a stated yes/no
     ],
 )
 def test_yes_no_extraction(text: str, strict: bool | None, flexible: bool | None) -> None:
@@ -102,4 +179,7 @@ def test_strip_reasoning_variants() -> None:
 def test_extract_code_prefers_a_block_that_defines() -> None:
     reply = "Here:\n```\npip install x\n```\nand\n```python\ndef f(x):\n    return x\n```\n"
     assert extract_code(reply) == "def f(x):\n    return x\n"
+    later = "```\npip install x\n```\n```py\n# a helper\nimport math\n\ndef f(x):\n    return x\n```"
+    assert extract_code(later) == "# a helper\nimport math\n\ndef f(x):\n    return x\n"
+    assert extract_code("```\nx = 1\n```\nthen\n```\ny = 2\n```") == "x = 1\n"  # none defines: the first
     assert extract_code("    return 1") == "return 1"

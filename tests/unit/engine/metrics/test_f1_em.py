@@ -7,6 +7,7 @@ import pytest
 from evalstack.engine.metrics.f1_em import normalize_answer
 from evalstack.engine.metrics.nemo import nemo_metric
 from evalstack.engine.plan import SampleOutput
+from evalstack.errors import InvalidInputError
 
 
 def test_normalisation_drops_case_punctuation_and_articles() -> None:
@@ -43,3 +44,28 @@ async def test_several_ground_truths_take_the_best_match() -> None:
     f1 = await nemo_metric("f1", {"type": "f1", "params": {"ground_truth": "{{ answers | tojson }}"}})
     scores = await f1.score({"answers": ["red car", "blue car"]}, SampleOutput("blue car"))
     assert scores == {"f1_score": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("answers", "output", "em", "f1"),
+    [
+        ([None, "Paris"], None, 1.0, 1.0),  # a null ground truth is an empty answer, as is a missing output
+        ([], None, 1.0, 1.0),  # no ground truths: the empty answer
+        ([], "Paris", 0.0, 0.0),
+        ([None], "Paris", 0.0, 0.0),
+        (42, "42", 1.0, 1.0),  # a number is compared as its text
+        (42, "It is 42", 0.0, 2 * (1 / 3) * 1 / (1 / 3 + 1)),  # P = 1/3, R = 1
+    ],
+)
+async def test_ground_truths_that_are_not_strings(
+    answers: object, output: str | None, em: float, f1: float
+) -> None:
+    for kind, expected in (("em", em), ("f1", f1)):
+        metric = await nemo_metric(kind, {"type": kind, "params": {"ground_truth": "{{ answers | tojson }}"}})
+        score = (await metric.score({"answers": answers}, SampleOutput(output)))[f"{kind}_score"]
+        assert score == pytest.approx(expected), kind
+
+
+async def test_a_missing_ground_truth_names_the_metric() -> None:
+    with pytest.raises(InvalidInputError, match=r"^Metric 'mine' \(em\): "):
+        await nemo_metric("mine", {"type": "em", "params": {}})

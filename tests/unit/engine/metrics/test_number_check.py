@@ -18,6 +18,8 @@ from evalstack.errors import InvalidInputError
         ("costs $18", 18.0),
         ("no digits here", None),
         ("x = .5", 0.5),
+        ("size e5, then -. and +", None),  # an exponent without a mantissa, a lone sign or dot
+        ("1E3 or 2e-1", 0.2),
     ],
 )
 def test_last_number(text: str, number: float | None) -> None:
@@ -53,3 +55,26 @@ async def test_candidate_template_and_bad_ground_truth() -> None:
         await metric.score({"answer": "seven", "guess": "7"}, SampleOutput(None))
     with pytest.raises(InvalidInputError, match="tolerance must be a number"):
         await nemo_metric("n", {"type": "number-check", "params": {"ground_truth": "{{a}}", "tolerance": -1}})
+
+
+@pytest.mark.parametrize(
+    ("params", "output", "expected"),
+    [
+        ({"tolerance": 0.5}, "10.5", 1.0),  # exactly at the absolute tolerance passes
+        ({"tolerance": 0.5}, "10.75", 0.0),
+        ({"relative_tolerance": 0.1}, "11", 1.0),  # exactly at the relative tolerance passes
+        ({"relative_tolerance": 0.1}, "11.5", 0.0),
+    ],
+)
+async def test_tolerances_include_their_bound(params: dict[str, float], output: str, expected: float) -> None:
+    metric = await nemo_metric("n", {"type": "number-check", "params": {"ground_truth": "10", **params}})
+    assert (await metric.score({}, SampleOutput(output)))["number-check"] == expected
+
+
+@pytest.mark.parametrize("key", ["tolerance", "relative_tolerance"])
+@pytest.mark.parametrize("value", [-1, True, "0.1", None])
+async def test_a_tolerance_must_be_a_number_at_least_0(key: str, value: object) -> None:
+    with pytest.raises(
+        InvalidInputError, match=rf"^Metric 'n' \(number-check\): params\.{key} must be a number >= 0\.$"
+    ):
+        await nemo_metric("n", {"type": "number-check", "params": {"ground_truth": "1", key: value}})

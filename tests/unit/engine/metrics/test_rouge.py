@@ -7,6 +7,7 @@ from rouge_score import rouge_scorer
 
 from evalstack.engine.metrics.nemo import nemo_metric
 from evalstack.engine.plan import SampleOutput
+from evalstack.errors import InvalidInputError
 
 KEYS = {
     "rouge1": "rouge_1_score",
@@ -49,3 +50,41 @@ async def test_long_texts_score_the_same_off_the_event_loop() -> None:
     scores = await metric.score({"reference": reference}, SampleOutput(output))
     expected = rouge_scorer.RougeScorer(list(KEYS)).score(reference, output)
     assert scores["rouge_L_score"] == pytest.approx(expected["rougeL"].fmeasure)
+
+
+@pytest.mark.parametrize(
+    ("truth", "output", "rouge_1"),
+    [
+        ([None], "none", 0.0),  # a null ground truth is empty text, not the word "None"
+        ([], "xxxx", 0.0),  # no ground truths: empty text
+        ("xxxx", None, 0.0),  # a missing output is empty text
+        (42, "42", 1.0),  # a number is compared as its text
+        ([None, "the cat"], "the cat", 1.0),
+    ],
+)
+async def test_ground_truths_and_outputs_that_are_not_text(
+    truth: object, output: str | None, rouge_1: float
+) -> None:
+    metric = await nemo_metric("r", {"type": "rouge", "params": {"ground_truth": "{{ truth | tojson }}"}})
+    scores = await metric.score({"truth": truth}, SampleOutput(output))
+    assert scores["rouge_1_score"] == pytest.approx(rouge_1)
+
+
+async def test_stemming_is_off_unless_asked_for() -> None:
+    plain = await nemo_metric("r", {"type": "rouge", "params": {"ground_truth": "{{ ref }}"}})
+    stemmed = await nemo_metric(
+        "r", {"type": "rouge", "params": {"ground_truth": "{{ ref }}", "use_stemmer": True}}
+    )
+    row, output = {"ref": "running dogs"}, SampleOutput("run dog")
+    assert (await plain.score(row, output))["rouge_1_score"] == 0.0
+    assert (await stemmed.score(row, output))["rouge_1_score"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+async def test_use_stemmer_must_be_a_boolean(value: object) -> None:
+    with pytest.raises(
+        InvalidInputError, match=r"^Metric 'r' \(rouge\): params\.use_stemmer must be true or false\.$"
+    ):
+        await nemo_metric(
+            "r", {"type": "rouge", "params": {"ground_truth": "{{ ref }}", "use_stemmer": value}}
+        )

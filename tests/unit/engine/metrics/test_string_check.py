@@ -38,6 +38,60 @@ async def test_operators(op: str, output: str, expected: float) -> None:
     )
 
 
+# Every operator and each of its spellings, with a pair that passes and a pair that fails; the left
+# side is the model's output, the right the expected answer, so swapped sides fail too.
+SPELLINGS = {
+    "equals": ["equals", "==", "EQUALS", " Equals "],
+    "not equals": ["not equals", "!=", "not_equals", "not-equals", "NOT  EQUALS"],
+    "contains": ["contains", "Contains"],
+    "not contains": ["not contains", "not_contains", "not-contains"],
+    "startswith": ["startswith", "StartsWith"],
+    "endswith": ["endswith", "ENDSWITH"],
+}
+CASES = {  # operator -> (output that passes, output that fails) against the answer "Paris"
+    "equals": ("Paris", "Paris!"),
+    "not equals": ("Lyon", "Paris"),
+    "contains": ("In Paris, yes", "Pari"),
+    "not contains": ("Pari", "In Paris, yes"),
+    "startswith": ("Paris is it", "It is Paris"),
+    "endswith": ("It is Paris", "Paris is it"),
+}
+
+
+@pytest.mark.parametrize(
+    ("op", "passing", "failing"),
+    [(spelling, *CASES[name]) for name, spellings in SPELLINGS.items() for spelling in spellings],
+)
+async def test_each_operator_spelling_passes_and_fails(op: str, passing: str, failing: str) -> None:
+    row = {"answer": "Paris"}
+    assert await check("{{ sample.output_text }}", op, "{{ item.answer }}", row, passing) == 1.0
+    assert await check("{{ sample.output_text }}", op, "{{ item.answer }}", row, failing) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("op", "left", "right", "expected"),
+    [
+        ("contains", "abc", "b", 1.0),  # the left side contains the right, not the other way
+        ("contains", "b", "abc", 0.0),
+        ("not contains", "b", "abc", 1.0),
+        ("not contains", "abc", "b", 0.0),
+        ("startswith", "abc", "a", 1.0),
+        ("startswith", "a", "abc", 0.0),
+        ("endswith", "abc", "c", 1.0),
+        ("endswith", "c", "abc", 0.0),
+    ],
+)
+async def test_operators_are_not_symmetric(op: str, left: str, right: str, expected: float) -> None:
+    assert await check(left, op, right, {}, None) == expected
+
+
+async def test_comparison_is_case_sensitive_and_untrimmed() -> None:
+    row = {"answer": "Paris"}
+    assert await check("{{ sample.output_text }}", "equals", "{{ item.answer }}", row, "paris") == 0.0
+    assert await check("{{ sample.output_text }}", "equals", "{{ item.answer }}", row, "Paris ") == 0.0
+    assert await check("{{ sample.output_text }}", "contains", "{{ item.answer }}", row, "PARIS") == 0.0
+
+
 async def test_flat_convention_and_filters() -> None:
     row = {"ideal_response": "  Paris "}
     assert (
@@ -52,13 +106,29 @@ async def test_data_rows_compare_their_own_fields() -> None:
 
 
 async def test_unknown_operator_lists_the_accepted_ones() -> None:
-    with pytest.raises(InvalidInputError, match=r"unknown operator 'matches'.*equals.*endswith"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"unknown operator 'matches'; accepted: equals, ==, not equals, !=, contains, not contains, "
+        r"startswith, endswith",
+    ):
         await nemo_metric("c", {"type": "string-check", "params": {"check": ["a", "matches", "b"]}})
 
 
 async def test_check_must_have_three_parts() -> None:
-    with pytest.raises(InvalidInputError, match=r"\[left_template, operator, right_template\]"):
-        await nemo_metric("c", {"type": "string-check", "params": {"check": ["a", "equals"]}})
+    for bad in (["a", "equals"], "a == b", ["a", "equals", 3], None):
+        with pytest.raises(
+            InvalidInputError,
+            match=r"^Metric 'c' \(string-check\): params.check must be a list "
+            r"\[left_template, operator, right_template\]\.$",
+        ):
+            await nemo_metric("c", {"type": "string-check", "params": {"check": bad}})
+
+
+async def test_a_broken_template_is_rejected_when_the_metric_is_built() -> None:
+    with pytest.raises(InvalidInputError, match="is not valid Jinja"):
+        await nemo_metric("c", {"type": "string-check", "params": {"check": ["{{ a", "equals", "b"]}})
+    with pytest.raises(InvalidInputError, match="is not valid Jinja"):
+        await nemo_metric("c", {"type": "string-check", "params": {"check": ["a", "equals", "{% if %}"]}})
 
 
 async def test_unknown_metric_type_lists_the_supported_ones() -> None:
