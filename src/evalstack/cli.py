@@ -145,8 +145,10 @@ def view(
 
 @app.command()
 def run(
-    benchmark_file: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="A benchmark file (YAML or JSON) or a NeMo Evaluator config."
+    benchmark_file: str = typer.Argument(
+        ...,
+        help="A benchmark file (YAML or JSON), a NeMo Evaluator config, or lm-eval:TASK[,TASK...] "
+        "(lm-evaluation-harness tasks or groups by name).",
     ),
     model: str | None = typer.Option(
         None,
@@ -176,6 +178,13 @@ def run(
         "(resume it with 'evalstack resume') [default: the max_outage setting, 900].",
     ),
     executor: str | None = EXECUTOR_OPTION,
+    extra: list[str] = typer.Option(
+        [],
+        "--extra",
+        "-x",
+        help="For lm-eval:TASK, a params.extra setting KEY=VALUE (repeatable), e.g. num_fewshot=5, "
+        "tokenizer=NAME, endpoint_type=chat, apply_chat_template=true, include_path=DIR.",
+    ),
 ) -> None:
     """Run one benchmark in-process, on the same engine and store as the server."""
     import asyncio
@@ -184,10 +193,17 @@ def run(
 
     from evalstack.config import load_settings
     from evalstack.errors import EvalstackError
-    from evalstack.local_run import run_file
+    from evalstack.local_run import lm_eval_document, run_file
 
     console = Console()
     try:
+        document = lm_eval_document(benchmark_file, extra) if benchmark_file.startswith("lm-eval:") else None
+        path = Path(benchmark_file)
+        if document is None and not path.is_file():
+            typer.secho(
+                f"error: {benchmark_file} is not a file (nor lm-eval:TASK)", fg=typer.colors.RED, err=True
+            )
+            raise typer.Exit(2)
         settings = load_settings(
             config,
             db_url=db,
@@ -196,12 +212,13 @@ def run(
         )
         outcome = asyncio.run(
             run_file(
-                benchmark_file,
+                path,
                 settings=settings,
                 model=model,
                 limit=limit,
                 console=console,
                 max_outage=max_outage,
+                document=document,
             )
         )
     except EvalstackError as exc:
@@ -300,6 +317,30 @@ def models(url: str = URL_OPTION) -> None:
             str(model.get("provider_id") or ""),
             str(meta.get("base_url") or ""),
         )
+    Console().print(table)
+
+
+@app.command()
+def benchmarks(
+    search: str | None = typer.Option(
+        None, "--search", "-s", help="Keep names (or descriptions) containing WORD."
+    ),
+    include_path: Path | None = typer.Option(
+        None, "--include-path", exists=True, file_okay=False, help="A folder of your own lm-eval task YAMLs."
+    ),
+) -> None:
+    """List what evalstack can run: native benchmarks and lm-eval tasks, groups and tags."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from evalstack.engine.catalog import catalog
+
+    entries = catalog(search, include_path=str(include_path) if include_path else None)
+    table = Table(title=f"Benchmarks ({len(entries)})")
+    for column in ("name", "runs on", "kind", "output type", "description"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry.name, entry.path, entry.kind, entry.output_type or "", entry.description)
     Console().print(table)
 
 

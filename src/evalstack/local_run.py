@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -259,6 +260,23 @@ async def _follow(services: Services, job_id: str, console: Console) -> JobRecor
         remove()
 
 
+def lm_eval_document(reference: str, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """The NeMo config of ``lm-eval:TASK[,TASK...]`` with ``KEY=VALUE`` settings of ``params.extra``."""
+    names = [n.strip() for n in reference.removeprefix("lm-eval:").split(",") if n.strip()]
+    if not names:
+        raise InvalidInputError("lm-eval:TASK needs a task or group name, e.g. lm-eval:gsm8k")
+    settings: dict[str, Any] = {}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"--extra takes KEY=VALUE, got {item!r}")
+        settings[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    config: dict[str, Any] = {"type": "lm-eval", "tasks": {name: {"type": name} for name in names}}
+    if settings:
+        config["params"] = {"extra": settings}
+    return config
+
+
 async def run_file(
     path: Path,
     *,
@@ -267,12 +285,13 @@ async def run_file(
     limit: int | None,
     console: Console,
     max_outage: float | None = None,
+    document: dict[str, Any] | None = None,
 ) -> RunOutcome:
-    """Run one benchmark file (ours or a NeMo config) and return its result and summary lines.
+    """Run one benchmark file (ours or a NeMo config), or ``document`` named ``path``; return its result.
 
     ``max_outage`` (seconds) overrides how long the job waits for an unreachable model endpoint.
     """
-    document = read_document(path)
+    document = read_document(path) if document is None else document
     # The user named this file: the files beside it may be read, whatever the server's data roots.
     folder = path.resolve().parent
     if folder not in settings.data_roots:

@@ -26,12 +26,19 @@ token's log-probability is ``None`` (nothing precedes it), every other token's i
 ``logprob_fn(token)`` (default ``default_logprob``), and each token is its own top choice. The
 generated part is the answer cut to ``max_tokens`` tokens (``max_tokens: 0`` generates nothing).
 A chat request with ``logprobs: true`` gets ``choices[0].logprobs.content`` for the answer tokens.
+
+Token-id prompts (``prompt`` a list of ids, or a batch of such lists, as lm-eval's ``local-completions``
+sends them): ``decode`` (ids -> text) gives the text the answer is computed from; an echo request gets
+the ids as tokens, then one generated id, with log-probabilities from ``token_id_logprob(previous,
+id)`` and top choices in which some tokens are not the most likely one. ``apply_stop`` cuts generated
+text at the first ``stop`` string, as real servers do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import re
 import threading
 import time
@@ -60,6 +67,20 @@ def default_logprob(token: str) -> float:
     """A deterministic log-probability in [-5, -1) for a token."""
     digest = int(hashlib.sha256(token.encode()).hexdigest()[:8], 16)
     return -1.0 - (digest % 1000) / 250.0
+
+
+def token_id_logprob(previous: int, token: int) -> float:
+    """A deterministic log-probability in (-5, 0) for ``token`` after ``previous``."""
+    return -0.01 - ((previous * 7919 + token * 104729) % 997) / 200.0
+
+
+def _token_prompts(prompt: Any) -> list[list[int]] | None:
+    """The id lists of a token-id prompt (one or a batch); None for a text prompt."""
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        return [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, list) for p in prompt):
+        return [list(p) for p in prompt]
+    return None
 
 
 def prompt_of(body: dict[str, Any]) -> str:
@@ -103,7 +124,11 @@ class FakeModelServer:
         status_sequence: list[int] | None = None,
         model_id: str = "fake-model",
         logprob_fn: LogprobFn | None = None,
+        decode: Callable[[list[int]], str] | None = None,
+        apply_stop: bool = False,
     ) -> None:
+        self.decode = decode
+        self.apply_stop = apply_stop
         self.answer: Answer = answer
         self.latency = latency
         self.model_id = model_id
@@ -149,11 +174,18 @@ class FakeModelServer:
             self.models_requests = 0
             self.max_in_flight = 0
 
-    def text_for(self, body: dict[str, Any]) -> str:
-        prompt = prompt_of(body)
+    def text_for(self, body: dict[str, Any], prompt: str | None = None) -> str:
+        prompt = prompt_of(body) if prompt is None else prompt
         if callable(self.answer):
-            return self.answer(prompt)
-        return prompt if self.answer == "echo" else self.answer
+            text = self.answer(prompt)
+        else:
+            text = prompt if self.answer == "echo" else self.answer
+        stop = body.get("stop")
+        if self.apply_stop and stop:
+            for term in [stop] if isinstance(stop, str) else stop:
+                if term:
+                    text = text.split(term)[0]
+        return text
 
     # ---- HTTP ----------------------------------------------------------------------------
 
@@ -181,6 +213,9 @@ class FakeModelServer:
                 message = fault.message or f"injected {fault.status}"
                 error = {"message": message, "type": "injected", "code": fault.status}
                 return JSONResponse({"error": error}, fault.status, headers=headers)
+            token_prompts = _token_prompts(body.get("prompt"))
+            if token_prompts is not None and not request.url.path.endswith("/chat/completions"):
+                return JSONResponse(self._token_completion(body, token_prompts))
             text = self.text_for(body)
             return JSONResponse(self._completion(request.url.path, body, text))
         finally:
@@ -213,6 +248,42 @@ class FakeModelServer:
             logprobs = self._echo_logprobs(text)
         choice = {"index": 0, "finish_reason": "stop", "text": text, "logprobs": logprobs}
         return {"id": "cmpl-fake", "object": "text_completion", "choices": [choice], **common}
+
+    def _token_completion(self, body: dict[str, Any], prompts: list[list[int]]) -> dict[str, Any]:
+        choices = []
+        for index, ids in enumerate(prompts):
+            if body.get("echo") and body.get("logprobs") not in (None, False):
+                generated = sum(ids) % 97
+                everything = [*ids, generated]
+                values: list[float | None] = [None]
+                top: list[dict[str, float] | None] = [None]
+                for previous, token in itertools.pairwise(everything):
+                    value = token_id_logprob(previous, token)
+                    values.append(value)
+                    rival = value + (0.25 if (previous + token) % 4 == 0 else -0.25)
+                    top.append({str(token): value, "other": rival})
+                tokens = [str(t) for t in everything]
+                offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+                logprobs = {
+                    "tokens": tokens,
+                    "token_logprobs": values,
+                    "top_logprobs": top,
+                    "text_offset": offsets,
+                }
+                choices.append(
+                    {"index": index, "finish_reason": "length", "text": "".join(tokens), "logprobs": logprobs}
+                )
+            else:
+                prompt = self.decode(ids) if self.decode else " ".join(map(str, ids))
+                text = self.text_for(body, prompt)
+                choices.append({"index": index, "finish_reason": "stop", "text": text, "logprobs": None})
+        usage = {
+            "prompt_tokens": sum(map(len, prompts)),
+            "completion_tokens": len(prompts),
+            "total_tokens": 0,
+        }
+        common = {"created": int(time.time()), "model": body.get("model", self.model_id), "usage": usage}
+        return {"id": "cmpl-fake", "object": "text_completion", "choices": choices, **common}
 
     def _echo_logprobs(self, text: str) -> dict[str, Any]:
         tokens = fake_tokens(text)

@@ -4,17 +4,20 @@
 filters and paging, are in ``api/listings.py``), and ``POST /v1/evalstack/jobs/{job_id}/resume`` runs
 a failed or cancelled job again from its recorded samples (400 for any other status);
 ``POST .../retry`` also runs again a finished job's samples that failed on infrastructure, keeping
-the others. The CLI's ``evalstack jobs`` reads these. Errors use the Llama Stack family's body
-(``{"error": {"message": ...}}``).
+the others. The CLI's ``evalstack jobs`` reads these. ``GET /v1/evalstack/benchmarks[?search=WORD]``
+lists what can run (native benchmarks and lm-eval tasks, each with its output type), as
+``evalstack benchmarks`` does. Errors use the Llama Stack family's body (``{"error": {"message": ...}}``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
 from evalstack.api.llama_stack.errors import LlamaStackRoute, not_found_status
+from evalstack.engine.catalog import catalog
 from evalstack.errors import NotFoundError
 from evalstack.redaction import scrub, secret_values
 
@@ -56,6 +59,12 @@ def jobs_router(store: Store, worker: JobWorker) -> APIRouter:
             "result": job.result,
             "samples_recorded": await store.count_samples(job_id),
         }
+
+    @router.get("/evalstack/benchmarks", tags=["evalstack"])
+    async def list_benchmarks(search: str | None = None) -> dict[str, Any]:
+        """What evalstack can run: native benchmarks and lm-eval tasks, groups and tags."""
+        entries = await asyncio.to_thread(catalog, search)
+        return {"data": [entry.to_dict() for entry in entries]}
 
     @router.post("/evalstack/jobs/{job_id}/resume", tags=["evalstack"])
     @not_found_status(404)

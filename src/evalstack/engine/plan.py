@@ -8,7 +8,7 @@ A plan is a list of tasks. Each task has a row source, a way to turn a row into 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from evalstack.engine.ports import RowSource
@@ -18,10 +18,14 @@ from evalstack.store.records import SampleRecord
 
 @dataclass
 class SampleOutput:
-    """What the model produced for one row: the text and the raw response (``None`` without inference)."""
+    """What the model produced for one row: the text and the raw response (``None`` without inference).
+
+    A metric may add JSON-ready details to ``extra``; they land in the sample's ``SampleRecord.extra``.
+    """
 
     text: str | None
     response: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Metric(Protocol):

@@ -75,6 +75,8 @@ class NemoEntities:
         if "type" not in part:
             supported = nemo_plan.CONFIG_TYPES if kind == "config" else nemo_plan.TARGET_TYPES
             raise invalid(f"type is required; supported {kind} types: {', '.join(supported)}", [*loc, "type"])
+        if kind == "config" and await asyncio.to_thread(nemo_plan.asks_for_lm_eval, part):
+            return  # an lm-eval task or group: lm-eval checks it when the job compiles
         if kind == "config" and isinstance(part.get("tasks"), list):
             raise invalid(
                 "tasks is a list (the early-access format); map task names to tasks: "

@@ -38,7 +38,7 @@ when it names neither) for every metric name they share; its ``metrics`` keys, w
 which metric names to report.
 """
 
-from evalstack.engine.nemo_plan.compile import compile_nemo_plan
+from evalstack.engine.nemo_plan.compile import asks_for_lm_eval, compile_nemo_plan
 from evalstack.engine.nemo_plan.config import (
     CONFIG_TYPES,
     ENTITY_FIELDS,
@@ -65,6 +65,7 @@ __all__ = [
     "NemoParams",
     "NemoTarget",
     "NemoTaskParams",
+    "asks_for_lm_eval",
     "check_files_url",
     "compile_nemo_plan",
     "parse_config",

@@ -4,12 +4,14 @@ configs here (requests from templates, metrics from ``engine.metrics.nemo``), ac
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from evalstack.engine.benchmarks import compile_academic_plan, is_academic
+from evalstack.engine.lm_eval import compile_lm_eval_plan, is_lm_eval_config
 from evalstack.engine.metrics.nemo import nemo_metric
 from evalstack.engine.metrics.nemo_base import (
     MetricDeps,
@@ -231,6 +233,20 @@ async def _compile_academic(
     return await compile_academic_plan(dict(config), endpoint, settings=settings, clients=clients)
 
 
+def asks_for_lm_eval(config: Mapping[str, Any]) -> bool:
+    """A config whose type is ``lm-eval`` or an lm-eval task or group that is not one of our own types.
+
+    Blocking the first time (lm-eval indexes its task YAMLs): call it in a thread from async code.
+    """
+    config_type = config.get("type")
+    if not isinstance(config_type, str) or config_type in CONFIG_TYPES:
+        return False
+    params = config.get("params")
+    extra = params.get("extra") if isinstance(params, Mapping) else None
+    include_path = extra.get("include_path") if isinstance(extra, Mapping) else None
+    return is_lm_eval_config(config_type, include_path if isinstance(include_path, str) else None)
+
+
 async def compile_nemo_plan(
     config: dict[str, Any],
     target: dict[str, Any],
@@ -248,6 +264,12 @@ async def compile_nemo_plan(
         return await _compile_academic(
             config, parse_target(target), registry=registry, clients=clients, settings=settings
         )
+    if isinstance(config, Mapping) and await asyncio.to_thread(asks_for_lm_eval, config):
+        parsed_target = parse_target(target)
+        if parsed_target.type != "model" or parsed_target.model is None:
+            raise InvalidInputError("lm-eval tasks need a target of type 'model'.")
+        endpoint = await resolve_model_spec(parsed_target.model, registry, "target.model")
+        return await compile_lm_eval_plan(config, endpoint, settings=settings, clients=clients)
     parsed_config = parse_config(config)
     parsed_target = parse_target(target)
     if parsed_config.type != "custom":

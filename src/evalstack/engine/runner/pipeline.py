@@ -164,6 +164,7 @@ async def _process_sample(
         sample.response = output.response
         for metric in task.metrics:
             sample.scores[metric.name] = await metric.score(row, output)
+        sample.extra.update(output.extra)
     except (InferenceError, UpstreamError) as exc:
         outage = exc if isinstance(exc, EndpointUnavailable) else exc.__cause__
         if isinstance(outage, EndpointUnavailable):  # past max_outage (the model's or a judge's)

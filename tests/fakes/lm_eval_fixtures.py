@@ -1,0 +1,138 @@
+"""What the lm-eval tests share: a tiny local tokenizer, override task YAMLs on local data, answers.
+
+The Hugging Face Hub is out of reach, so the tokenizer is a byte-level BPE trained here on a few
+sentences (lossless: decode(encode(text)) == text) and saved as a transformers tokenizer folder.
+The task YAMLs go in an include folder: each ``include:``s lm-eval's built-in task and switches it to
+``dataset_path: json`` with local ``data_files`` (from ``../shared/data``), as a user would offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import lm_eval
+
+BUILTIN_TASKS = Path(lm_eval.__file__).parent / "tasks"
+MMLU_SUBJECTS = {"anatomy": 12, "astronomy": 7, "college_physics": 5}
+"""The subjects of the local MMLU group and how many questions each keeps (unequal: weighting shows)."""
+
+
+def build_tokenizer(folder: Path, corpus: list[str]) -> Path:
+    """A byte-level BPE tokenizer trained on ``corpus``, saved where ``AutoTokenizer`` can load it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>")
+    fast.save_pretrained(str(folder))
+    return folder
+
+
+def gsm8k_answerer(data: Path) -> Callable[[str], str]:
+    """Deterministic replies to GSM8K prompts: by the question's hash, right with ``#### N``, right but
+    loose (only the flexible extraction reads it), wrong, or without a number."""
+    gold: dict[str, str] = {}
+    for line in (data / "gsm8k/test.jsonl").read_text().split("\n"):
+        if line.strip():
+            row = json.loads(line)
+            gold[row["question"].strip()] = row["answer"].rsplit("#### ", 1)[-1].strip()
+
+    def answer(prompt: str) -> str:
+        question = prompt.rsplit("Question:", 1)[-1].split("Answer:", 1)[0].strip()
+        digest = int(hashlib.sha256(question.encode()).hexdigest()[:8], 16)
+        right = gold.get(question, "7")
+        style = digest % 4
+        if style == 0:
+            return f" Adding it up gives {right}.\n#### {right}\n\nQuestion: next"
+        if style == 1:
+            return f" So the total is {right} in the end."
+        if style == 2:
+            return " It is 18.\n#### 18"
+        return " I cannot tell."
+
+    return answer
+
+
+def write_tasks(folder: Path, data: Path) -> Path:
+    """Override YAMLs for gsm8k, gsm8k_chat, arc_easy, hellaswag and an MMLU subset group in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gsm8k = {
+        "include": str(BUILTIN_TASKS / "gsm8k" / "gsm8k.yaml"),
+        "task": "gsm8k",
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {
+            "data_files": {
+                "test": str(data / "gsm8k/test.jsonl"),
+                "train": str(data / "gsm8k/train_first500.jsonl"),
+            }
+        },
+    }
+    (folder / "gsm8k.yaml").write_text(json.dumps(gsm8k))
+    (folder / "gsm8k_chat.yaml").write_text(json.dumps({**gsm8k, "task": "gsm8k_chat", "tag": []}))
+    arc = {
+        "include": str(BUILTIN_TASKS / "arc" / "arc_easy.yaml"),
+        "task": "arc_easy",
+        "tag": [],
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"test": str(data / "arc/arc_easy_test.jsonl")}},
+        "training_split": None,
+        "validation_split": None,
+        "doc_to_target": "{{['A', 'B', 'C', 'D', 'E'].index(answer)}}",
+        "doc_to_choice": "{{choices}}",
+    }
+    (folder / "arc_easy.yaml").write_text(json.dumps(arc))
+    hellaswag = {
+        "include": str(BUILTIN_TASKS / "hellaswag" / "hellaswag.yaml"),
+        "task": "hellaswag",
+        "tag": [],
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"validation": str(data / "hellaswag/val.jsonl")}},
+        "training_split": None,
+        "process_docs": None,
+        "doc_to_text": "{{ctx}}",
+        "doc_to_choice": "{{endings}}",
+        "doc_to_target": "{{label}}",
+    }
+    (folder / "hellaswag.yaml").write_text(json.dumps(hellaswag))
+    text = (data / "mmlu/test.jsonl").read_text()
+    rows = [json.loads(line) for line in text.split("\n") if line.strip()]
+    names = []
+    for subject, count in MMLU_SUBJECTS.items():
+        subject_file = folder / f"mmlu_{subject}.jsonl"
+        kept = [r for r in rows if r["subject"] == subject][:count]
+        subject_file.write_text(
+            "".join(json.dumps({**r, "answer": "ABCD".index(r["answer"])}) + "\n" for r in kept)
+        )
+        task = {
+            "include": str(BUILTIN_TASKS / "mmlu" / "default" / f"mmlu_{subject}.yaml"),
+            "task": f"local_mmlu_{subject}",
+            "tag": [],
+            "dataset_path": "json",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": {"test": str(subject_file)}},
+            "fewshot_split": None,
+        }
+        (folder / f"local_mmlu_{subject}.yaml").write_text(json.dumps(task))
+        names.append(task["task"])
+    group = {
+        "group": "local_mmlu",
+        "task": names,
+        "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}],
+        "metadata": {"version": 2},
+    }
+    (folder / "local_mmlu.yaml").write_text(json.dumps(group))
+    return folder
