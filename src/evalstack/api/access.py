@@ -54,6 +54,7 @@ def _decisions() -> dict[tuple[str, str], Decision]:
         ("POST", "/v1/evalstack/jobs/{job_id}/retry"): "run",
         ("GET", "/v1/evalstack/jobs/{job_id}/report"): "read",
         ("GET", "/v1/evalstack/compare"): "read",
+        ("GET", "/v1/evalstack/benchmarks"): "read",
         # NeMo Evaluator
         ("POST", "/v1/evaluation/live"): "run",
         ("POST", "/v1/evaluation/jobs/{job_id}/cancel"): "run",
