@@ -36,6 +36,7 @@ cache_app = typer.Typer(
 )
 app.add_typer(cache_app, name="cache")
 
+GRACEFUL_SHUTDOWN_S = 5  # how long SIGTERM waits for open requests before stopping the jobs
 DEFAULT_URL = "http://127.0.0.1:8321"
 URL_OPTION = typer.Option(
     DEFAULT_URL, "--url", envvar="EVALSTACK_URL", help="Base URL of a running evalstack server."
@@ -99,7 +100,15 @@ def serve(
     except (EvalstackError, ValueError, OSError) as exc:  # bad settings: say what is wrong, no traceback
         typer.secho(f"Invalid settings: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level.lower())
+    # SIGTERM: stop accepting, give open requests a few seconds, then stop the jobs (their finished
+    # samples are flushed and their leases released, so another process takes them over at once).
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
 
 
 # ---- evalstack view -----------------------------------------------------------------------------
@@ -409,6 +418,15 @@ def resume_server_job(
 ) -> None:
     """Run a failed or cancelled job again on the server, from the samples it already recorded."""
     job = _get(_jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}/resume", method="POST")
+    typer.echo(f"Job {job['id']} is {job['status']} again")
+
+
+@jobs_app.command("retry")
+def retry_server_job(
+    ctx: typer.Context, job_id: str = typer.Argument(..., help="The job id."), url: str = URL_OPTION
+) -> None:
+    """Run a finished job's samples that failed on infrastructure again, keeping the finished ones."""
+    job = _get(_jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}/retry", method="POST")
     typer.echo(f"Job {job['id']} is {job['status']} again")
 
 

@@ -38,3 +38,7 @@ class UpstreamError(EvalstackError):
 
 class UpstreamTimeoutError(UpstreamError):
     """A remote service did not answer in time."""
+
+
+class StorageFullError(EvalstackError):
+    """evalstack's database has no room left (a full disk, or a size limit); nothing was written."""

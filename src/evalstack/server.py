@@ -20,6 +20,7 @@ from evalstack.api.jobs import jobs_router
 from evalstack.api.listings import listings_router
 from evalstack.api.llama_stack.routes import include_llama_stack_api
 from evalstack.api.nemo.routes import include_nemo_api
+from evalstack.api.openapi import install_openapi
 from evalstack.auth import Authenticator
 from evalstack.config import Settings
 from evalstack.services import Services, build_services
@@ -52,6 +53,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_middleware(
         AccessMiddleware, authenticator=Authenticator(settings.auth), max_body_bytes=settings.max_body_bytes
     )
+    install_openapi(app)
     return app
 
 

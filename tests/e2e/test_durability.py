@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -177,6 +179,47 @@ def test_kill_9_mid_job_resumes_without_asking_again_and_matches_a_clean_run(
 # ---- (b) the model server goes away mid-job ------------------------------------------------------
 
 
+def test_sigterm_mid_job_exits_fast_keeping_samples_and_releasing_the_lease_for_the_next_server(
+    server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
+) -> None:
+    rows = square_rows(60)
+    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
+    fake.latency = 0.2
+    job_id = server.create_job(job_body(dataset, fake, parallelism=4))
+    server.wait_recorded(job_id, 8)
+    assert server.proc is not None
+    process = server.proc
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=30)
+    took = time.monotonic() - signalled
+    server.proc = None
+    assert took < 10, f"SIGTERM took {took:.1f}s to stop the server"
+    # uvicorn re-raises the signal once it has shut down cleanly, so the exit is by SIGTERM.
+    assert code in (0, -signal.SIGTERM), server.log.read_text()
+
+    with sqlite3.connect(db) as conn:
+        leases = conn.execute("SELECT owner FROM job_leases WHERE job_id = ?", (job_id,)).fetchall()
+        status = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+    assert leases == [], "the stopped server kept the job's lease"
+    assert status == "running", "SIGTERM changed the job's status instead of leaving it to be taken over"
+    before = {(s.task, s.index): sample_view(s) for s in read_samples(db, job_id)}
+    assert 8 <= len(before) < len(rows)
+    answered = prompt_counts(fake)
+    assert len(before) >= len(answered) - 4, "more than the requests in flight at SIGTERM went unrecorded"
+
+    fake.reset_stats()
+    fake.latency = 0.0
+    server.start()
+    job = server.wait_done(job_id)
+    assert job["status"] == "completed", job["status_details"]
+    after = read_samples(db, job_id)
+    assert [s.index for s in after] == list(range(len(rows)))
+    assert {(s.task, s.index): sample_view(s) for s in after if (s.task, s.index) in before} == before
+    assert not {rows[index]["question"] for _, index in before} & set(prompt_counts(fake))
+    assert accuracy_of(server.results(job_id)) == pytest.approx(expected_accuracy(rows))
+
+
 def test_a_brief_model_outage_mid_job_completes_like_a_clean_run_and_says_so_meanwhile(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
@@ -255,6 +298,36 @@ def test_a_lasting_model_outage_fails_after_max_outage_keeping_samples_and_a_res
     cli = [sys.executable, "-m", "evalstack.cli", "jobs", "resume", job_id, "--url", server.url]
     done = subprocess.run(cli, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1 and f"Job {job_id} is completed" in done.stderr, done.stderr
+
+
+def test_retry_over_http_and_the_cli_reruns_only_the_samples_that_failed_on_infrastructure(
+    server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
+) -> None:
+    rows = square_rows(12)
+    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
+    fake.fail_next(4, status=500)  # parallelism 1, 2 attempts each: the first two samples fail
+    job_id = server.create_job(job_body(dataset, fake, parallelism=1, max_retries=1))
+    job = server.wait_done(job_id)
+    assert job["status"] == "completed", job
+    failed = {s.index for s in read_samples(db, job_id) if s.error is not None}
+    assert failed == {0, 1}
+    kept = {(s.task, s.index): sample_view(s) for s in read_samples(db, job_id) if s.error is None}
+
+    fake.reset_stats()
+    cli = [sys.executable, "-m", "evalstack.cli", "jobs", "retry", job_id, "--url", server.url]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and f"Job {job_id} is pending again" in done.stdout, done.stderr
+    job = server.wait_done(job_id)
+    assert job["status"] == "completed", job["status_details"]
+    assert prompt_counts(fake) == Counter(rows[index]["question"] for index in failed)
+    samples = read_samples(db, job_id)
+    assert len(samples) == len(rows) and all(s.error is None for s in samples)
+    assert {(s.task, s.index): sample_view(s) for s in samples if (s.task, s.index) in kept} == kept
+    assert accuracy_of(server.results(job_id)) == pytest.approx(expected_accuracy(rows))
+    again = server.http.post(f"{server.url}/v1/evalstack/jobs/{job_id}/retry")
+    assert again.status_code == 400 and "nothing to retry" in again.text, again.text
+    missing = server.http.post(f"{server.url}/v1/evalstack/jobs/no-such-job/retry")
+    assert missing.status_code == 404, missing.text
 
 
 # ---- (c) cancel mid-run --------------------------------------------------------------------------

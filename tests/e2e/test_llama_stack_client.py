@@ -310,6 +310,13 @@ def test_scoring_and_scoring_functions(client: LlamaStackClient) -> None:
         dataset_id="scored/rows", scoring_functions={"basic::equality": None}, save_results_dataset=False
     )
     assert [s["score"] for s in batch.results["basic::equality"].score_rows] == equality
+    saved = client.scoring.score_batch(
+        dataset_id="scored/rows", scoring_functions={"basic::equality": None}, save_results_dataset=True
+    )
+    assert saved.dataset_id is not None and saved.dataset_id.startswith("scored/rows-scored-")
+    stored = client.datasets.iterrows(saved.dataset_id).data
+    assert [row["basic::equality"]["score"] for row in stored] == equality
+    assert [{k: v for k, v in row.items() if k != "basic::equality"} for row in stored] == rows
 
     with pytest.raises(BadRequestError):
         client.scoring.score(input_rows=rows, scoring_functions={"nope::nothing": None})

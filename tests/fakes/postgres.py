@@ -2,7 +2,8 @@
 
 ``postgres_server()`` yields the URL of a running server: ``EVALSTACK_TEST_POSTGRES_URL`` when set,
 else a fresh cluster in a temporary folder (``initdb`` + ``pg_ctl``; as root, run as the ``postgres``
-user), stopped afterwards. It raises :class:`PostgresUnavailable`, with the reason, when neither
+user), stopped afterwards. ``local_postgres()`` always starts a cluster of its own, which a fault
+test may kill and start again. It raises :class:`PostgresUnavailable`, with the reason, when neither
 can be had, so tests can skip saying why.
 """
 
@@ -68,6 +69,37 @@ def postgres_server() -> Iterator[str]:
     if given:
         yield given
         return
+    with local_postgres() as server:
+        yield server.url
+
+
+class LocalPostgres:
+    """A PostgreSQL cluster of our own, which a test may kill (as a crash would) and start again.
+
+    It keeps its port and data across ``kill`` and ``start``, so clients reconnect to the same URL.
+    """
+
+    def __init__(self, folder: Path, bin_dir: Path, prefix: list[str]) -> None:
+        self.folder = folder
+        self.data = folder / "data"
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://evalstack@127.0.0.1:{self.port}/postgres"
+        self._pg_ctl = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(self.data)]
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        _run("pg_ctl start", [*self._pg_ctl, "-o", options, "-l", str(self.folder / "log"), "-w", "start"])
+
+    def kill(self) -> None:
+        """Stop at once, dropping every connection and skipping the shutdown checkpoint."""
+        subprocess.run(
+            [*self._pg_ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60, check=False
+        )
+
+
+@contextlib.contextmanager
+def local_postgres() -> Iterator[LocalPostgres]:
+    """A fresh cluster in a temporary folder (``initdb`` + ``pg_ctl``; as root, run as ``postgres``)."""
     try:
         import psycopg  # noqa: F401  (the driver the store's URL names)
     except ImportError:
@@ -76,50 +108,26 @@ def postgres_server() -> Iterator[str]:
         ) from None
     bin_dir, prefix = _bin_dir(), _runner()
     folder = Path(tempfile.mkdtemp(prefix="evalstack-pg-"))
-    data = folder / "data"
     if prefix:
         shutil.chown(folder, "postgres")
-    port = free_port()
+    server = LocalPostgres(folder, bin_dir, prefix)
     try:
-        _run(
-            "initdb",
-            [
-                *prefix,
-                str(bin_dir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "evalstack",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-            ],
-        )
-        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        _run(
-            "pg_ctl start",
-            [
-                *prefix,
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(folder / "log"),
-                "-w",
-                "start",
-            ],
-        )
+        initdb = [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(server.data),
+            "-U",
+            "evalstack",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ]
+        _run("initdb", [*prefix, *initdb])
+        server.start()
         try:
-            yield f"postgresql+psycopg://evalstack@127.0.0.1:{port}/postgres"
+            yield server
         finally:
-            subprocess.run(
-                [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
+            server.kill()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -51,8 +51,11 @@ def _decisions() -> dict[tuple[str, str], Decision]:
         ("GET", "/v1/evalstack/jobs/{job_id}/samples"): "read",
         ("GET", "/v1/evalstack/jobs/{job_id}/samples/count"): "read",
         ("POST", "/v1/evalstack/jobs/{job_id}/resume"): "run",
+        ("POST", "/v1/evalstack/jobs/{job_id}/retry"): "run",
+        ("POST", "/v1/evalstack/jobs/{job_id}/rescore"): "run",
         ("GET", "/v1/evalstack/jobs/{job_id}/report"): "read",
         ("GET", "/v1/evalstack/compare"): "read",
+        ("GET", "/v1/evalstack/benchmarks"): "read",
         # NeMo Evaluator
         ("POST", "/v1/evaluation/live"): "run",
         ("POST", "/v1/evaluation/jobs/{job_id}/cancel"): "run",
@@ -82,6 +85,9 @@ def _decisions() -> dict[tuple[str, str], Decision]:
             ("GET", f"{base}/{{benchmark_id:path}}/jobs/{{job_id}}"): "read",
             ("DELETE", f"{base}/{{benchmark_id:path}}/jobs/{{job_id}}"): "run",  # cancels the job
             ("GET", f"{base}/{{benchmark_id:path}}/jobs/{{job_id}}/result"): "read",
+            # the original change's README aliases: cancel a job, the latest job's result
+            ("POST", f"{base}/{{benchmark_id:path}}/jobs/{{job_id}}/cancel"): "run",
+            ("GET", f"{base}/{{benchmark_id:path}}/results"): "read",
         }
     for v in _LLAMA_STACK_DATASETS:
         table |= {

@@ -2,12 +2,12 @@
 
 ``GET /v1/evalstack/jobs/{job_id}`` shows one job with its cached result (the listings, with their
 filters and paging, are in ``api/listings.py``); ``POST /v1/evalstack/jobs/{job_id}/resume`` runs
-a failed or cancelled job again from its recorded samples (400 for any other status), and
-``POST /v1/evalstack/jobs/{job_id}/rescore`` creates a job that scores a completed job's stored outputs
-again (``engine.rescore``). The CLI's ``evalstack jobs`` uses these.
-``GET /v1/evalstack/benchmarks[?search=WORD]`` lists what can run (native benchmarks and lm-eval tasks,
-each with its output type), as ``evalstack benchmarks`` does. Errors use the Llama Stack family's body
-(``{"error": {"message": ...}}``).
+a failed or cancelled job again from its recorded samples (400 for any other status);
+``POST .../retry`` also runs again a finished job's samples that failed on infrastructure, keeping
+the others; ``POST .../rescore`` creates a job that scores a completed job's stored outputs again
+(``engine.rescore``). The CLI's ``evalstack jobs`` uses these. ``GET /v1/evalstack/benchmarks[?search=WORD]``
+lists what can run (native benchmarks and lm-eval tasks, each with its output type), as
+``evalstack benchmarks`` does. Errors use the Llama Stack family's body (``{"error": {"message": ...}}``).
 """
 
 from __future__ import annotations
@@ -84,6 +84,11 @@ def jobs_router(store: Store, worker: JobWorker) -> APIRouter:
     @not_found_status(404)
     async def resume_job(job_id: str) -> dict[str, Any]:
         return job_summary(await worker.resume(job_id))
+
+    @router.post("/evalstack/jobs/{job_id}/retry", tags=["evalstack"])
+    @not_found_status(404)
+    async def retry_job(job_id: str) -> dict[str, Any]:
+        return job_summary(await worker.retry(job_id))
 
     @router.post("/evalstack/jobs/{job_id}/rescore", tags=["evalstack"])
     @not_found_status(404)

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Engine,
     Row,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -40,11 +42,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.pool import StaticPool
 
 from evalstack.auth import Principal, check_may_delete, creator_name, current_principal
-from evalstack.errors import ConflictError, InvalidInputError, NotFoundError
+from evalstack.errors import ConflictError, InvalidInputError, NotFoundError, StorageFullError
 from evalstack.store import sample_query, tables
 from evalstack.store.records import (
     CachedResponse,
@@ -122,14 +131,52 @@ def _json_loads(value: str | bytes) -> Any:
     return _decode_json(value.decode() if isinstance(value, bytes | bytearray) else value)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(busy_timeout: float, dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     finally:
         cursor.close()
+
+
+# SQLite result codes (``sqlite3.Error.sqlite_errorname``) of a write that another connection blocked.
+_SQLITE_CONTENTION = ("SQLITE_BUSY", "SQLITE_LOCKED")
+# PostgreSQL SQLSTATE classes of a lost or refused connection: 08 connection exception, 57P operator
+# intervention (the server shuts down, restarts or is not yet accepting connections).
+_POSTGRES_TRANSIENT = ("08", "57P")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether a database error says "try again" (contention, a dropped or refused connection).
+
+    A transient error leaves nothing half-written: each store call is one transaction, which the
+    database rolled back. Anything else (a full disk, a constraint, a bug) is not retried.
+    """
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    original = exc.orig
+    if str(getattr(original, "sqlite_errorname", "")).startswith(_SQLITE_CONTENTION):
+        return True
+    if isinstance(exc, OperationalError | InterfaceError) and type(original).__module__.startswith("psycopg"):
+        sqlstate = getattr(original, "sqlstate", None)
+        # No SQLSTATE: the client could not reach the server at all (refused, reset, closed).
+        return sqlstate is None or str(sqlstate).startswith(_POSTGRES_TRANSIENT)
+    return False
+
+
+def _is_full(exc: BaseException) -> bool:
+    """Whether a database error says the disk (or the database's size limit) is full."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    original = exc.orig
+    if getattr(original, "sqlite_errorname", None) == "SQLITE_FULL":
+        return True
+    # PostgreSQL: 53100 disk_full, or a file it could not extend for want of space.
+    return getattr(original, "sqlstate", None) == "53100" or "No space left on device" in str(original)
 
 
 def _check_kind(kind: str) -> None:
@@ -199,11 +246,15 @@ class Store:
 
     ``url`` is any SQLAlchemy URL, e.g. ``sqlite:///path/evalstack.db`` (the parent folder is
     created) or ``postgresql+psycopg://user@host/db``. Call :meth:`open` before use and
-    :meth:`close` at the end.
+    :meth:`close` at the end. A call that fails transiently (SQLite still locked after
+    ``sqlite_busy_timeout`` seconds, a PostgreSQL connection lost) is retried for up to
+    ``reconnect_for`` seconds.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, reconnect_for: float = 300.0, sqlite_busy_timeout: float = 30.0) -> None:
         self.url = url
+        self.reconnect_for = reconnect_for
+        self.sqlite_busy_timeout = sqlite_busy_timeout
         self._engine: Engine | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -215,7 +266,7 @@ class Store:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalstack-store")
         try:
-            await self._run(self._open_sync)
+            await self._run_once(self._open_sync)
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -227,7 +278,7 @@ class Store:
         if executor is None:
             return
         try:
-            await self._run(self._close_sync)
+            await self._run_once(self._close_sync)
         finally:
             self._executor = None
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
@@ -258,9 +309,11 @@ class Store:
                 kwargs["poolclass"] = StaticPool
             else:
                 Path(str(url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs["pool_pre_ping"] = True  # a pooled connection a server restart broke is replaced
         engine = create_engine(url, **kwargs)
         if backend == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", functools.partial(_sqlite_pragmas, self.sqlite_busy_timeout))
         tables.metadata.create_all(engine)
         _add_missing_columns(engine)
         with engine.begin() as conn:
@@ -279,6 +332,39 @@ class Store:
         self._engine = None
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one store call (one transaction) on the store's thread, again while it fails transiently.
+
+        SQLite "database is locked" under contention, and a PostgreSQL connection that dropped or is
+        refused (a restart), are retried with backoff for up to ``reconnect_for`` seconds; callers
+        meanwhile wait, so a job pauses instead of failing. Other errors are raised at once.
+        """
+        deadline = time.monotonic() + self.reconnect_for
+        delay = 0.02
+        failing_since: float | None = None
+        while True:
+            try:
+                result = await self._run_once(fn, *args, **kwargs)
+            except DBAPIError as exc:
+                if _is_full(exc):
+                    raise StorageFullError(
+                        f"The database is full, nothing of this write was stored: {exc.orig}. "
+                        "Free space (or raise the database's size limit); finished work is kept."
+                    ) from exc
+                if not _is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    logger.warning(
+                        "database unavailable, retrying for up to %.0fs: %s", self.reconnect_for, exc.orig
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if failing_since is not None:
+                logger.warning("database available again after %.1fs", time.monotonic() - failing_since)
+            return result
+
+    async def _run_once(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._executor is None:
             raise RuntimeError("The store is not open: call 'await store.open()' first.")
         loop = asyncio.get_running_loop()
@@ -778,6 +864,48 @@ class Store:
             for task, index in conn.execute(select(c.task, c["index"]).where(c.job_id == job_id)).tuples():
                 recorded.setdefault(task, set()).add(index)
         return recorded
+
+    async def failed_sample_keys(self, job_id: str, error_kind: str) -> list[tuple[str, int]]:
+        """``(task, index)`` of the job's failed samples whose ``extra["error_kind"]`` is ``error_kind``."""
+        return await self._run(self._failed_sample_keys, job_id, error_kind)
+
+    def _failed_sample_keys(self, job_id: str, error_kind: str) -> list[tuple[str, int]]:
+        c = _SAMPLES.c
+        query = select(c.task, c["index"], c.extra).where(c.job_id == job_id, c.error.is_not(None))
+        with self._connect() as conn:
+            rows = conn.execute(query.order_by(c.task, c["index"])).tuples().all()
+        return [(task, index) for task, index, extra in rows if (extra or {}).get("error_kind") == error_kind]
+
+    async def reopen_job(
+        self, job_id: str, *, expected_status: Collection[str], drop: Sequence[tuple[str, int]]
+    ) -> JobRecord:
+        """In one transaction: drop the samples ``drop`` names and make the job ``pending`` again.
+
+        Its error and result are cleared (the next run computes them). ConflictError, changing
+        nothing, when the job's status is not one of ``expected_status``.
+        """
+        return await self._run(self._reopen_job, job_id, frozenset(expected_status), list(drop))
+
+    def _reopen_job(self, job_id: str, expected: frozenset[str], drop: list[tuple[str, int]]) -> JobRecord:
+        c = _JOBS.c
+        with self._begin() as conn:
+            conn.execute(update(_JOBS).where(c.id == job_id).values(status=c.status))  # the write lock first
+            row = conn.execute(select(_JOBS).where(c.id == job_id)).one_or_none()
+            if row is None:
+                raise NotFoundError(f"Job '{job_id}' not found")
+            if row.status not in expected:
+                expected_text = " or ".join(sorted(expected))
+                raise ConflictError(f"Job '{job_id}' is {row.status}; expected {expected_text}")
+            if drop:
+                s = _SAMPLES.c
+                one = delete(_SAMPLES).where(
+                    s.job_id == job_id, s.task == bindparam("task_"), s["index"] == bindparam("index_")
+                )
+                conn.execute(one, [{"task_": task, "index_": index} for task, index in drop])
+            values: dict[str, Any] = {"status": "pending", "error": None, "result": None}
+            values["updated_at"] = _now()
+            conn.execute(update(_JOBS).where(c.id == job_id).values(**values))
+            return replace(_job_record(row), **values)
 
     async def count_samples(self, job_id: str) -> int:
         """How many samples the job has recorded."""

@@ -546,8 +546,13 @@ async def test_score_and_unknown_function(client: httpx.AsyncClient) -> None:
     assert response.status_code == 400
 
 
-async def test_score_batch_scores_dataset_rows_and_refuses_to_save(client: httpx.AsyncClient) -> None:
-    rows = [{"expected_answer": "a", "generated_answer": "a"}]
+async def test_score_batch_scores_dataset_rows_and_saves_them_as_a_new_dataset(
+    client: httpx.AsyncClient,
+) -> None:
+    rows = [
+        {"expected_answer": "a", "generated_answer": "a"},
+        {"expected_answer": "a", "generated_answer": "b"},
+    ]
     await client.post(
         "/v1beta/datasets",
         json={"purpose": "eval/question-answer", "source": {"type": "rows", "rows": rows}, "dataset_id": "d"},
@@ -556,10 +561,27 @@ async def test_score_batch_scores_dataset_rows_and_refuses_to_save(client: httpx
     response = await client.post("/v1/scoring/score-batch", json=body)
     assert response.status_code == 200
     assert response.json()["dataset_id"] is None
-    assert response.json()["results"]["basic::equality"]["score_rows"] == [{"score": 1.0}]
+    assert response.json()["results"]["basic::equality"]["score_rows"] == [{"score": 1.0}, {"score": 0.0}]
+    datasets_before = (await client.get("/v1beta/datasets")).json()["data"]
+
     response = await client.post("/v1/scoring/score-batch", json={**body, "save_results_dataset": True})
-    assert response.status_code == 501
-    assert "save_results_dataset" in response.json()["error"]["message"]
+    assert response.status_code == 200, response.text
+    saved_id = response.json()["dataset_id"]
+    assert saved_id.startswith("d-scored-")
+    assert response.json()["results"]["basic::equality"]["score_rows"] == [{"score": 1.0}, {"score": 0.0}]
+    saved = (await client.get(f"/v1beta/datasets/{saved_id}")).json()
+    assert saved["purpose"] == "eval/question-answer"
+    assert saved["metadata"] == {"scored_from": "d", "scoring_functions": ["basic::equality"]}
+    page = (await client.get(f"/v1beta/datasetio/iterrows/{saved_id}")).json()
+    assert page["data"] == [
+        {**rows[0], "basic::equality": {"score": 1.0}},
+        {**rows[1], "basic::equality": {"score": 0.0}},
+    ]
+    again = await client.post("/v1/scoring/score-batch", json={**body, "save_results_dataset": True})
+    assert again.json()["dataset_id"] not in (saved_id, None), "each save is a new dataset"
+    datasets_after = (await client.get("/v1beta/datasets")).json()["data"]
+    assert len(datasets_after) == len(datasets_before) + 2
+    assert (await client.get("/v1beta/datasetio/iterrows/d")).json()["data"] == rows, "the source changed"
     response = await client.post("/v1/scoring/score-batch", json={**body, "dataset_id": "nope"})
     assert response.status_code == 400
 

@@ -53,11 +53,15 @@ def summarize(samples: Mapping[str, Sequence[SampleRecord]]) -> dict[str, Any]:
 
 
 def compiler(model: FakeModelServer) -> Any:
-    """compile_job for these tests: ``spec = {"rows": n, "tasks": k, "parallelism": p, "max_outage"?: s}``."""
+    """compile_job for these tests.
+
+    ``spec = {"rows": n, "tasks": k, "parallelism": p, "max_outage"?: s, "pad"?: text}``.
+    """
     endpoint = ModelEndpoint(kind="openai", model=model.model_id, base_url=model.base_url)
 
     async def compile_job(job: JobRecord) -> EvalPlan:
-        rows = [{"q": f"Q{i}", "expected": f"A{i}"} for i in range(job.spec["rows"])]
+        pad = {"pad": job.spec["pad"]} if "pad" in job.spec else {}  # a longer row, a larger sample
+        rows = [{"q": f"Q{i}", "expected": f"A{i}", **pad} for i in range(job.spec["rows"])]
 
         async def source() -> list[dict[str, Any]]:
             return rows
@@ -204,6 +208,54 @@ async def test_only_a_failed_or_cancelled_job_can_be_resumed(
         assert (await worker.wait(job_id, timeout=10)).status == "completed"
         with pytest.raises(Exception, match="only a failed or cancelled job can be resumed"):
             await worker.resume(job_id)
+    finally:
+        await worker.stop()
+
+
+async def test_retry_runs_only_the_infrastructure_failures_again_and_keeps_the_finished_samples(
+    store: Store, pool: ModelClientPool, fake: FakeModelServer
+) -> None:
+    worker = worker_for(store, pool, fake)
+    await worker.start()
+    try:
+        fake.fail_next(6, status=500)  # parallelism 1, 3 attempts each: the first two samples fail
+        job_id = await submit(worker, rows=30, parallelism=1)
+        first = await worker.wait(job_id, timeout=30)
+        before = {(s.task, s.index): s for s in await store.read_samples(job_id)}
+        fake.reset_stats()
+        retried = await worker.retry(job_id)
+        done = await worker.wait(job_id, timeout=30)
+        asked = [prompt_of(body) for body in fake.requests]
+        with pytest.raises(Exception, match="no samples that failed on infrastructure"):
+            await worker.retry(job_id)
+    finally:
+        await worker.stop()
+
+    assert first.status == "completed", first.error
+    assert first.result == {"t0": {"n": 30, "errors": 2, "accuracy": 14 / 30}}
+    assert sorted(index for (_, index), s in before.items() if s.error is not None) == [0, 1]
+    assert retried.status == "pending" and retried.result is None
+    assert sorted(asked) == ["Q0", "Q1"], "only the failed samples may be asked again"
+    assert done.status == "completed", done.error
+    assert done.result == {"t0": {"n": 30, "errors": 0, "accuracy": 0.5}}
+    after = {(s.task, s.index): s for s in await store.read_samples(job_id)}
+    assert len(after) == 30
+    assert all(after[key] == sample for key, sample in before.items() if sample.error is None)
+
+
+async def test_only_a_finished_job_can_be_retried(
+    store: Store, pool: ModelClientPool, fake: FakeModelServer
+) -> None:
+    fake.hang = True
+    worker = worker_for(store, pool, fake)
+    await worker.start()
+    try:
+        job_id = await submit(worker, rows=5)
+        await wait_for_requests(fake, 1)
+        with pytest.raises(Exception, match="retry it once it has finished"):
+            await worker.retry(job_id)
+        fake.hang = False
+        assert (await worker.wait(job_id, timeout=10)).status == "completed"
     finally:
         await worker.stop()
 

@@ -14,6 +14,7 @@ request validation (body, query, path)      400 (never 422, as the reference ser
                                             functions and dataset rows (reference behaviour)
 ``PermissionError``                         403
 ``UnsupportedError``, ``NotImplementedError``  501
+``StorageFullError`` (the database is full)  507
 ``UpstreamError``, ``ConnectionError``,     502
 ``InferenceError``, ``httpx.ConnectError``
 ``UpstreamTimeoutError``, ``TimeoutError``, 504
@@ -51,6 +52,7 @@ from evalstack.errors import (
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
+    StorageFullError,
     UnsupportedError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -123,6 +125,8 @@ def _status_and_body(exc: BaseException, not_found: int) -> tuple[int, dict[str,
             return 400, error_body(exc.message, detail)
         if isinstance(exc, UnsupportedError):
             return 501, error_body(exc.message, detail)
+        if isinstance(exc, StorageFullError):
+            return 507, error_body(exc.message, detail)
         if isinstance(exc, UpstreamTimeoutError):
             return 504, error_body(exc.message, detail)
         if isinstance(exc, UpstreamError):

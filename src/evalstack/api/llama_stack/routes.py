@@ -27,6 +27,7 @@ benchmark itself was checked before, with a 400 "not served by provider").
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -50,14 +51,16 @@ from evalstack.api.llama_stack.models import (
     RegisterDatasetRequest,
     RegisterModelRequest,
     RegisterScoringFnRequest,
+    RowsDataSource,
     RunEvalRequest,
     ScoreBatchRequest,
     ScoreBatchResponse,
     ScoreRequest,
     ScoreResponse,
     ScoringFn,
+    ScoringResult,
 )
-from evalstack.errors import InvalidInputError, NotFoundError, UnsupportedError
+from evalstack.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
@@ -235,11 +238,12 @@ def scoring_router(scoring: ScoringService, registry: Registry) -> APIRouter:
 
     @router.post("/scoring/score-batch", tags=["scoring"])
     async def score_batch(body: ScoreBatchRequest) -> ScoreBatchResponse:
-        if body.save_results_dataset:
-            raise UnsupportedError("save_results_dataset=true is not supported: results cannot be saved.")
         rows = await registry.dataset_rows(body.dataset_id)
         results = await scoring.score(rows, dict(body.scoring_functions))
-        return ScoreBatchResponse(dataset_id=None, results=results)
+        if not body.save_results_dataset:
+            return ScoreBatchResponse(dataset_id=None, results=results)
+        saved = await save_scored_rows(registry, body.dataset_id, rows, results)
+        return ScoreBatchResponse(dataset_id=saved.identifier, results=results)
 
     @router.get("/scoring-functions", tags=["scoring-functions"])
     async def list_scoring_functions() -> dict[str, Any]:
@@ -260,6 +264,26 @@ def scoring_router(scoring: ScoringService, registry: Registry) -> APIRouter:
         return None
 
     return router
+
+
+async def save_scored_rows(
+    registry: Registry, dataset_id: str, rows: list[dict[str, Any]], results: Mapping[str, ScoringResult]
+) -> Dataset:
+    """Register a new ``rows`` dataset ``<dataset_id>-scored-<hex>``: each row of ``dataset_id`` with,
+    under each scoring function's id, that function's score row for it (score-batch's
+    ``save_results_dataset``). Its metadata names the source dataset and the scoring functions."""
+    source = await registry.get_dataset(dataset_id)
+    scored = [
+        {**row, **{fn_id: result.score_rows[i] for fn_id, result in results.items()}}
+        for i, row in enumerate(rows)
+    ]
+    request = RegisterDatasetRequest(
+        dataset_id=f"{dataset_id}-scored-{uuid.uuid4().hex[:12]}",
+        purpose=source.purpose,
+        source=RowsDataSource(rows=scored),
+        metadata={"scored_from": dataset_id, "scoring_functions": sorted(results)},
+    )
+    return await registry.register_dataset(request, replace=False)
 
 
 # ---- datasets and datasetio ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ from evalstack.errors import (
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
+    StorageFullError,
     UnsupportedError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -46,6 +47,8 @@ def status_for(exc: EvalstackError) -> int:
         return 409
     if isinstance(exc, InvalidInputError | UnsupportedError):
         return 422
+    if isinstance(exc, StorageFullError):
+        return 507
     if isinstance(exc, UpstreamTimeoutError):
         return 504
     if isinstance(exc, UpstreamError):

@@ -20,7 +20,7 @@ from evalstack.engine.plan import EvalPlan
 from evalstack.engine.ports import ClientSource, JobStore
 from evalstack.engine.runner.executor import PlanExecutor
 from evalstack.engine.runner.leases import owner_is_gone, worker_identity
-from evalstack.engine.runner.pipeline import RunProgress, Sink, run_plan, settle_tasks
+from evalstack.engine.runner.pipeline import ERROR_KIND_INFERENCE, RunProgress, Sink, run_plan, settle_tasks
 from evalstack.engine.runner.writer import BatchWriter
 from evalstack.errors import ConflictError, EvalstackError, NotFoundError
 from evalstack.inference.breaker import DEFAULT_MAX_OUTAGE
@@ -80,7 +80,8 @@ class JobWorker:
     the holder through the job's status.
 
     A job whose model endpoint stays unreachable for ``max_outage`` seconds (the plan's, else the
-    worker's) fails, keeping its samples; ``resume`` runs it again from where it stopped. A job that
+    worker's) fails, keeping its samples; ``resume`` runs it again from where it stopped, and ``retry``
+    also runs again the samples that failed on infrastructure. A job that
     ends cancelled or failed shows every unfinished task so in ``progress.task_status``.
     """
 
@@ -241,11 +242,40 @@ class JobWorker:
                 f"Job {job_id} changed status meanwhile; it can no longer be resumed"
             ) from None
         logger.info("resuming job %s (it was %s)", job_id, job.status)
+        await self._run_again(job_id)
+        return record
+
+    async def retry(self, job_id: str) -> JobRecord:
+        """Run a finished job's samples that failed on infrastructure again, keeping all the others.
+
+        Those samples (``error_kind`` inference: the endpoint or a judge failed) are dropped and the
+        job runs again like a resume, so a failed or cancelled job also finishes its unrun samples.
+        Raises ConflictError for a job still active, and for a completed job with no such sample.
+        """
+        job = await self.get(job_id)
+        if job.status not in TERMINAL_STATUSES:
+            raise ConflictError(f"Job {job_id} is {job.status}; retry it once it has finished")
+        failed = await self.store.failed_sample_keys(job_id, ERROR_KIND_INFERENCE)
+        if not failed and job.status == "completed":
+            raise ConflictError(
+                f"Job {job_id} has no samples that failed on infrastructure; nothing to retry"
+            )
+        try:
+            record = await self.store.reopen_job(job_id, expected_status=(job.status,), drop=failed)
+        except ConflictError:
+            raise ConflictError(
+                f"Job {job_id} changed status meanwhile; it can no longer be retried"
+            ) from None
+        logger.info("retrying job %s: %d samples that failed on infrastructure", job_id, len(failed))
+        await self._run_again(job_id)
+        return record
+
+    async def _run_again(self, job_id: str) -> None:
+        """Schedule a job made pending again, once the run that just ended has let go of it."""
         finishing = self._tasks.get(job_id)
-        if finishing is not None:  # the run that just ended is still letting go of the job
+        if finishing is not None:
             await asyncio.wait({finishing}, timeout=self.cancel_timeout)
         self._schedule(job_id)
-        return record
 
     async def _wait_elsewhere(self, job_id: str) -> JobRecord:
         """Poll a job another process runs until it is finished or ``cancel_timeout`` passed."""
