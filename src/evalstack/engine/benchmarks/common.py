@@ -114,10 +114,18 @@ def endpoint_type_of(endpoint: ModelEndpoint, requested: Any) -> EndpointType:
     raise InvalidInputError(f"params.extra.endpoint_type must be 'chat' or 'completions', got {requested!r}")
 
 
-def parse_options(
-    endpoint: ModelEndpoint, layers: Sequence[Mapping[str, Any] | None], dataset: Any = None
-) -> Options:
-    """Merge ``params`` layers (config first, then task) into Options; InvalidInputError on bad values."""
+def merge_param_layers(
+    layers: Sequence[Mapping[str, Any] | None],
+    accepted: Sequence[str],
+    *,
+    extra_keys: Sequence[str] | None = None,
+    extra_owner: str = "",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Merge NeMo ``params`` layers (config first, then task): the keys set, and the merged ``extra``.
+
+    ``None`` means "not set". An unknown key, or with ``extra_keys`` an unknown ``extra`` key, raises
+    InvalidInputError naming the accepted ones (``extra_owner`` says for what, e.g. " for an lm-eval task").
+    """
     merged: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for layer in layers:
@@ -125,20 +133,32 @@ def parse_options(
             continue
         if not isinstance(layer, Mapping):
             raise InvalidInputError(f"params must be an object, got {type(layer).__name__}")
-        unknown = [k for k in layer if k not in PARAM_KEYS]
+        unknown = [k for k in layer if k not in accepted]
         if unknown:
             raise InvalidInputError(
-                f"unknown params key(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(PARAM_KEYS)}"
+                f"unknown params key(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}"
             )
         for key, value in layer.items():
-            if key == "extra":
-                if value is None:
-                    continue
+            if key == "extra" and value is not None:
                 if not isinstance(value, Mapping):
                     raise InvalidInputError("params.extra must be an object")
-                extra.update(value)
+                bad = [k for k in value if extra_keys is not None and k not in extra_keys]
+                if bad:
+                    raise InvalidInputError(
+                        f"unknown params.extra key(s) {', '.join(map(repr, bad))}{extra_owner}; "
+                        f"accepted: {', '.join(extra_keys or ())}"
+                    )
+                extra.update({k: v for k, v in value.items() if v is not None})
             elif value is not None:
                 merged[key] = value
+    return merged, extra
+
+
+def parse_options(
+    endpoint: ModelEndpoint, layers: Sequence[Mapping[str, Any] | None], dataset: Any = None
+) -> Options:
+    """Merge ``params`` layers (config first, then task) into Options; InvalidInputError on bad values."""
+    merged, extra = merge_param_layers(layers, PARAM_KEYS)
     opts = Options()
     opts.endpoint_type = endpoint_type_of(endpoint, extra.get("endpoint_type"))
     method = extra.get("mc_method")

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from evalstack.engine.benchmarks.common import merge_param_layers
 from evalstack.engine.lm_eval.model import EndpointKind, ModelSettings
 from evalstack.engine.lm_eval.tasks import DEFAULT_FEWSHOT_SEED, TaskSettings
 from evalstack.errors import InvalidInputError
@@ -41,35 +42,6 @@ class LmEvalOptions:
     parallelism: int | None = None
     max_retries: int | None = None
     request_timeout: float | None = None
-
-
-def _merged(layers: Sequence[Mapping[str, Any] | None]) -> tuple[dict[str, Any], dict[str, Any]]:
-    merged: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for layer in layers:
-        if not layer:
-            continue
-        if not isinstance(layer, Mapping):
-            raise InvalidInputError(f"params must be an object, got {type(layer).__name__}")
-        unknown = [k for k in layer if k not in PARAM_KEYS]
-        if unknown:
-            raise InvalidInputError(
-                f"unknown params key(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(PARAM_KEYS)}"
-            )
-        for key, value in layer.items():
-            if key == "extra" and value is not None:
-                if not isinstance(value, Mapping):
-                    raise InvalidInputError("params.extra must be an object")
-                bad = [k for k in value if k not in EXTRA_KEYS]
-                if bad:
-                    raise InvalidInputError(
-                        f"unknown params.extra key(s) {', '.join(map(repr, bad))} for an lm-eval task; "
-                        f"accepted: {', '.join(EXTRA_KEYS)}"
-                    )
-                extra.update({k: v for k, v in value.items() if v is not None})
-            elif value is not None:
-                merged[key] = value
-    return merged, extra
 
 
 def _int(value: Any, key: str, minimum: int) -> int:
@@ -110,7 +82,9 @@ def parse_options(
     names: Sequence[str], endpoint: ModelEndpoint, layers: Sequence[Mapping[str, Any] | None]
 ) -> LmEvalOptions:
     """The settings of one entry of an lm-eval config (``layers``: config params, then task params)."""
-    merged, extra = _merged(layers)
+    merged, extra = merge_param_layers(
+        layers, PARAM_KEYS, extra_keys=EXTRA_KEYS, extra_owner=" for an lm-eval task"
+    )
     chat_template = (
         _bool(extra["apply_chat_template"], "extra.apply_chat_template")
         if ("apply_chat_template" in extra)
