@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.fakes.lm_eval_fixtures import MMLU_SUBJECTS, build_tokenizer, gsm8k_answerer, write_tasks
+from tests.fakes.lm_eval_fixtures import (
+    MMLU_SUBJECTS,
+    build_tokenizer,
+    gsm8k_answerer,
+    write_tasks,
+    write_wikitext,
+)
 from tests.fakes.model_server import FakeModelServer
 
 from evalstack.config import Settings
@@ -49,6 +55,15 @@ class Env:
         ]
         self.tokenizer = str(build_tokenizer(root / "tokenizer", corpus))
         self.include = str(write_tasks(root / "tasks", DATA))
+        answers = [
+            json.loads(line)["answer"]
+            for line in (DATA / "gsm8k/train_first500.jsonl").read_text().split("\n")[:60]
+            if line
+        ]
+        # wikitext-style pages: one of 40 solutions (far longer than max_length), then short ones
+        pages = [" = Solutions = \n\n " + " \n ".join(answers[:40]) + " \n"]
+        pages += [f" = Problem {i} = \n\n {answer} \n" for i, answer in enumerate(answers[40:46])]
+        self.wikitext = write_wikitext(root / "tasks", pages)
         self.server = server
         self.manager = task_manager(self.include)
 
@@ -57,6 +72,7 @@ class Env:
     ) -> Any:
         from lm_eval import simple_evaluate
 
+        model_args = kwargs.pop("model_args", {})
         if chat:
             model, args = "local-chat-completions", {"base_url": self.server.base_url + "/chat/completions"}
             kwargs |= {"apply_chat_template": True, "fewshot_as_multiturn": True}
@@ -68,6 +84,7 @@ class Env:
                 "tokenizer_backend": "huggingface",
             }
         args["model"] = "fake"
+        args |= model_args
         return simple_evaluate(
             model=model,
             model_args=args,
@@ -222,3 +239,20 @@ def test_mmlu_subset_group_is_weighted_by_size_as_lm_eval_does(env: Env) -> None
     assert math.isclose(
         group, sum(a * n for a, n in zip(tasks, sizes, strict=True)) / sum(sizes), abs_tol=1e-12
     )
+
+
+def test_perplexity_by_rolling_windows_matches_lm_eval(env: Env) -> None:
+    from transformers import AutoTokenizer
+
+    max_length = 64
+    theirs = env.lm_eval([env.wikitext], model_args={"max_length": max_length})
+    config = {"type": env.wikitext, "params": params(env, None, max_length=max_length)}
+    records, ours = env.ours(config)
+    assert assert_same_samples(theirs, records) == 7
+    assert assert_same_aggregates(theirs, ours) == 3
+    longest = max(records[env.wikitext], key=lambda r: len(r.item["doc"]["page"]))
+    tokens = len(AutoTokenizer.from_pretrained(env.tokenizer)(longest.item["doc"]["page"]).input_ids)
+    assert tokens > 10 * max_length  # so this document took more than ten windows
+    metrics = ours["tasks"][env.wikitext]["metrics"]
+    assert set(metrics) == {"word_perplexity", "byte_perplexity", "bits_per_byte"}
+    assert metrics["word_perplexity"]["scores"]["word_perplexity"]["value"] > 1

@@ -65,6 +65,24 @@ def gsm8k_answerer(data: Path) -> Callable[[str], str]:
     return answer
 
 
+def write_wikitext(folder: Path, pages: list[str]) -> str:
+    """A ``wikitext`` override on local ``pages`` (a JSON lines file of ``{"page": ...}``); its task name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "wikitext_pages.jsonl"
+    data.write_text("".join(json.dumps({"page": page}) + "\n" for page in pages))
+    task = {
+        "include": str(BUILTIN_TASKS / "wikitext" / "wikitext.yaml"),
+        "task": "local_wikitext",
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "training_split": None,
+        "validation_split": None,
+    }
+    (folder / "local_wikitext.yaml").write_text(json.dumps(task))
+    return "local_wikitext"
+
+
 def write_tasks(folder: Path, data: Path) -> Path:
     """Override YAMLs for gsm8k, gsm8k_chat, arc_easy, hellaswag and an MMLU subset group in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
