@@ -83,6 +83,19 @@ def write_wikitext(folder: Path, pages: list[str]) -> str:
     return "local_wikitext"
 
 
+def write_humaneval(folder: Path, data: Path) -> str:
+    """A ``humaneval`` override (lm-eval's own YAML, ``unsafe_code: true``) on the local HumanEval file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    task = {
+        "include": str(BUILTIN_TASKS / "humaneval" / "humaneval.yaml"),
+        "task": "local_humaneval",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data / "humaneval/HumanEval.jsonl.gz")}},
+    }
+    (folder / "local_humaneval.yaml").write_text(json.dumps(task))
+    return "local_humaneval"
+
+
 def write_tasks(folder: Path, data: Path) -> Path:
     """Override YAMLs for gsm8k, gsm8k_chat, arc_easy, hellaswag and an MMLU subset group in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)

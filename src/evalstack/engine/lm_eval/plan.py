@@ -22,6 +22,7 @@ from evalstack.engine.aggregate import score_entry
 from evalstack.engine.lm_eval.model import LmEvalModel, PreparedRequest
 from evalstack.engine.lm_eval.options import LmEvalOptions, parse_options
 from evalstack.engine.lm_eval.tasks import LoadedTasks, load_tasks
+from evalstack.engine.lm_eval.unsafe import SandboxedResults, is_unsafe
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.engine.ports import ClientSource
 from evalstack.errors import InvalidInputError
@@ -97,6 +98,7 @@ class DocumentScorer:
         self.endpoint = endpoint
         self.client_args = client_args
         self._first: dict[int, list[PreparedRequest]] = {}
+        self._sandboxed = SandboxedResults(self.task) if is_unsafe(self.task) else None
 
     def _client(self) -> ModelClient:
         return self.clients.get(self.endpoint, **self.client_args)
@@ -145,7 +147,7 @@ class DocumentScorer:
         filtered: dict[str, Any] = {}
         for filter_key in ordered[0].filtered_resps:
             responses = [inst.filtered_resps[filter_key] for inst in ordered]
-            per_filter[filter_key] = jsonable(self.task.process_results(doc, responses))
+            per_filter[filter_key] = jsonable(await self._process_results(doc, responses))
             filtered[filter_key] = jsonable(responses)
         output.extra["lm_eval"] = {
             "doc_id": doc_id,
@@ -160,6 +162,13 @@ class DocumentScorer:
             for metric, value in metrics.items()
             if _number(value) is not None
         }
+
+
+    async def _process_results(self, doc: Any, responses: list[Any]) -> Any:
+        """The task's ``process_results``: here, or in the sandbox for a task that runs model code."""
+        if self._sandboxed is None:
+            return self.task.process_results(doc, responses)
+        return await asyncio.to_thread(self._sandboxed, doc, responses)
 
 
 def _row(task: Any, doc_id: int, doc: Any, instances: Sequence[Any]) -> dict[str, Any]:

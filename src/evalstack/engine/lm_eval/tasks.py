@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from evalstack.engine.lm_eval.model import LmEvalModel
+from evalstack.engine.lm_eval.unsafe import allow_code_eval_here
 from evalstack.errors import InvalidInputError, NotFoundError
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ class TaskSettings:
     apply_chat_template: bool = False
     fewshot_as_multiturn: bool = True
     system_instruction: str | None = None
-    confirm_unsafe_code: bool = False
 
 
 @dataclass
@@ -94,6 +94,7 @@ def load_tasks(settings: TaskSettings, model: LmEvalModel) -> LoadedTasks:
             f"unknown lm-eval task or group {', '.join(map(repr, unknown))}; see `evalstack benchmarks "
             f"--search WORD` for the names, or add a task YAML through params.extra.include_path"
         )
+    allow_code_eval_here()  # unsafe tasks (humaneval) self-check code_eval at import; scoring is sandboxed
     try:
         loaded = manager.load(list(settings.names))
     except (FileNotFoundError, ConnectionError, OSError) as exc:
@@ -104,12 +105,7 @@ def load_tasks(settings: TaskSettings, model: LmEvalModel) -> LoadedTasks:
         raise InvalidInputError(f"lm-eval could not load {', '.join(settings.names)}: {exc}") from exc
     tasks: dict[str, Any] = loaded["tasks"]
     gen_kwargs = dict(settings.gen_kwargs)
-    for name, task in tasks.items():
-        if getattr(task, "UNSAFE_CODE", False) and not settings.confirm_unsafe_code:
-            raise InvalidInputError(
-                f"lm-eval task {name!r} runs model-written code, which the engine does not run yet "
-                "(it would have to run in our sandbox); pick another task"
-            )
+    for task in tasks.values():
         if task.get_config("output_type") == "generate_until" and gen_kwargs:
             task.set_config(key="generation_kwargs", value=dict(gen_kwargs), update=True)
         if settings.num_fewshot is not None:
