@@ -75,7 +75,9 @@ def _install_guard(allow_processes):
     sys.addaudithook(guard)
 """
 
-_BOOTSTRAP = _GUARD + r"""
+_BOOTSTRAP = (
+    _GUARD
+    + r"""
 import sys
 _install_guard(False)
 del _install_guard
@@ -86,6 +88,7 @@ del _f
 _globals = {"__name__": "__main__", "__builtins__": __builtins__}
 exec(compile(_source, "program.py", "exec"), _globals)
 """
+)
 
 
 @dataclass

@@ -163,7 +163,6 @@ class DocumentScorer:
             if _number(value) is not None
         }
 
-
     async def _process_results(self, doc: Any, responses: list[Any]) -> Any:
         """The task's ``process_results``: here, or in the sandbox for a task that runs model code."""
         if self._sandboxed is None:

@@ -89,4 +89,3 @@ class SandboxedResults:
 
     def close(self) -> None:
         self.worker.close()
-
