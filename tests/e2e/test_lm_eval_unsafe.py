@@ -151,7 +151,7 @@ def test_hostile_code_is_contained_and_scored_as_a_failure(env: Env, tmp_path: P
     env.answers = {
         p["prompt"]: code + p["canonical_solution"] for p, code in zip(env.problems, hostile, strict=False)
     }
-    records, ours = env.ours()
+    records, _ = env.ours()
     by_index = {r.index: r for r in records[env.task]}
     passed = [by_index[i].extra["lm_eval"]["metrics"]["create_test"]["pass@1"] for i in range(4)]
     assert all(by_index[i].error is None for i in range(4))

@@ -21,9 +21,9 @@ import numpy as np
 
 def _run(program: str, outcome: Any) -> None:
     try:
-        exec(program, {"__name__": "__candidate__"})  # noqa: S102 - what the metric is for
+        exec(program, {"__name__": "__candidate__"})
         outcome.put("passed")
-    except BaseException as exc:  # noqa: BLE001 - any failure of the candidate is a failed test
+    except BaseException as exc:
         outcome.put(f"failed: {type(exc).__name__}")
 
 
@@ -61,8 +61,13 @@ class CodeEval(evaluate.Metric):
         )
 
     def _compute(
-        self, predictions: list[list[str]], references: list[str], k: list[int] = [1], timeout: float = 3.0
-    ) -> tuple[dict[str, float], dict[int, list[tuple[int, str]]]]:  # noqa: B006 - the real signature
+        self,
+        predictions: list[list[str]],
+        references: list[str],
+        k: list[int] | None = None,
+        timeout: float = 3.0,
+    ) -> tuple[dict[str, float], dict[int, list[tuple[int, str]]]]:
+        k = k or [1]
         if os.getenv("HF_ALLOW_CODE_EVAL", "0") != "1":
             raise ValueError("set HF_ALLOW_CODE_EVAL=1 to let code_eval run untrusted code")
         results: dict[int, list[tuple[int, str]]] = {}
