@@ -65,6 +65,35 @@ def gsm8k_answerer(data: Path) -> Callable[[str], str]:
     return answer
 
 
+def build_datasets_cache(hf_home: Path, repo_id: str, config: str, splits: dict[str, Path]) -> Path:
+    """The Hugging Face datasets cache that ``load_dataset(repo_id, config)`` leaves after one online run.
+
+    The splits (JSON lines files) are prepared by the ``datasets`` library's own builder into
+    ``<HF_HOME>/datasets/<org>___<name>/<config>/0.0.0/<commit>/`` (Arrow files and dataset_info.json),
+    the folder ``load_dataset`` fills from the Hub and reads back with ``HF_DATASETS_OFFLINE=1``.
+    """
+    import shutil
+
+    from datasets.packaged_modules.json.json import Json
+
+    organisation, name = repo_id.split("/")
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()  # a Hub commit id stands here
+    scratch = hf_home / "scratch"
+    builder = Json(
+        cache_dir=str(scratch),
+        dataset_name=name,
+        config_name=config,
+        hash=commit,
+        data_files={split: str(path) for split, path in splits.items()},
+    )
+    builder.download_and_prepare()
+    target = hf_home / "datasets" / f"{organisation}___{name}" / config / "0.0.0" / commit
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(builder.cache_dir, target)
+    shutil.rmtree(scratch)
+    return target
+
+
 def write_wikitext(folder: Path, pages: list[str]) -> str:
     """A ``wikitext`` override on local ``pages`` (a JSON lines file of ``{"page": ...}``); its task name."""
     folder.mkdir(parents=True, exist_ok=True)

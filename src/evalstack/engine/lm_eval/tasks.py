@@ -76,10 +76,31 @@ def known_name(name: str, include_path: str | None = None) -> bool:
     return name in task_manager(include_path).all_tasks
 
 
-def _missing_data_error(names: tuple[str, ...], exc: BaseException) -> NotFoundError:
+def _datasets_of(manager: Any, names: tuple[str, ...]) -> list[str]:
+    """The Hugging Face datasets the tasks ``names`` read (``dataset_path`` and ``dataset_name``)."""
+    from lm_eval.tasks._yaml_loader import load_yaml  # as TaskManager reads a task's YAML for its listing
+
+    found = []
+    for name in names:
+        try:
+            config = load_yaml(manager.task_index[name].yaml_path, resolve_func=False, recursive=True)
+        except Exception:  # a group, a Python task or an unreadable YAML: the error text still helps
+            continue
+        if config.get("dataset_path"):
+            dataset = str(config["dataset_path"])
+            found.append(f"{dataset} ({config['dataset_name']})" if config.get("dataset_name") else dataset)
+    return found
+
+
+def _missing_data_error(manager: Any, names: tuple[str, ...], exc: BaseException) -> NotFoundError:
+    from datasets import config as datasets_config
+
+    datasets = _datasets_of(manager, names)
+    which = f"the dataset {', '.join(datasets)}" if datasets else "the dataset"
     return NotFoundError(
-        f"lm-eval task(s) {', '.join(names)}: the dataset could not be loaded ({type(exc).__name__}: {exc}). "
-        "lm-eval reads datasets from the Hugging Face Hub (or its offline cache, HF_DATASETS_OFFLINE=1); "
+        f"lm-eval task(s) {', '.join(names)}: {which} could not be loaded ({type(exc).__name__}: {exc}). "
+        "lm-eval reads datasets from the Hugging Face Hub, or offline (HF_DATASETS_OFFLINE=1) from the "
+        f"datasets cache ({datasets_config.HF_DATASETS_CACHE}, under HF_HOME); "
         "to use local files, put a task YAML in a folder named by params.extra.include_path that "
         "`include:`s the built-in task and sets `dataset_path: json` with `dataset_kwargs.data_files`"
     )
@@ -98,10 +119,10 @@ def load_tasks(settings: TaskSettings, model: LmEvalModel) -> LoadedTasks:
     try:
         loaded = manager.load(list(settings.names))
     except (FileNotFoundError, ConnectionError, OSError) as exc:
-        raise _missing_data_error(settings.names, exc) from exc
+        raise _missing_data_error(manager, settings.names, exc) from exc
     except Exception as exc:
         if "dataset" in type(exc).__name__.lower() or "Hub" in str(exc) or "offline" in str(exc).lower():
-            raise _missing_data_error(settings.names, exc) from exc
+            raise _missing_data_error(manager, settings.names, exc) from exc
         raise InvalidInputError(f"lm-eval could not load {', '.join(settings.names)}: {exc}") from exc
     tasks: dict[str, Any] = loaded["tasks"]
     gen_kwargs = dict(settings.gen_kwargs)
