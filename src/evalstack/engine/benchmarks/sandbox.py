@@ -435,6 +435,16 @@ class SandboxWorker:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What travels with a plan (to a Ray worker): the function and settings, never the process."""
+        state = dict(self.__dict__)
+        state.update(_lock=None, _process=None, _workdir=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self._stop()
