@@ -167,7 +167,7 @@ class DocumentScorer:
         """The task's ``process_results``: here, or in the sandbox for a task that runs model code."""
         if self._sandboxed is None:
             return self.task.process_results(doc, responses)
-        return await asyncio.to_thread(self._sandboxed, doc, responses)
+        return await self._sandboxed(doc, responses)
 
 
 def _row(task: Any, doc_id: int, doc: Any, instances: Sequence[Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ for lm-eval run offline) and ``HF_ALLOW_CODE_EVAL=1``: the code may run because 
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 from collections.abc import Mapping
@@ -77,10 +78,15 @@ class SandboxedResults:
         env = _hugging_face_env()
         # a bound method of lm-eval's task class: the worker imports lm-eval, never evalstack
         self.worker = SandboxWorker(slim.process_results, timeout=timeout, env=env)
+        self._turn = asyncio.Lock()
 
-    def __call__(self, doc: Mapping[str, Any], responses: list[Any]) -> dict[str, Any]:
-        """The document's metrics; an ``InvalidInputError`` (that sample fails) when scoring did not end."""
-        answer = self.worker.call(dict(doc), list(responses))
+    async def __call__(self, doc: Mapping[str, Any], responses: list[Any]) -> dict[str, Any]:
+        """The document's metrics; an ``InvalidInputError`` (that sample fails) when scoring did not end.
+
+        One document at a time per task, waiting here rather than in a thread of the shared pool.
+        """
+        async with self._turn:
+            answer = await asyncio.to_thread(self.worker.call, dict(doc), list(responses))
         if answer.status == "timeout":
             raise InvalidInputError(f"scoring in the sandbox {answer.message}; the sample is not scored")
         if answer.status != "ok" or not isinstance(answer.value, dict):
