@@ -119,6 +119,12 @@ def load_tasks(settings: TaskSettings, model: LmEvalModel) -> LoadedTasks:
     try:
         loaded = manager.load(list(settings.names))
     except (FileNotFoundError, ConnectionError, OSError) as exc:
+        if "module script" in str(exc):  # a Hugging Face evaluate metric (humaneval's code_eval)
+            raise NotFoundError(
+                f"lm-eval task(s) {', '.join(settings.names)}: a metric could not be loaded ({exc}); the "
+                "evaluate library loads metrics from the Hugging Face Hub, or offline from its modules cache "
+                "(HF_MODULES_CACHE, under HF_HOME), where one online run leaves them"
+            ) from exc
         raise _missing_data_error(manager, settings.names, exc) from exc
     except Exception as exc:
         if "dataset" in type(exc).__name__.lower() or "Hub" in str(exc) or "offline" in str(exc).lower():
