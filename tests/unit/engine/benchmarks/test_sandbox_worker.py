@@ -32,7 +32,7 @@ def where(_: Any) -> dict[str, int]:
     return {"pid": os.getpid(), "parent": os.getppid()}
 
 
-def misbehave(kind: str) -> Any:
+def misbehave(kind: str, target: str = "") -> Any:
     if kind == "loop":
         while True:
             pass
@@ -46,7 +46,7 @@ def misbehave(kind: str) -> Any:
 
         return subprocess.run(["true"], check=False).returncode
     if kind == "write":
-        return open("/tmp/evalstack-sandbox-escape", "w").write("x")
+        return open(target, "w").write("x")
     if kind == "numpy":  # numpy is imported when the worker loads this module, before the guard
         return {"n": np.float64(0.5), "t": (1, 2)}
     return kind
@@ -78,16 +78,16 @@ def test_a_call_that_hangs_fails_it_alone_and_the_worker_goes_on(worker: Sandbox
     assert worker.call("fine").value == "fine"
 
 
-def test_faults_are_answers_and_nothing_but_json_comes_back(worker: SandboxWorker) -> None:
+def test_faults_are_answers_and_nothing_but_json_comes_back(worker: SandboxWorker, tmp_path: Path) -> None:
     raised = worker.call("raise")
     assert raised.status == "error" and raised.message == "ValueError: no good"
     assert worker.call("print").value == "honest"  # what a call prints never becomes an answer
     assert worker.call("numpy").value == {"n": 0.5, "t": [1, 2]}
     spawned = worker.call("fork")
     assert spawned.status == "error" and "subprocess.Popen is not allowed" in spawned.message
-    wrote = worker.call("write")
+    wrote = worker.call("write", str(tmp_path / "escaped"))
     assert wrote.status == "error" and "outside the working directory" in wrote.message
-    assert not Path("/tmp/evalstack-sandbox-escape").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_idle_worker_exits_and_the_next_call_starts_another() -> None:
