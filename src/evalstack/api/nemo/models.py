@@ -112,7 +112,7 @@ class EvaluationConfigBody(EntityFieldsBody):
     """``POST /v1/evaluation/configs``; ``params``, ``tasks`` and ``groups`` are checked by the engine."""
 
     # Required; optional here so that its absence gets a message listing the supported types.
-    type: str | None = Field(default=None, min_length=1, examples=["custom", "gsm8k"])
+    type: str | None = Field(default=None, min_length=1)
     params: dict[str, Any] | None = None
     # A list is the early-access format: accepted here so that the engine check can explain it.
     tasks: dict[str, Any] | list[Any] | None = None
@@ -127,7 +127,7 @@ class EvaluationTargetBody(EntityFieldsBody):
     """``POST /v1/evaluation/targets``; the type-specific parts are checked by the engine."""
 
     # Required; optional here so that its absence gets a message listing the supported types.
-    type: str | None = Field(default=None, min_length=1, examples=["model", "rows"])
+    type: str | None = Field(default=None, min_length=1)
     model: str | dict[str, Any] | None = None
     rows: list[dict[str, Any]] | None = None
     dataset: str | dict[str, Any] | None = None
