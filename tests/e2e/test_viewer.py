@@ -224,24 +224,22 @@ def test_evalstack_view_serves_the_same_store_alone(jobs: ViewerJobs, tmp_path: 
         assert httpx.get(f"{url}/v1/evaluation/jobs").status_code == 404  # the viewer alone
 
 
+READER_KEY, RUNNER_KEY = "viewer-key-read", "viewer-key-run"
+
+
+def settings_with_keys(jobs: ViewerJobs, folder: Path) -> Path:
+    """A settings file over the jobs' store with two keys: ``ops`` may read, ``ci`` may only run."""
+    settings = folder / "settings.yaml"
+    keys = [key_settings_entry("ops", READER_KEY, ["read"]), key_settings_entry("ci", RUNNER_KEY, ["run"])]
+    settings.write_text(yaml.safe_dump({"db_url": jobs.server_db, "auth": {"api_keys": keys}}))
+    return settings
+
+
 def test_evalstack_view_asks_for_the_servers_keys_and_may_then_listen_beyond_loopback(
     jobs: ViewerJobs, tmp_path: Path
 ) -> None:
-    reader, runner_only = "viewer-key-read", "viewer-key-run"
-    settings = tmp_path / "settings.yaml"
-    settings.write_text(
-        yaml.safe_dump(
-            {
-                "db_url": jobs.server_db,
-                "auth": {
-                    "api_keys": [
-                        key_settings_entry("ops", reader, ["read"]),
-                        key_settings_entry("ci", runner_only, ["run"]),
-                    ]
-                },
-            }
-        )
-    )
+    reader, runner_only = READER_KEY, RUNNER_KEY
+    settings = settings_with_keys(jobs, tmp_path)
     with evalstack_view(tmp_path, "--config", str(settings), "--host", "0.0.0.0") as url:
         page = f"{url}/ui/jobs/{jobs.baseline}"
         anonymous = httpx.get(page)
@@ -361,3 +359,28 @@ def test_browser_shows_live_progress_of_a_running_job(jobs: ViewerJobs, page: An
         assert (
             page.locator(f".progress[data-job='{job_id}'] .progress-text").inner_text().startswith("40 / 40")
         )
+
+
+def test_browser_signs_in_to_evalstack_view_with_a_key(
+    jobs: ViewerJobs, browser: Any, tmp_path: Path
+) -> None:
+    settings = settings_with_keys(jobs, tmp_path)
+    with evalstack_view(tmp_path, "--config", str(settings)) as url:
+        stranger = browser.new_context(http_credentials={"username": "ops", "password": "not-a-key"})
+        try:  # the browser answers the Basic prompt with a bad key: refused, nothing shown
+            refused = stranger.new_page().goto(f"{url}/ui/jobs/{jobs.baseline}")
+            assert refused is not None and refused.status == 401 and jobs.baseline not in refused.text()
+        finally:
+            stranger.close()
+        context = browser.new_context(http_credentials={"username": "ops", "password": READER_KEY})
+        problems: list[str] = []
+        try:
+            page = context.new_page()
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(f"{url}/ui/jobs/{jobs.baseline}")
+            assert page.locator("h1").inner_text().startswith("custom: qa on model-a")
+            # the counts the page fetches afterwards are authorized too
+            page.locator("a[href$='samples?unparsed=1'] .lazy-count").filter(has_text="0").wait_for()
+        finally:
+            context.close()
+        assert problems == []
