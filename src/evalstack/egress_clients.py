@@ -8,11 +8,12 @@ every address, and the connection goes to a checked address while Host and TLS S
 - :func:`download_client`: an ``httpx.AsyncClient`` for dataset downloads (an httpcore network backend).
 - :func:`hub_egress`: ``huggingface_hub``'s shared HTTP client (installed through its supported
   ``set_client_factory``) checks every connection, redirects included, against the policy of the
-  ``hf://`` download running in this context.
+  ``hf://`` download running in this context (other callers, lm-eval's datasets for one, keep the
+  environment's proxy; without one only the always-refused addresses are refused).
 - :class:`PolicyResolver`: the aiohttp resolver of the model and judge clients (``inference/transport.py``).
 
-These clients connect directly, never through a proxy from the environment: a proxy would resolve
-the name itself, out of the policy's sight.
+Governed connections go directly, never through a proxy from the environment: a proxy would
+resolve the name itself, out of the policy's sight.
 """
 
 from __future__ import annotations
@@ -160,8 +161,20 @@ def _hub_transport() -> httpx2.BaseTransport:
                     self._transports[policy.key] = transport
                 return transport
 
+        def _through_proxy(self, proxy: str) -> httpx2.HTTPTransport:
+            with self._lock:
+                transport = self._transports.get(("proxy", proxy))
+                if transport is None:
+                    transport = self._transports[("proxy", proxy)] = httpx2.HTTPTransport(proxy=proxy)
+                return transport
+
         def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-            return self._for(_hub_policy.get() or OPEN_POLICY).handle_request(request)
+            policy = _hub_policy.get()
+            if policy is None:  # not an evalstack download: the environment's proxy, as huggingface_hub would
+                proxy = _environment_proxy(request.url.scheme, request.url.host)
+                if proxy is not None:
+                    return self._through_proxy(proxy).handle_request(request)
+            return self._for(policy or OPEN_POLICY).handle_request(request)
 
         def close(self) -> None:
             with self._lock:
@@ -170,6 +183,14 @@ def _hub_transport() -> httpx2.BaseTransport:
                 transport.close()
 
     return PerPolicyTransport()
+
+
+def _environment_proxy(scheme: str, host: str) -> str | None:
+    """The proxy the environment (``HTTPS_PROXY``, ``NO_PROXY``...) names for ``scheme://host``."""
+    import urllib.request
+
+    proxy = urllib.request.getproxies().get(scheme)
+    return None if proxy is None or urllib.request.proxy_bypass(host) else proxy
 
 
 def _hub_client() -> httpx2.Client:

@@ -199,3 +199,26 @@ def test_the_hub_client_connects_to_the_address_its_policy_checked(hub: FakeHub,
             force_download=True,
         )
     assert "egress deny list" in repr(refused.value) + repr(refused.value.__context__)
+
+
+def test_hub_downloads_under_a_policy_ignore_the_environment_proxy_and_others_keep_it(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    dead = f"http://127.0.0.1:{free_port()}"  # a proxy that is not there
+    monkeypatch.setenv("HTTP_PROXY", dead)
+    monkeypatch.setenv("http_proxy", dead)
+    resolver = ScriptedResolver(["127.0.0.1"])
+
+    def download(endpoint: str, folder: str) -> str:
+        return huggingface_hub.hf_hub_download(
+            "org/data", "rows.jsonl", repo_type="dataset", endpoint=endpoint, cache_dir=tmp_path / folder
+        )
+
+    with hub_egress(EgressPolicy(resolver=resolver)):  # direct, to the address the policy checked
+        assert Path(download(f"http://hub.test:{hub.port}", "governed")).read_text() == ROW
+    hub.requests.clear()
+    with pytest.raises(Exception):  # noqa: B017 - through the dead proxy, as huggingface_hub would
+        download(hub.url, "other")  # (a direct connection would reach the hub)
+    assert hub.requests == []
