@@ -56,7 +56,7 @@ def listings_router(store: Store) -> APIRouter:
         limit = browse.page_limit(params.get("limit"))
         if after is not None and before is not None:
             raise InvalidInputError("give after or before, not both")
-        if await store.get_job(job_id) is None:
+        if not await store.job_statuses([job_id]):  # exists? (without reading its spec and result)
             raise NotFoundError(f"Job {job_id} not found")
         page = await store.page_samples(job_id, flt, after=after, before=before, limit=limit)
         data = [browse.sample_json(s) for s in page.samples]
@@ -76,7 +76,7 @@ def listings_router(store: Store) -> APIRouter:
     @not_found_status(404)
     async def count_samples(request: Request, job_id: str) -> dict[str, Any]:
         flt = browse.parse_sample_filter(request.query_params)
-        if await store.get_job(job_id) is None:
+        if not await store.job_statuses([job_id]):  # exists? (without reading its spec and result)
             raise NotFoundError(f"Job {job_id} not found")
         if flt == SampleFilter():  # every sample: an exact count on the index
             return {"count": await store.count_samples(job_id), "at_least": False}
