@@ -32,12 +32,13 @@ if TYPE_CHECKING:
 def listings_router(store: Store) -> APIRouter:
     """Routes under ``/evalstack/jobs`` (mounted at ``/v1``)."""
     router = APIRouter(route_class=LlamaStackRoute)
+    labels = browse.JobLabelCache()  # this app's: a listing reads the records of its page's jobs only
 
     @router.get("/evalstack/jobs", tags=["evalstack"])
     async def list_jobs(request: Request) -> dict[str, Any]:
         params = request.query_params
         query = browse.parse_job_query(params, params.getlist("status"))
-        listing = await browse.list_jobs(store, query)
+        listing = await browse.list_jobs(store, query, labels)
         return {
             "data": [browse.job_json(job) for job in listing.jobs],
             "total": listing.total,

@@ -65,6 +65,7 @@ from evalstack.store.records import (
     CacheSummary,
     JobRecord,
     JobStatus,
+    JobVersion,
     SampleFilter,
     SampleKey,
     SamplePage,
@@ -664,6 +665,37 @@ class Store:
         with self._connect() as conn:
             rows = conn.execute(query.order_by(_JOBS.c.seq.desc()))
             return [_job_record(row, json_as_text=True) for row in rows]
+
+    async def job_versions(self, front: str | None = None) -> list[JobVersion]:
+        """Every job's id, status and ``updated_at`` (of one front door when ``front`` is given), newest
+        first: a light query, none of the JSON columns read."""
+        return await self._read(self._job_versions, front)
+
+    def _job_versions(self, front: str | None) -> list[JobVersion]:
+        c = _JOBS.c
+        query = select(c.id, c.status, c.updated_at)
+        if front is not None:
+            query = query.where(c.front == front)
+        with self._connect() as conn:
+            rows = conn.execute(query.order_by(c.seq.desc())).tuples()
+            return [
+                JobVersion(job_id, cast(Any, status), _aware(updated)) for job_id, status, updated in rows
+            ]
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        """The jobs of ``job_ids`` that exist, in that order."""
+        if not job_ids:
+            return []
+        return await self._read(self._get_jobs, list(job_ids))
+
+    def _get_jobs(self, job_ids: list[str]) -> list[JobRecord]:
+        found: dict[str, JobRecord] = {}
+        with self._connect() as conn:
+            for start in range(0, len(job_ids), 500):  # bounded IN lists
+                query = _JOB_AS_TEXT.where(_JOBS.c.id.in_(job_ids[start : start + 500]))
+                for row in conn.execute(query):
+                    found[row.id] = _job_record(row, json_as_text=True)
+        return [found[job_id] for job_id in job_ids if job_id in found]
 
     async def update_job(
         self, job_id: str, *, expected_status: Collection[str] | None = None, **changes: Any
