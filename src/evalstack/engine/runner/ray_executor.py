@@ -16,6 +16,12 @@ Concurrency: at most ``max_actors`` actors run at once (default: one per alive n
 on alive node ``i`` modulo their number while it lives), and the job's
 ``parallelism`` is split among them, so the requests in flight never exceed it. Cancel kills every
 actor of the job. ``import ray`` happens on the first job, never at start-up.
+
+A job on the embedded model gets ``model_replicas`` ``ModelReplica`` actors (spread over the nodes, one
+GPU each where the cluster has GPUs, else one CPU), each loading the model once; the shard actors send
+their requests to them. The plan travels sealed (``sealed_plan``): the object store never holds an
+endpoint's API key, which goes to each actor as an argument of its call. Shard actors are named
+(``evalstack-shard-...``) so that their liveness can be looked up with ``ray.get_actor``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections import deque
+import uuid
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -62,6 +69,27 @@ class RayOptions:
     object_store_memory: int | None = None  # bytes; a new local instance only
     max_shard_attempts: int = 3
     sandbox_resource: str = "sandbox"  # sandbox tasks ask for one of these where the cluster has any
+    model_replicas: int = 1  # embedded-model actors per job
+
+
+SHARD_ACTOR_PREFIX = "evalstack-shard-"
+"""Every shard actor's name starts so: ``evalstack-shard-<run>-<n>``."""
+
+
+def model_replica_options(resources: Mapping[str, float], replicas: int) -> dict[str, Any]:
+    """The Ray options of one embedded-model replica on a cluster with ``resources`` (as
+    ``ray.cluster_resources()`` reports them): a whole GPU where the cluster has GPUs, else one CPU.
+    Raises ``EvalstackError`` when the cluster cannot hold ``replicas`` of them at once."""
+    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
+    if gpus >= 1:
+        needed, have, what = {"num_gpus": 1, "num_cpus": 1}, gpus, "GPUs"
+    else:
+        needed, have, what = {"num_cpus": 1}, cpus, "CPUs (it has no GPU)"
+    if replicas > have:
+        raise EvalstackError(
+            f"model_replicas is {replicas} but the Ray cluster has {have:g} {what}; each replica takes one"
+        )
+    return {**needed, "scheduling_strategy": "SPREAD", "max_restarts": 0}
 
 
 def cut_shards(items: Sequence[ShardItem], shard_size: int) -> list[list[ShardItem]]:
@@ -254,6 +282,9 @@ class _Coordinator:
         self.nodes: set[str] = set()
         self.on_sample: Any = None
         self.breakers: Any = None
+        self.run_id = uuid.uuid4().hex[:12]
+        self.replicas: list[Any] = []
+        self.keys: dict[str, str] = {}
 
     async def run(self) -> None:
         ray, options = self.ray, self.executor.options
@@ -262,14 +293,24 @@ class _Coordinator:
         shares = split_parallelism(int(self.plan.parallelism), lanes)
         resources = await asyncio.to_thread(ray.cluster_resources)
         sandbox = {options.sandbox_resource: 1.0} if resources.get(options.sandbox_resource) else None
-        from evalstack.engine.runner.ray_shard import ShardRunner
+        from evalstack.engine.runner.ray_shard import ModelReplica, ShardRunner
+        from evalstack.engine.runner.sealed_plan import seal_plan
 
         self.actor_class = ray.remote(ShardRunner)
         self.sandbox = sandbox
-        try:
-            self.plan_ref = ray.put(shard_plan(self.plan))
-        except Exception as exc:
-            raise EvalstackError(f"this job's plan cannot be sent to the Ray cluster: {exc}") from exc
+        sealed, self.keys = seal_plan(shard_plan(self.plan))
+        self.plan_ref = ray.put(sealed)
+        if self.plan.model is not None and self.plan.model.kind == "embedded":
+            count = max(options.model_replicas, 1)
+            replica_options = model_replica_options(resources, count)
+            replica_class = ray.remote(ModelReplica)
+            threads = int(replica_options.get("num_cpus", 1)) or None
+            self.replicas = [
+                replica_class.options(**replica_options, name=f"evalstack-replica-{self.run_id}-{n}").remote(
+                    threads
+                )
+                for n in range(count)
+            ]
         lane_tasks = [asyncio.ensure_future(self._lane(lane, share)) for lane, share in enumerate(shares)]
         try:
             for finished in asyncio.as_completed(lane_tasks):
@@ -291,7 +332,8 @@ class _Coordinator:
         if alive:
             node_id = alive[lane % len(alive)]
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
-        actor = self.actor_class.options(**options).remote(self.sandbox, self.breakers)
+        options["name"] = f"{SHARD_ACTOR_PREFIX}{self.run_id}-{len(self.actors)}"
+        actor = self.actor_class.options(**options).remote(self.sandbox, self.breakers, self.replicas, lane)
         self.actors.append(actor)
         self.progress.executor = {**(self.progress.executor or {}), "actors": len(self.actors)}
         node = await actor.node_id.remote()
@@ -313,7 +355,12 @@ class _Coordinator:
                         actor = await self._new_actor(lane)
                     rows = _by_task(remaining)
                     stream = actor.run.remote(
-                        self.plan_ref, rows, share, self.executor.batch_size, max_outage=self.max_outage
+                        self.plan_ref,
+                        rows,
+                        share,
+                        self.executor.batch_size,
+                        max_outage=self.max_outage,
+                        keys=self.keys,
                     )
                     async for ref in stream:
                         await self._record(await ref)
@@ -369,14 +416,34 @@ class _Coordinator:
                 self.ray.kill(actor, no_restart=True)
 
     async def kill_actors(self) -> None:
-        """Stop every actor of this run (done, failed or cancelled), letting each close its clients."""
+        """Stop every actor of this run (done, failed or cancelled), letting each close its clients
+        first; what they report on closing (sandbox runs by node, each replica's loads and requests)
+        goes into ``progress.executor``."""
         actors, self.actors = self.actors, []
-        closing = [asyncio.ensure_future(_await_ref(actor.close.remote())) for actor in actors]
-        await asyncio.wait(closing, timeout=2.0) if closing else None
-        for actor in actors:
+        replicas, self.replicas = self.replicas, []
+        closing = [asyncio.ensure_future(_await_ref(actor.close.remote())) for actor in actors + replicas]
+        if closing:
+            await asyncio.wait(closing, timeout=2.0)
+        for actor in actors + replicas:
             await self._kill(actor)
+        reports = [task.result() if task.done() else None for task in closing]
+        for task in closing:
+            task.cancel()
+        sandbox_runs: Counter[str] = Counter()
+        for report in reports[: len(actors)]:
+            sandbox_runs.update((report or {}).get("sandbox_runs", {}))
+        executor = dict(self.progress.executor or {})
+        if sandbox_runs:
+            executor["sandbox_runs"] = dict(sandbox_runs)
+        if replicas:  # None for a replica that did not answer (gone with its node)
+            executor["model_replicas"] = [
+                {"loads": report["loads"], "requests": report["requests"]} if report else None
+                for report in reports[len(actors) :]
+            ]
+        self.progress.executor = executor
 
 
-async def _await_ref(ref: Any) -> None:
+async def _await_ref(ref: Any) -> Any:
     with contextlib.suppress(Exception):
-        await ref
+        return await ref
+    return None
