@@ -97,7 +97,7 @@ async def test_a_shard_actor_streams_its_samples_in_batches_within_its_share_of_
     runner.clients = FakePool(client)  # type: ignore[assignment]
     plan = shard_plan(make_plan(make_rows(50), parallelism=16))
     shard = {"t0": [(i, {"q": f"Q{i}", "expected": f"A{i}"}) for i in range(10, 40)]}
-    batches = [batch async for batch in runner.run(plan, shard, parallelism=4, batch_size=8)]
+    batches = [batch.samples async for batch in runner.run(plan, shard, parallelism=4, batch_size=8)]
     assert all(0 < len(batch) <= 8 for batch in batches)
     assert sorted(s.index for batch in batches for s in batch) == list(range(10, 40))
     assert client.max_in_flight == 4  # its share, not the job's 16
@@ -192,7 +192,7 @@ async def test_a_shard_actor_runs_a_sealed_plan_with_the_keys_it_is_given() -> N
     plan = dataclasses.replace(make_plan(make_rows(6)), model=KEYED)
     sealed, keys = seal_plan(shard_plan(plan))
     shard = {"t0": [(i, {"q": f"Q{i}", "expected": f"A{i}"}) for i in range(6)]}
-    batches = [batch async for batch in runner.run(sealed, shard, parallelism=2, keys=keys)]
+    batches = [batch.samples async for batch in runner.run(sealed, shard, parallelism=2, keys=keys)]
     assert sorted(s.index for batch in batches for s in batch) == list(range(6))
     assert {request["endpoint"].api_key for request in pool.requests} == {"sk-model-4242"}
 

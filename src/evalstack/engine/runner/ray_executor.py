@@ -46,6 +46,7 @@ from evalstack.engine.runner.pipeline import (
     Sink,
     load_task_rows,
 )
+from evalstack.engine.runner.ray_shard import ModelReplica, ShardBatch, ShardRunner
 from evalstack.errors import EvalstackError
 from evalstack.inference.breaker import DEFAULT_MAX_OUTAGE
 from evalstack.store.records import SampleRecord
@@ -185,8 +186,6 @@ class RayExecutor:
         progress: RunProgress | None = None,
         cache: ResponseCache | None = None,
     ) -> RunProgress:
-        if cache is not None:  # the cache lives in the coordinator's store; shard actors cannot reach it
-            logger.warning("executor ray does not use the response cache; every request goes to the model")
         skip = skip or {}
         progress = progress or RunProgress()
         progress.task_status = {task.name: "pending" for task in plan.tasks}
@@ -214,14 +213,8 @@ class RayExecutor:
                     todo[task.name] += 1
             progress.task_status[task.name] = "running" if todo[task.name] else "completed"
         del loaded
-        shards = cut_shards(items, self.options.shard_size)
-        del items
-        progress.executor = {"type": "ray", "shards": len(shards), "nodes": 0, "actors": 0}
-        if not shards:
-            return progress
-
-        ray = await self._connect()
-        coordinator = _Coordinator(self, ray, plan, shards, sink, progress, todo, failed, max_outage)
+        progress.executor = {"type": "ray", "shards": 0, "nodes": 0, "actors": 0}
+        coordinator = _Coordinator(self, plan, sink, progress, todo, failed, max_outage)
         coordinator.breakers = getattr(clients, "breaker_settings", None)  # the actors' endpoints trip alike
         loop = asyncio.get_running_loop()
         last_report = loop.time()
@@ -232,6 +225,21 @@ class RayExecutor:
                 last_report = loop.time()
                 on_progress(progress)
 
+        coordinator.on_sample = report
+        if cache is not None and items:
+            items = await coordinator.answer_from_cache(clients, cache, items, cancel)
+            if progress.cancelled:
+                report(force=True)
+                return progress
+        shards = cut_shards(items, self.options.shard_size)
+        del items
+        progress.executor = {**progress.executor, "shards": len(shards)}
+        if not shards:
+            report(force=True)
+            return progress
+
+        coordinator.ray = await self._connect()
+        coordinator.queue = deque(enumerate(shards))
         coordinator.on_sample = report
         run = asyncio.ensure_future(coordinator.run())
         cancel_waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
@@ -258,9 +266,7 @@ class _Coordinator:
     def __init__(
         self,
         executor: RayExecutor,
-        ray: Any,
         plan: EvalPlan,
-        shards: list[list[ShardItem]],
         sink: Sink,
         progress: RunProgress,
         todo: dict[str, int],
@@ -269,9 +275,10 @@ class _Coordinator:
     ) -> None:
         self.max_outage = max_outage
         self.executor = executor
-        self.ray = ray
+        self.ray: Any = None  # connected once there are shards to run
         self.plan = plan
-        self.queue: deque[tuple[int, list[ShardItem]]] = deque(enumerate(shards))
+        self.queue: deque[tuple[int, list[ShardItem]]] = deque()
+        self.cache: ResponseCache | None = None
         self.sink = sink
         self.progress = progress
         self.todo = todo
@@ -286,6 +293,40 @@ class _Coordinator:
         self.replicas: list[Any] = []
         self.keys: dict[str, str] = {}
 
+    async def answer_from_cache(
+        self,
+        clients: ClientSource,
+        cache: ResponseCache,
+        items: list[ShardItem],
+        cancel: asyncio.Event | None,
+    ) -> list[ShardItem]:
+        """Record the samples of inference tasks whose every model request the response cache answers
+        (run here, through the same pipeline, no request sent); return the items still to run. From
+        then on the actors send back the answers they got, and they are kept in the cache."""
+        from evalstack.engine.runner.pipeline import run_plan
+        from evalstack.inference.cache import CacheStats
+
+        self.cache = cache
+        stats = self.progress.cache = CacheStats()
+        inference = {task.name for task in self.plan.tasks if task.build_request is not None}
+        asked = [item for item in items if item[0] in inference]
+        if not asked:
+            return items
+        unanswered: set[tuple[str, int]] = set()
+
+        async def keep_if_answered(sample: SampleRecord) -> None:
+            if sample.extra.get("error_kind") == ERROR_KIND_INFERENCE:  # a request the cache did not answer
+                unanswered.add((sample.task, sample.index))
+            else:
+                await self._record(ShardBatch([sample], []))
+
+        with cache.scope(stats, cached_only=True):
+            answered = await run_plan(
+                self.plan, clients, sink=keep_if_answered, rows=_by_task(asked), cancel=cancel
+            )
+        self.progress.cancelled = answered.cancelled
+        return [item for item in items if item[0] not in inference or (item[0], item[1]) in unanswered]
+
     async def run(self) -> None:
         ray, options = self.ray, self.executor.options
         alive = [node["NodeID"] for node in await asyncio.to_thread(ray.nodes) if node.get("Alive")]
@@ -293,7 +334,6 @@ class _Coordinator:
         shares = split_parallelism(int(self.plan.parallelism), lanes)
         resources = await asyncio.to_thread(ray.cluster_resources)
         sandbox = {options.sandbox_resource: 1.0} if resources.get(options.sandbox_resource) else None
-        from evalstack.engine.runner.ray_shard import ModelReplica, ShardRunner
         from evalstack.engine.runner.sealed_plan import seal_plan
 
         self.actor_class = ray.remote(ShardRunner)
@@ -361,6 +401,7 @@ class _Coordinator:
                         self.executor.batch_size,
                         max_outage=self.max_outage,
                         keys=self.keys,
+                        keep_answers=self.cache is not None,
                     )
                     async for ref in stream:
                         await self._record(await ref)
@@ -387,10 +428,16 @@ class _Coordinator:
                         len(remaining),
                     )
 
-    async def _record(self, batch: Sequence[SampleRecord]) -> None:
-        """Hand a batch to the sink, dropping samples already received, and count them."""
+    async def _record(self, batch: ShardBatch) -> None:
+        """Hand a batch's samples to the sink, dropping samples already received, and count them; keep
+        the answers that came with it in the response cache."""
         progress = self.progress
-        for sample in batch:
+        if self.cache is not None and progress.cache is not None:
+            for answer in batch.answers:
+                self.cache.add(answer)
+                progress.cache.misses += 1
+                progress.cache.bytes_stored += answer.size
+        for sample in batch.samples:
             key = (sample.task, sample.index)
             if key in self.received:
                 continue

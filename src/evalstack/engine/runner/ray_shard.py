@@ -19,7 +19,8 @@ import asyncio
 import contextlib
 import dataclasses
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from evalstack.engine.benchmarks.sandbox import (
@@ -34,11 +35,37 @@ from evalstack.engine.runner.pipeline import IndexedRows, run_plan
 from evalstack.engine.runner.sealed_plan import SealedPlan, unseal_plan
 from evalstack.inference.base import InferenceError, InferenceRequest, InferenceResult, ModelClient
 from evalstack.inference.breaker import DEFAULT_MAX_OUTAGE, BreakerSettings
+from evalstack.inference.cache import ResponseCache
 from evalstack.inference.clients import ModelClientPool
-from evalstack.store.records import SampleRecord
+from evalstack.store.records import CachedResponse, SampleRecord
 
 SANDBOX_TASK_NAME = "evalstack-sandbox"
 """The name of every sandbox task on the cluster (as Ray's state API lists it)."""
+
+
+@dataclass
+class ShardBatch:
+    """What a shard actor sends back at a time: finished samples, and the model's answers for the
+    coordinator's response cache (when the job uses one)."""
+
+    samples: list[SampleRecord]
+    answers: list[CachedResponse] = field(default_factory=list)
+
+
+class _AnswersKept:
+    """A cache store that serves nothing (the coordinator asked the cache before sharding) and keeps
+    every answer put, for the coordinator to store."""
+
+    def __init__(self) -> None:
+        self.answers: list[CachedResponse] = []
+
+    async def get_cached_responses(
+        self, keys: Collection[str], max_age: float | None = None
+    ) -> dict[str, CachedResponse]:
+        return {}
+
+    async def put_cached_responses(self, entries: Sequence[CachedResponse]) -> None:
+        self.answers.extend(entries)
 
 
 def _this_node() -> str:
@@ -192,13 +219,25 @@ class ShardRunner:
         flush_interval: float = 0.2,
         max_outage: float = DEFAULT_MAX_OUTAGE,
         keys: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[list[SampleRecord]]:
+        keep_answers: bool = False,
+    ) -> AsyncIterator[ShardBatch]:
         """Run ``rows`` (a shard, by task name) through the pipeline with ``parallelism`` requests in
         flight; yield the finished samples in batches of at most ``batch_size``, at least every
         ``flush_interval`` seconds. An error of the pipeline (not of a sample), such as the endpoint
         staying unreachable for ``max_outage`` seconds, is raised after the samples finished before it.
-        A sealed ``plan`` gets its endpoints' ``keys`` back here."""
+        A sealed ``plan`` gets its endpoints' ``keys`` back here. With ``keep_answers`` the model's
+        answers come back too, for the coordinator's response cache."""
         buffer: list[SampleRecord] = []
+        kept = _AnswersKept() if keep_answers else None
+        cache = ResponseCache(kept) if kept is not None else None
+
+        async def answers() -> list[CachedResponse]:
+            if cache is None or kept is None:
+                return []
+            await cache.flush()
+            taken, kept.answers = kept.answers, []
+            return taken
+
         ready = asyncio.Event()
 
         async def collect(sample: SampleRecord) -> None:
@@ -210,7 +249,9 @@ class ShardRunner:
         try:
             shard_plan = dataclasses.replace(self._plan(plan, keys), parallelism=max(parallelism, 1))
             runner = asyncio.ensure_future(
-                run_plan(shard_plan, self.clients, sink=collect, rows=rows, max_outage=max_outage)
+                run_plan(
+                    shard_plan, self.clients, sink=collect, rows=rows, max_outage=max_outage, cache=cache
+                )
             )
         finally:
             program_runner.reset(token)  # the pipeline's tasks copied the context already
@@ -222,10 +263,13 @@ class ShardRunner:
                 ready.clear()
                 while buffer:
                     batch, buffer[:] = buffer[:batch_size], buffer[batch_size:]
-                    yield batch
+                    yield ShardBatch(batch, await answers())
             while buffer:  # what finished before a failure still goes back
                 batch, buffer[:] = buffer[:batch_size], buffer[batch_size:]
-                yield batch
+                yield ShardBatch(batch, await answers())
+            last = await answers()
+            if last:
+                yield ShardBatch([], last)
             runner.result()
         finally:
             if not runner.done():
