@@ -324,11 +324,12 @@ async def humaneval(workdir: Path) -> dict[str, Any]:
 
 async def embedded(workdir: Path) -> dict[str, Any]:
     """A job on the embedded model, locally and on Ray with two model replicas: samples compared, and
-    each replica's own counters (loads, requests answered)."""
+    each replica's own counters (loads, requests answered, the GPU Ray gave it). The node declares two
+    GPUs (Ray takes the count as given; there is no CUDA here, so the replicas run on the CPU)."""
     import ray
     from rich.console import Console
 
-    ray.init(num_cpus=2, **RAY_NODE)
+    ray.init(num_cpus=2, num_gpus=2, **RAY_NODE)
     rows = 24
     path = write_benchmark(workdir, rows, parallelism=8)
     outcomes: dict[str, Any] = {}
@@ -361,6 +362,7 @@ async def embedded(workdir: Path) -> dict[str, Any]:
         "outputs": sum(1 for s in on_ray["samples"] if s["output"] and s["error"] is None),
         "same_result": local["result"] == on_ray["result"],
         "executor": on_ray["progress"].get("executor"),
+        "cuda": __import__("torch").cuda.is_available(),
     }
 
 

@@ -144,6 +144,9 @@ def test_an_embedded_model_job_on_ray_stores_the_same_samples_with_two_replicas_
     assert [replica["loads"] for replica in replicas] == [1, 1]  # each replica loaded the model once
     assert all(replica["requests"] > 0 for replica in replicas)  # and both answered
     assert sum(replica["requests"] for replica in replicas) == 24
+    # On a cluster with GPUs each replica asks for one: Ray gave them one each, a different one.
+    assert sorted(gpu for replica in replicas for gpu in replica["gpus"]) == ["0", "1"]
+    assert seen["cuda"] or {replica["device"] for replica in replicas} == {"cpu"}  # no CUDA: the CPU
 
 
 def test_evalstack_run_executor_ray_against_a_cluster_started_with_ray_start(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from evalstack.engine.runner.ray_executor import (
 from evalstack.engine.runner.ray_shard import ReplicaClient, ShardRunner
 from evalstack.engine.runner.sealed_plan import seal_plan, unseal_plan
 from evalstack.errors import EvalstackError
-from evalstack.inference.base import InferenceRequest, InferenceResult, ModelEndpoint
+from evalstack.inference.base import InferenceError, InferenceRequest, InferenceResult, ModelEndpoint
 from evalstack.inference.clients import ModelClientPool
 from evalstack.store.records import SampleRecord
 from tests.unit.engine.test_runner import ENDPOINT, FakeClient, FakePool, make_plan, make_rows
@@ -219,15 +219,21 @@ def test_more_replicas_than_the_cluster_can_hold_is_a_clear_error(
 
 
 class FakeReplica:
-    """Stands in for a replica actor handle: ``generate.remote(request)`` is awaitable."""
+    """Stands in for a replica actor handle: ``generate.remote(request)`` is awaitable; a dead one
+    raises as Ray does for an actor that died."""
 
-    def __init__(self, name: str, latency: float) -> None:
-        self.name, self.latency, self.answered = name, latency, 0
+    def __init__(self, name: str, latency: float, dead: bool = False) -> None:
+        self.name, self.latency, self.answered, self.asked, self.dead = name, latency, 0, 0, dead
         self.generate = self
 
     def remote(self, request: InferenceRequest) -> Any:
         async def answer() -> InferenceResult:
+            self.asked += 1
             await asyncio.sleep(self.latency)
+            if self.dead:
+                import ray
+
+                raise ray.exceptions.ActorDiedError()
             self.answered += 1
             return InferenceResult(f"{self.name}:{request.prompt}")
 
@@ -252,3 +258,19 @@ async def test_replica_requests_go_to_the_least_busy_replica() -> None:
         await asyncio.sleep(0.01)
     await asyncio.gather(*sent)
     assert (slow.answered, fast.answered) == (1, 5)
+
+
+async def test_a_replica_that_died_is_left_out_and_its_requests_go_to_the_others() -> None:
+    pytest.importorskip("ray")
+    dead, living = FakeReplica("dead", 0.0, dead=True), FakeReplica("living", 0.01)
+    client = ReplicaClient([dead, living])
+    answers = await asyncio.gather(
+        *(client.generate(InferenceRequest(kind="completion", prompt=str(n))) for n in range(8))
+    )
+    assert [answer.text for answer in answers] == [f"living:{n}" for n in range(8)]
+    asked_before_known = dead.asked  # requests already sent to it when it died went to the other
+    await client.generate(InferenceRequest(kind="completion", prompt="later"))
+    assert dead.asked == asked_before_known and living.answered == 9  # then never asked again
+    alone = ReplicaClient([FakeReplica("gone", 0.0, dead=True)])
+    with pytest.raises(InferenceError, match="every replica of the embedded model is gone"):
+        await alone.generate(InferenceRequest(kind="completion", prompt="x"))

@@ -484,7 +484,7 @@ class _Coordinator:
             executor["sandbox_runs"] = dict(sandbox_runs)
         if replicas:  # None for a replica that did not answer (gone with its node)
             executor["model_replicas"] = [
-                {"loads": report["loads"], "requests": report["requests"]} if report else None
+                {key: report[key] for key in ("loads", "requests", "gpus", "device")} if report else None
                 for report in reports[len(actors) :]
             ]
         self.progress.executor = executor

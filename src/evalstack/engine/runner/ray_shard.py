@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from evalstack.inference.breaker import DEFAULT_MAX_OUTAGE, BreakerSettings
 from evalstack.inference.cache import ResponseCache
 from evalstack.inference.clients import ModelClientPool
 from evalstack.store.records import CachedResponse, SampleRecord
+
+logger = logging.getLogger(__name__)
 
 SANDBOX_TASK_NAME = "evalstack-sandbox"
 """The name of every sandbox task on the cluster (as Ray's state API lists it)."""
@@ -66,6 +69,14 @@ class _AnswersKept:
 
     async def put_cached_responses(self, entries: Sequence[CachedResponse]) -> None:
         self.answers.extend(entries)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # the model reports what is missing when it loads
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def _this_node() -> str:
@@ -109,14 +120,21 @@ def ray_program_runner(
 
 
 class ModelReplica:
-    """A Ray actor holding one copy of the embedded model, on a GPU when Ray gave it one."""
+    """A Ray actor holding one copy of the embedded model, on the GPU Ray gave it (if it gave one and
+    torch can use it; else on the CPU, with a warning)."""
 
     def __init__(self, threads: int | None = None) -> None:
         import ray
 
         from evalstack.inference.embedded import EmbeddedModel
 
-        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        self.gpus = [str(gpu) for gpu in ray.get_gpu_ids()]
+        device = "cpu"
+        if self.gpus:
+            if _cuda_available():
+                device = "cuda"
+            else:
+                logger.warning("Ray gave this model replica GPU %s but torch sees no CUDA device", self.gpus)
         self.model = EmbeddedModel(threads=threads, device=device)
 
     async def generate(self, request: InferenceRequest) -> InferenceResult:
@@ -128,6 +146,8 @@ class ModelReplica:
         return {
             "loads": self.model.stats["loads"],
             "requests": self.model.stats["requests"],
+            "gpus": self.gpus,
+            "device": self.model.device,
             "node": _this_node(),
         }
 
@@ -140,35 +160,46 @@ class ModelReplica:
 
 class ReplicaClient:
     """A ``ModelClient`` that sends each request to the model replica with the fewest of this client's
-    requests in flight (ties taken in turn, starting at ``first``)."""
+    requests in flight (ties taken in turn, starting at ``first``). A replica that is gone (its actor or
+    node died) is left out from then on and its request goes to another; with none left, requests fail
+    as inference errors."""
 
     def __init__(self, replicas: Sequence[Any], first: int = 0) -> None:
         if not replicas:
             raise ValueError("a replica client needs at least one replica")
         self.replicas = list(replicas)
         self.in_flight = [0] * len(self.replicas)
+        self.alive = [True] * len(self.replicas)
         self._turn = first % len(self.replicas)
 
     def _choose(self) -> int:
         count = len(self.replicas)
         order = [(self._turn + step) % count for step in range(count)]
         self._turn = (self._turn + 1) % count
-        return min(order, key=self.in_flight.__getitem__)
+        living = [lane for lane in order if self.alive[lane]]
+        if not living:
+            raise InferenceError("every replica of the embedded model is gone")
+        return min(living, key=self.in_flight.__getitem__)
 
     async def generate(self, request: InferenceRequest) -> InferenceResult:
         import ray
 
-        chosen = self._choose()
-        self.in_flight[chosen] += 1
-        try:
-            result: InferenceResult = await self.replicas[chosen].generate.remote(request)
-            return result
-        except ray.exceptions.RayTaskError as exc:  # the model failed this request
-            raise InferenceError(str(exc.cause)) from None
-        except ray.exceptions.RayError as exc:  # the replica or its node is gone
-            raise InferenceError(f"the embedded model's replica is gone: {type(exc).__name__}") from exc
-        finally:
-            self.in_flight[chosen] -= 1
+        while True:
+            chosen = self._choose()
+            self.in_flight[chosen] += 1
+            try:
+                result: InferenceResult = await self.replicas[chosen].generate.remote(request)
+                return result
+            except ray.exceptions.RayTaskError as exc:  # the model failed this request
+                raise InferenceError(str(exc.cause)) from None
+            except ray.exceptions.RayError as exc:  # the replica or its node is gone: never again
+                if self.alive[chosen]:
+                    self.alive[chosen] = False
+                    logger.warning(
+                        "model replica %d is gone (%s); asking the others", chosen, type(exc).__name__
+                    )
+            finally:
+                self.in_flight[chosen] -= 1
 
     async def aclose(self) -> None:
         """Nothing to release: the coordinator owns the replicas."""
