@@ -46,12 +46,12 @@ from evalstack.engine.runner.pipeline import (
     Sink,
     load_task_rows,
 )
-from evalstack.engine.runner.ray_shard import ModelReplica, ShardBatch, ShardRunner
 from evalstack.errors import EvalstackError
 from evalstack.inference.breaker import DEFAULT_MAX_OUTAGE
 from evalstack.store.records import SampleRecord
 
 if TYPE_CHECKING:
+    from evalstack.engine.runner.ray_shard import ShardBatch
     from evalstack.inference.cache import ResponseCache
 
 logger = logging.getLogger(__name__)
@@ -304,6 +304,7 @@ class _Coordinator:
         (run here, through the same pipeline, no request sent); return the items still to run. From
         then on the actors send back the answers they got, and they are kept in the cache."""
         from evalstack.engine.runner.pipeline import run_plan
+        from evalstack.engine.runner.ray_shard import ShardBatch
         from evalstack.inference.cache import CacheStats
 
         self.cache = cache
@@ -334,6 +335,7 @@ class _Coordinator:
         shares = split_parallelism(int(self.plan.parallelism), lanes)
         resources = await asyncio.to_thread(ray.cluster_resources)
         sandbox = {options.sandbox_resource: 1.0} if resources.get(options.sandbox_resource) else None
+        from evalstack.engine.runner.ray_shard import ModelReplica, ShardRunner
         from evalstack.engine.runner.sealed_plan import seal_plan
 
         self.actor_class = ray.remote(ShardRunner)
