@@ -240,7 +240,6 @@ class RayExecutor:
 
         coordinator.ray = await self._connect()
         coordinator.queue = deque(enumerate(shards))
-        coordinator.on_sample = report
         run = asyncio.ensure_future(coordinator.run())
         cancel_waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
         try:
