@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from evalstack.egress import EgressPolicy
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import InferenceError, InferenceRequest, InferenceResult, ModelEndpoint
 from evalstack.inference.breaker import UNREACHABLE_STATUSES, BreakerSettings, CircuitBreaker
@@ -43,7 +44,8 @@ class OpenAIClient:
     Requests go through :class:`~evalstack.inference.transport.AiohttpTransport` (proxies from the
     environment are honoured) unless another ``transport`` is given. Every attempt passes through
     ``breaker`` (``inference.breaker``; the pool shares one per endpoint): while it is open the request
-    waits for the endpoint instead of spending its retries. Without one, nothing ever waits.
+    waits for the endpoint instead of spending its retries. Without one, nothing ever waits. With
+    ``egress``, connections go only to addresses that policy passed (checked when each is opened).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class OpenAIClient:
         retry_after_max: float = 60.0,
         transport: Transport | None = None,
         breaker: CircuitBreaker | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         if max_retries < 0:
             raise InvalidInputError(f"max_retries must be 0 or more, got {max_retries}")
@@ -78,18 +81,24 @@ class OpenAIClient:
         self.breaker = breaker or CircuitBreaker(api_root(endpoint.base_url), BreakerSettings(enabled=False))
         self._discovery: asyncio.Future[str] | None = None
         self._connections = (max_connections, connect_timeout)
+        self._egress = egress
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
         self._transport: Transport = transport or AiohttpTransport(
-            self.chat_url, headers=headers, max_connections=max_connections, connect_timeout=connect_timeout
+            self.chat_url,
+            headers=headers,
+            max_connections=max_connections,
+            connect_timeout=connect_timeout,
+            egress=egress,
         )
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """A client travels (to a Ray worker, inside a judge metric) as its settings: the receiver opens
-        its own connections (and has its own breaker); the key travels only inside ``endpoint``."""
+        """A client travels (to a Ray worker, inside a judge metric) as its settings and egress policy: the
+        receiver opens its own connections (and has its own breaker); the key travels only inside
+        ``endpoint``."""
         max_connections, connect_timeout = self._connections
         settings = (self._max_retries, self._timeout, max_connections, connect_timeout)
         backoff = (self._backoff_base, self._backoff_max, self._retry_after_max)
-        return _reopened, (self.endpoint, settings, backoff)
+        return _reopened, (self.endpoint, settings, backoff, self._egress)
 
     @property
     def model(self) -> str:
@@ -155,7 +164,7 @@ class OpenAIClient:
             try:
                 resp = await self._transport.request(method, target, body, timeout)
             except TransportError as exc:
-                if exc.kind == "closed":
+                if exc.kind in ("closed", "refused"):  # nothing to retry
                     raise InferenceError(f"{method} {url} not sent: {exc}") from None
                 problem = str(exc)
                 unreachable = True
@@ -327,7 +336,10 @@ def _hint(status: int) -> str:
 
 
 def _reopened(
-    endpoint: ModelEndpoint, settings: tuple[int, float, int, float], backoff: tuple[float, float, float]
+    endpoint: ModelEndpoint,
+    settings: tuple[int, float, int, float],
+    backoff: tuple[float, float, float],
+    egress: EgressPolicy | None,
 ) -> OpenAIClient:
     max_retries, timeout, max_connections, connect_timeout = settings
     backoff_base, backoff_max, retry_after_max = backoff
@@ -340,4 +352,5 @@ def _reopened(
         backoff_base=backoff_base,
         backoff_max=backoff_max,
         retry_after_max=retry_after_max,
+        egress=egress,
     )

@@ -14,6 +14,7 @@ from typing import Any
 import cloudpickle
 import pytest
 
+from evalstack.egress import EgressPolicy
 from evalstack.engine.benchmarks import sandbox
 from evalstack.engine.benchmarks.sandbox import RunResult, program_runner, run_program
 from evalstack.engine.metrics.nemo import nemo_metric
@@ -158,7 +159,7 @@ async def keyed_plan(pool: ModelClientPool) -> Any:
 
 
 async def test_a_sealed_plan_holds_no_api_key_and_unseals_with_the_keys_sent_apart() -> None:
-    pool = ModelClientPool()
+    pool = ModelClientPool(egress=EgressPolicy(deny=["169.254.0.0/16"]))
     try:
         sealed, keys = seal_plan(await keyed_plan(pool))
     finally:
@@ -171,6 +172,7 @@ async def test_a_sealed_plan_holds_no_api_key_and_unseals_with_the_keys_sent_apa
     judge = plan.tasks[0].metrics[1]
     assert judge.endpoint.api_key == "sk-judge-77"  # type: ignore[attr-defined]
     assert judge.client.endpoint.api_key == "sk-judge-77"  # type: ignore[attr-defined]  # its own client
+    assert [str(entry) for entry in judge.client._egress.deny] == ["169.254.0.0/16"]  # type: ignore[attr-defined]
     await judge.client.aclose()  # type: ignore[attr-defined]
     with pytest.raises(EvalstackError, match="did not come with its plan"):
         unseal_plan(travelled, {})

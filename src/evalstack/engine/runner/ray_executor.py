@@ -216,6 +216,7 @@ class RayExecutor:
         progress.executor = {"type": "ray", "shards": 0, "nodes": 0, "actors": 0}
         coordinator = _Coordinator(self, plan, sink, progress, todo, failed, max_outage)
         coordinator.breakers = getattr(clients, "breaker_settings", None)  # the actors' endpoints trip alike
+        coordinator.egress = getattr(clients, "egress", None)  # and connect only where the policy allows
         loop = asyncio.get_running_loop()
         last_report = loop.time()
 
@@ -288,6 +289,7 @@ class _Coordinator:
         self.nodes: set[str] = set()
         self.on_sample: Any = None
         self.breakers: Any = None
+        self.egress: Any = None
         self.run_id = uuid.uuid4().hex[:12]
         self.replicas: list[Any] = []
         self.keys: dict[str, str] = {}
@@ -374,7 +376,9 @@ class _Coordinator:
             node_id = alive[lane % len(alive)]
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
         options["name"] = f"{SHARD_ACTOR_PREFIX}{self.run_id}-{len(self.actors)}"
-        actor = self.actor_class.options(**options).remote(self.sandbox, self.breakers, self.replicas, lane)
+        actor = self.actor_class.options(**options).remote(
+            self.sandbox, self.breakers, self.egress, self.replicas, lane
+        )
         self.actors.append(actor)
         self.progress.executor = {**(self.progress.executor or {}), "actors": len(self.actors)}
         node = await actor.node_id.remote()

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from dataclasses import dataclass, field
 from typing import Any
 
+from evalstack.egress import EgressPolicy
 from evalstack.engine.benchmarks.sandbox import (
     MEMORY_LIMIT_BYTES,
     ProgramRunner,
@@ -212,6 +213,7 @@ class ShardRunner:
         self,
         sandbox_resources: Mapping[str, float] | None = None,
         breakers: BreakerSettings | None = None,
+        egress: EgressPolicy | None = None,
         model_replicas: Sequence[Any] = (),
         lane: int = 0,
     ) -> None:
@@ -222,7 +224,7 @@ class ShardRunner:
             def embedded() -> ModelClient:
                 return ReplicaClient(replicas, first=lane)
 
-        self.clients = ModelClientPool(embedded_loader=embedded, breaker_settings=breakers)
+        self.clients = ModelClientPool(embedded_loader=embedded, breaker_settings=breakers, egress=egress)
         self.sandbox_resources = dict(sandbox_resources or {})
         self.sandbox_runs: Counter[str] = Counter()
         self._unsealed: tuple[str, EvalPlan] | None = None
