@@ -9,15 +9,21 @@ include-path override YAML that points it at the local GSM8K files (``dataset_pa
 chat endpoint with the chat template and few-shot examples as turns, 0-shot and 5-shot.
 
 - lm-eval: its ``lm_eval`` command with ``local-chat-completions``, ``num_concurrent`` = parallelism,
-  in its own virtual environment (``bench/.peers/lm-eval``, set up once as ``bench/peers.py`` does).
+  in its own virtual environment (``bench/.peers/lm-eval``, set up once as ``bench/peers.py`` does);
+  once as it comes, and once with ``--cache_requests true`` (its own cache of built requests, emptied
+  when the script starts, so its first such run builds it and the later ones read it).
 - evalstack: ``evalstack run`` of a NeMo config ``{"type": "lm-eval", "tasks": {"gsm8k": ...}}`` with
-  ``parallelism`` = parallelism (its per-sample records land in SQLite; resumable).
+  ``parallelism`` = parallelism (its per-sample records land in SQLite; resumable), with its lm-eval
+  cache (task index, built requests: ``EVALSTACK_LM_EVAL_CACHE``) in the work folder: emptied before
+  a first, cold run per shot count, then warm.
 
 The model is the stand-in server (``openai_stub.py --answer number``, zero latency): "The answer is N."
-with N from a hash of the prompt, so only the flexible extraction finds numbers and the two harnesses
-see the same replies exactly when they send the same prompts. Runs alternate, ``--rounds`` each;
-wall time is from spawn to exit, start-up included. Printed: every run, then per shot count the
-medians, the speed-up (lm-eval median / evalstack median) and whether both scores are identical.
+with N from a hash of the prompt, so only the flexible extraction finds numbers and the harnesses
+see the same replies exactly when they send the same prompts. Per shot count: evalstack cold, then
+``--rounds`` rounds of lm-eval, lm-eval with ``cache_requests``, evalstack; wall time is from spawn to
+exit, start-up included; each harness keeps its own warm Hugging Face datasets cache. Printed: every
+run, then per shot count the medians, the cold run, the speed-ups (the faster of lm-eval's two medians
+over evalstack's cold run and warm median) and whether every run's scores are identical.
 """
 
 from __future__ import annotations
