@@ -99,8 +99,9 @@ def _lm_eval_version() -> str:
 def _folder_state(root: Path) -> list[Any]:
     """Every YAML under ``root`` (as lm-eval's index walks it) with its mtime and size."""
     files: list[tuple[str, int, int]] = []
+    start = len(os.path.join(root, ""))
     for folder, subfolders, names in os.walk(root, followlinks=True):
-        subfolders[:] = sorted(d for d in subfolders if d not in _IGNORED_DIRS)
+        subfolders[:] = [d for d in subfolders if d not in _IGNORED_DIRS]
         for name in names:
             if name.endswith(".yaml"):
                 path = os.path.join(folder, name)
@@ -108,7 +109,7 @@ def _folder_state(root: Path) -> list[Any]:
                     stat = os.stat(path)
                 except OSError:
                     continue
-                files.append((os.path.relpath(path, root), stat.st_mtime_ns, stat.st_size))
+                files.append((path[start:], stat.st_mtime_ns, stat.st_size))
     return [str(root.resolve()), sorted(files)]
 
 
