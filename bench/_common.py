@@ -121,13 +121,15 @@ def self_peak_rss_mb() -> float:
 
 @dataclass
 class ChildRun:
-    """A finished command: wall seconds, exit code, peak RSS (MB), captured output."""
+    """A finished command: wall seconds, exit code, peak RSS (MB), captured output, CPU seconds (user and
+    system, the child and its reaped children: what it cost, however busy the machine was)."""
 
     wall: float
     returncode: int
     peak_rss_mb: float
     stdout: str
     stderr: str
+    cpu: float = 0.0
 
 
 def run_child(
@@ -160,6 +162,7 @@ def run_child(
             usage.ru_maxrss / 1024,
             out.read().decode(errors="replace"),
             err.read().decode(errors="replace"),
+            usage.ru_utime + usage.ru_stime,
         )
 
 

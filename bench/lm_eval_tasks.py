@@ -22,8 +22,10 @@ with N from a hash of the prompt, so only the flexible extraction finds numbers 
 see the same replies exactly when they send the same prompts. Per shot count: evalstack cold, then
 ``--rounds`` rounds of lm-eval, lm-eval with ``cache_requests``, evalstack; wall time is from spawn to
 exit, start-up included; each harness keeps its own warm Hugging Face datasets cache. Printed: every
-run, then per shot count the medians, the cold run, the speed-ups (the faster of lm-eval's two medians
-over evalstack's cold run and warm median) and whether every run's scores are identical.
+run (wall and CPU seconds), then per shot count the medians, the cold run, the speed-ups (the faster of
+lm-eval's two medians over evalstack's cold run and warm median) and whether every run's scores are
+identical, once for wall time and once for CPU time (user + system: what a run costs, however busy
+the machine is).
 """
 
 from __future__ import annotations
@@ -160,12 +162,14 @@ def main() -> None:
     import lm_eval
 
     write_gsm8k_override(work / "tasks", Path(args.data).resolve(), Path(lm_eval.__file__).parent / "tasks")
-    headers = ["harness", "shots", "round", "wall s", "peak MB", "strict", "flexible"]
+    headers = ["harness", "shots", "round", "wall s", "cpu s", "peak MB", "strict", "flexible"]
     rows: list[list[Any]] = []
     summary: list[list[Any]] = []
+    cpu_summary: list[list[Any]] = []
     with Stub(stub_path(args.stub), answer="number") as stub:
         for shots in (int(s) for s in args.shots.split(",")):
             walls: dict[str, list[float]] = {name: [] for name in ("evalstack cold", *HARNESSES)}
+            cpus: dict[str, list[float]] = {name: [] for name in walls}
             scores: list[dict[str, float] | None] = []
             plan = [("evalstack cold", -1)] + [(n, r) for r in range(args.rounds) for n in HARNESSES]
             for name, round_no in plan:
@@ -174,46 +178,55 @@ def main() -> None:
                 if run.returncode != 0 or got is None:
                     print(f"{name} {tag} failed ({run.returncode}):\n{run.stderr[-2000:]}", file=sys.stderr)
                 walls[name].append(run.wall)
+                cpus[name].append(run.cpu)
                 scores.append(got)
                 values = [got[k] if got else None for k in SCORES]
                 rows.append(
-                    [name, shots, "cold" if round_no < 0 else round_no, run.wall, run.peak_rss_mb, *values]
+                    [
+                        name,
+                        shots,
+                        "cold" if round_no < 0 else round_no,
+                        run.wall,
+                        run.cpu,
+                        run.peak_rss_mb,
+                        *values,
+                    ]
                 )
                 print(table(headers, [rows[-1]]), flush=True)
-            lm = min(median(walls["lm-eval"]), median(walls["lm-eval cache_requests"]))
-            cold, warm = walls["evalstack cold"][0], median(walls["evalstack"])
             same = all(s is not None and s == scores[0] for s in scores)
-            summary.append(
-                [
-                    shots,
-                    median(walls["lm-eval"]),
-                    median(walls["lm-eval cache_requests"]),
-                    cold,
-                    warm,
-                    lm / cold,
-                    lm / warm,
-                    "yes" if same else "NO",
-                ]
-            )
+            for figures, out in ((walls, summary), (cpus, cpu_summary)):
+                lm = min(median(figures["lm-eval"]), median(figures["lm-eval cache_requests"]))
+                cold, warm = figures["evalstack cold"][0], median(figures["evalstack"])
+                out.append(
+                    [
+                        shots,
+                        median(figures["lm-eval"]),
+                        median(figures["lm-eval cache_requests"]),
+                        cold,
+                        warm,
+                        lm / cold,
+                        lm / warm,
+                        "yes" if same else "NO",
+                    ]
+                )
+    columns = [
+        "shots",
+        "lm-eval",
+        "lm-eval cache_requests",
+        "evalstack cold",
+        "evalstack warm",
+        "speed-up cold",
+        "speed-up warm",
+        "identical scores",
+    ]
     print()
     print(table(headers, rows))
     print()
-    print(
-        "medians in seconds; a speed-up is the faster lm-eval median over evalstack's figure\n"
-        + table(
-            [
-                "shots",
-                "lm-eval",
-                "lm-eval cache_requests",
-                "evalstack cold",
-                "evalstack warm",
-                "speed-up cold",
-                "speed-up warm",
-                "identical scores",
-            ],
-            summary,
-        )
-    )
+    print("wall seconds (medians); a speed-up is the faster lm-eval median over evalstack's figure")
+    print(table(columns, summary))
+    print()
+    print("CPU seconds (user + system, medians), the same way")
+    print(table(columns, cpu_summary))
 
 
 if __name__ == "__main__":
