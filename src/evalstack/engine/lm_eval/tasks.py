@@ -69,6 +69,8 @@ def compile_templates_once() -> None:
     from lm_eval import utils
 
     original = utils.apply_template
+    if hasattr(original, "__wrapped__"):  # another thread got here first
+        return
     compiled = functools.lru_cache(maxsize=4096)(utils.env.from_string)
 
     @functools.wraps(original)
