@@ -6,6 +6,10 @@ and a tokenizer built here: gsm8k on a completions endpoint, gsm8k with the chat
 few-shot turns on a chat endpoint, arc_easy and hellaswag by log-likelihood, and a three-subject
 MMLU group with size-weighted aggregation. Every (task, doc_id, filter) must have the same prompt,
 the same filtered response and the same metric values; task and group metrics agree to 1e-9.
+
+lm-eval runs as it is: its own TaskManager (not our cached index) and its own ``apply_template`` (not
+our compiled-template one). Ours runs twice, with its caches cold and then warm (the requests read
+back from the cache, never built), and both runs must give the same records.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import lm_eval.utils
 import pytest
+from lm_eval.api.task import ConfigurableTask
+from lm_eval.tasks import TaskManager
 from tests.fakes.lm_eval_fixtures import (
     MMLU_SUBJECTS,
     build_tokenizer,
@@ -30,7 +38,6 @@ from tests.fakes.model_server import FakeModelServer
 from evalstack.config import Settings
 from evalstack.engine.lm_eval import compile_lm_eval_plan, score_name
 from evalstack.engine.lm_eval.plan import jsonable
-from evalstack.engine.lm_eval.tasks import task_manager
 from evalstack.engine.runner import run_plan
 from evalstack.inference.base import ModelEndpoint
 from evalstack.inference.clients import ModelClientPool
@@ -65,7 +72,7 @@ class Env:
         pages += [f" = Problem {i} = \n\n {answer} \n" for i, answer in enumerate(answers[40:46])]
         self.wikitext = write_wikitext(root / "tasks", pages)
         self.server = server
-        self.manager = task_manager(self.include)
+        self.manager = TaskManager(include_path=self.include, include_defaults=False)
 
     def lm_eval(
         self, tasks: list[str], *, chat: bool = False, limit: int | None = None, **kwargs: Any
@@ -85,17 +92,30 @@ class Env:
             }
         args["model"] = "fake"
         args |= model_args
-        return simple_evaluate(
-            model=model,
-            model_args=args,
-            tasks=tasks,
-            limit=limit,
-            task_manager=self.manager,
-            log_samples=True,
-            **kwargs,
-        )
+        lm_eval_own = getattr(lm_eval.utils.apply_template, "__wrapped__", lm_eval.utils.apply_template)
+        with mock.patch.object(lm_eval.utils, "apply_template", lm_eval_own):
+            return simple_evaluate(
+                model=model,
+                model_args=args,
+                tasks=tasks,
+                limit=limit,
+                task_manager=self.manager,
+                log_samples=True,
+                **kwargs,
+            )
 
     def ours(self, config: dict[str, Any]) -> tuple[dict[str, list[SampleRecord]], dict[str, Any]]:
+        """Our records and results, from a cold run (requests built) and a warm one (read back)."""
+        cold = self.run_ours(config)
+        with mock.patch.object(ConfigurableTask, "build_all_requests", side_effect=AssertionError("a miss")):
+            warm = self.run_ours(config)
+        for task, records in cold[0].items():
+            by_index = {r.index: r.extra["lm_eval"] for r in records}
+            assert {r.index: r.extra["lm_eval"] for r in warm[0][task]} == by_index, task
+        assert warm[1] == cold[1]
+        return cold
+
+    def run_ours(self, config: dict[str, Any]) -> tuple[dict[str, list[SampleRecord]], dict[str, Any]]:
         async def run() -> tuple[dict[str, list[SampleRecord]], dict[str, Any]]:
             pool = ModelClientPool()
             endpoint = ModelEndpoint(kind="openai", model="fake", base_url=self.server.base_url)
