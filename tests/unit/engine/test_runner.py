@@ -12,6 +12,7 @@ import pytest
 
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.engine.runner import JobWorker, RunProgress, run_plan
+from evalstack.engine.runner.worker import RunSlots
 from evalstack.errors import InvalidInputError, NotFoundError
 from evalstack.inference.base import (
     InferenceError,
@@ -487,3 +488,17 @@ async def test_unknown_job_is_not_found(store: CountingStore) -> None:
     worker = JobWorker(store, FakePool(FakeClient()), plan_compiler())
     with pytest.raises(NotFoundError, match="Job eval-nope not found"):
         await worker.cancel("eval-nope")
+
+
+async def test_run_slots_go_in_the_order_places_were_taken() -> None:
+    slots = RunSlots(1)
+    first, second, third, fourth = (slots.take_place() for _ in range(4))
+    assert first.done() and not (second.done() or third.done() or fourth.done())
+    slots.give_back(third)  # left the queue before its turn: skipped
+    slots.give_back(first)
+    assert second.done() and third.cancelled() and not fourth.done()
+    slots.give_back(second)
+    assert fourth.done()
+    slots.give_back(fourth)
+    fifth, sixth = slots.take_place(), slots.take_place()
+    assert fifth.done() and not sixth.done()  # one slot, free again, and only one

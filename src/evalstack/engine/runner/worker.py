@@ -10,6 +10,7 @@ is stored or logged.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -36,6 +37,42 @@ JobProgressListener = Callable[[str, dict[str, Any]], None]
 
 # Statuses a worker may still move a job out of; a final write never overwrites anything else.
 ACTIVE_STATUSES: frozenset[str] = frozenset({"created", "pending", "running", "cancelling"})
+
+
+class RunSlots:
+    """At most ``size`` jobs running at once, handed out strictly in the order places were taken.
+
+    ``take_place`` is synchronous, so the order is the order of the calls, whatever the awaits that
+    come before the wait (store reads run on several threads and may finish in any order).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def take_place(self) -> asyncio.Future[None]:
+        """A place in the queue; it resolves when the slot is this caller's."""
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._free > 0 and not self._queue:
+            self._free -= 1
+            turn.set_result(None)
+        else:
+            self._queue.append(turn)
+        return turn
+
+    def give_back(self, turn: asyncio.Future[None]) -> None:
+        """Leave the queue or free the slot that ``turn`` held."""
+        if not turn.done():
+            turn.cancel()
+            return
+        if turn.cancelled():
+            return
+        while self._queue:
+            waiting = self._queue.popleft()
+            if not waiting.done():
+                waiting.set_result(None)
+                return
+        self._free += 1
 
 
 def group_samples(samples: Sequence[SampleRecord]) -> dict[str, list[SampleRecord]]:
@@ -117,7 +154,8 @@ class JobWorker:
         self.max_outage = max_outage  # for jobs whose plan does not set one
         self.response_cache = response_cache  # used by jobs whose plan asks for it, or every job
         self.cache_every_job = cache_every_job
-        self._slots = asyncio.Semaphore(self.max_running_jobs)
+        self._slots = RunSlots(self.max_running_jobs)
+        self._admission = asyncio.Lock()  # jobs queue for a slot in the order they were scheduled
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_events: dict[str, asyncio.Event] = {}
         self._running: set[str] = set()
@@ -348,26 +386,31 @@ class JobWorker:
 
     async def _run_job(self, job_id: str) -> None:
         claimed = False
+        turn: asyncio.Future[None] | None = None
         try:
-            claimed = await self.store.claim_job(job_id, self.owner, self.lease_ttl, owner_gone=owner_is_gone)
-            if not claimed:
-                logger.debug("job %s is run by another process", job_id)
-                return
-            self._owned.add(job_id)
-            job = await self.store.get_job(job_id)
-            if job is None or job.status in TERMINAL_STATUSES:
-                return
-            if job.status == "cancelling":
-                await self._set_status(job_id, status="cancelled")
-                return
-            if job.status == "created":
-                await self._set_status(job_id, status="pending")
-            async with self._slots:
-                self._running.add(job_id)
-                try:
-                    await self._execute(job_id)
-                finally:
-                    self._running.discard(job_id)
+            async with self._admission:
+                claimed = await self.store.claim_job(
+                    job_id, self.owner, self.lease_ttl, owner_gone=owner_is_gone
+                )
+                if not claimed:
+                    logger.debug("job %s is run by another process", job_id)
+                    return
+                self._owned.add(job_id)
+                job = await self.store.get_job(job_id)
+                if job is None or job.status in TERMINAL_STATUSES:
+                    return
+                if job.status == "cancelling":
+                    await self._set_status(job_id, status="cancelled")
+                    return
+                if job.status == "created":
+                    await self._set_status(job_id, status="pending")
+                turn = self._slots.take_place()
+            await turn
+            self._running.add(job_id)
+            try:
+                await self._execute(job_id)
+            finally:
+                self._running.discard(job_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the store itself failed: record what we can
@@ -375,6 +418,8 @@ class JobWorker:
             with contextlib.suppress(Exception):
                 await self._set_status(job_id, status="failed", error=f"internal error: {exc}")
         finally:
+            if turn is not None:
+                self._slots.give_back(turn)
             self._owned.discard(job_id)
             self._secrets.pop(job_id, None)
             if claimed:
