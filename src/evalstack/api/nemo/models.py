@@ -108,8 +108,18 @@ class EntityFieldsBody(BodyModel):
 # ---- configs and targets ----------------------------------------------------------------------
 
 
+def _type_is_required(schema: dict[str, Any]) -> None:
+    """The published schema requires ``type``, as the route does (the model lets it be absent only so
+    that the route can answer with the supported types)."""
+    required = schema.setdefault("required", [])
+    if "type" not in required:
+        required.append("type")
+
+
 class EvaluationConfigBody(EntityFieldsBody):
     """``POST /v1/evaluation/configs``; ``params``, ``tasks`` and ``groups`` are checked by the engine."""
+
+    model_config = ConfigDict(json_schema_extra=_type_is_required)
 
     # Required; optional here so that its absence gets a message listing the supported types.
     type: str | None = Field(default=None, min_length=1)
@@ -122,9 +132,13 @@ class EvaluationConfigBody(EntityFieldsBody):
 class EvaluationConfigPatch(EvaluationConfigBody):
     """``PATCH /v1/evaluation/configs/{namespace}/{name}``: the fields given replace the stored ones."""
 
+    model_config = ConfigDict(json_schema_extra=None)
+
 
 class EvaluationTargetBody(EntityFieldsBody):
     """``POST /v1/evaluation/targets``; the type-specific parts are checked by the engine."""
+
+    model_config = ConfigDict(json_schema_extra=_type_is_required)
 
     # Required; optional here so that its absence gets a message listing the supported types.
     type: str | None = Field(default=None, min_length=1)
@@ -138,6 +152,8 @@ class EvaluationTargetBody(EntityFieldsBody):
 
 class EvaluationTargetPatch(EvaluationTargetBody):
     """``PATCH /v1/evaluation/targets/{namespace}/{name}``: the fields given replace the stored ones."""
+
+    model_config = ConfigDict(json_schema_extra=None)
 
 
 class Entity(WireModel):
