@@ -6,8 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -61,14 +60,6 @@ def two_task_compiler(base_url: str) -> Any:
         return EvalPlan(tasks=tasks, summarize=summarize, model=endpoint, parallelism=3, max_retries=0)
 
     return compile_job
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'evalstack.db'}")
-    await s.open()
-    yield s
-    await s.close()
 
 
 def recorded(task: str, index: int) -> SampleRecord:
