@@ -133,8 +133,8 @@ async def test_a_missing_output_is_an_empty_hypothesis_in_the_corpus() -> None:
 
 async def test_references_that_render_as_json_values_are_their_json_text() -> None:
     metric = await nemo_metric("bleu", {"type": "bleu", "params": {"references": ["{{ ref | tojson }}"]}})
-    answer = '{"city": "Paris", "capital": true}'
-    row = {"ref": {"city": "Paris", "capital": True}}
+    answer = '{"city": "Zürich", "capital": false}'  # as written, not "Z\\u00fcrich"
+    row = {"ref": {"city": "Zürich", "capital": False}}
     assert (await metric.score(row, SampleOutput(answer)))["sentence"] == pytest.approx(100.0)
     listed = {"ref": [True, {"n": 4}]}
     assert (await metric.score(listed, SampleOutput("true")))["sentence"] == pytest.approx(100.0)
