@@ -85,15 +85,19 @@ def test_an_empty_choice_has_log_likelihood_zero() -> None:
 
 def test_a_choice_token_without_a_log_probability_is_a_clear_error() -> None:
     response = echo([*PROMPT, (" Par", None), ("is", -0.25), *GENERATED])
-    with pytest.raises(InvalidInputError, match="no log-probability for a token of the choice"):
+    with pytest.raises(
+        InvalidInputError, match=r"^the endpoint returned no log-probability for a token of the choice$"
+    ):
         continuation_loglikelihood(response, CONTEXT, CHOICE)
 
 
-def test_a_response_that_did_not_echo_the_prompt_is_a_clear_error() -> None:
-    # only the generated token: the choice's text is not in the response
-    response = echo(GENERATED, start=0)
-    with pytest.raises(InvalidInputError, match="does not contain the choice; the server did not echo"):
-        continuation_loglikelihood(response, "x" * 100, CHOICE)
+@pytest.mark.parametrize("pieces", [GENERATED, []])  # only the generated token, or no tokens at all
+def test_a_response_that_did_not_echo_the_prompt_is_a_clear_error(pieces: Pieces) -> None:
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^the echoed text does not contain the choice; the server did not echo the prompt$",
+    ):
+        continuation_loglikelihood(echo(pieces), "x" * 100, CHOICE)
 
 
 @pytest.mark.parametrize(
