@@ -16,7 +16,7 @@ import pytest
 from tests.fakes.model_server import FakeModelServer
 from tests.unit.engine.benchmarks.helpers import run_config, score
 
-MMLU_ROWS = [
+MMLU_ROWS: list[dict[str, Any]] = [
     {
         "id": "a-0",
         "subject": "anatomy",
@@ -32,7 +32,7 @@ MMLU_ROWS = [
         "answer": "C",
     },
 ]
-BOOLQ_ROWS = [
+BOOLQ_ROWS: list[dict[str, Any]] = [
     {"idx": 7, "question": "is the sky blue", "passage": "The sky is blue.", "answer": True},
     {"idx": 8, "question": "is grass red?", "passage": "Grass is green.", "answer": "False"},
 ]
@@ -71,9 +71,8 @@ async def run(
     _, result = await run_config(
         {"type": bench, "tasks": {bench: task}}, server.base_url, tmp_path, monkeypatch
     )
-    bodies = sorted(
-        server.requests, key=lambda body: json.dumps(body).find("organ") + json.dumps(body).find("grass")
-    )
+    second = ("organ", "grass")  # words only the second row has
+    bodies = sorted(server.requests, key=lambda body: any(word in json.dumps(body) for word in second))
     return bodies, result
 
 
