@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from evalstack.engine.benchmarks.multiple_choice import answer_index
 from tests.fakes.model_server import FakeModelServer
 from tests.unit.engine.benchmarks.helpers import run_config, score
 
@@ -113,3 +114,47 @@ async def test_boolq_on_chat_and_completions(
     extra = {"endpoint_type": "completions", "mc_method": "generate"}
     bodies, _ = await run("boolq", BOOLQ_ROWS, extra, server, tmp_path, monkeypatch)
     assert [body["prompt"] for body in bodies] == [f"{body}\nAnswer:" for body in BOOLQ_BODIES]
+
+
+async def test_an_answer_regex_replaces_the_flexible_extraction(
+    server: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MMLU's golds are B and C; the regex finds " ( b ) " and "(C)": the letter inside, upper-cased
+    server.set_answer(lambda prompt: "FINAL: ( b ) " if "bone" in prompt else "FINAL:(C)")
+    _, result = await run("mmlu", MMLU_ROWS, {"answer_regex": r"FINAL:(.*)"}, server, tmp_path, monkeypatch)
+    assert score(result, "mmlu_anatomy", "exact_match__flexible-extract")["value"] == 1.0
+    server.set_answer("no final answer")
+    _, result = await run("mmlu", MMLU_ROWS, {"answer_regex": r"FINAL:(.*)"}, server, tmp_path, monkeypatch)
+    assert score(result, "mmlu_anatomy", "exact_match__flexible-extract")["value"] == 0.0
+    server.set_answer(
+        lambda prompt: "FINAL: YES" if "sky" in prompt else "FINAL: (No)"
+    )  # yes/no: lower-cased
+    _, result = await run("boolq", BOOLQ_ROWS, {"answer_regex": r"FINAL:(.*)"}, server, tmp_path, monkeypatch)
+    assert score(result, "boolq", "exact_match__flexible-extract")["value"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("value", "count", "index"),
+    [(1, 2, 1), (0, 4, 0), ("C", 4, 2), ("c", 4, 2), (" B ", 2, 1), ("2", 4, 1), ("1", 4, 0)],
+)
+def test_a_gold_answer_as_an_index_a_letter_or_a_one_based_digit(
+    value: object, count: int, index: int
+) -> None:
+    assert answer_index(value, count) == index
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, "answer True is not a choice"),
+        (4, "answer 4 is not one of the 4 choices"),
+        (-1, "answer -1 is not one of the 4 choices"),
+        ("E", "answer 'E' is not one of the 4 choices"),
+        ("5", "answer '5' is not one of the 4 choices"),
+        ("0", "answer '0' is not one of the 4 choices"),
+    ],
+)
+def test_a_gold_answer_outside_the_choices_is_refused(value: object, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        answer_index(value, 4)
+    assert str(info.value) == message
