@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from evalstack.engine.adaptive import AdaptiveConcurrency
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.engine.runner import JobWorker, RunProgress, run_plan
-from evalstack.errors import InvalidInputError, NotFoundError
+from evalstack.errors import EvalstackError, InvalidInputError, NotFoundError
 from evalstack.inference.base import (
     InferenceError,
     InferenceRequest,
@@ -96,7 +97,14 @@ class FakePool:
         timeout: float = 600.0,
         max_connections: int = 256,
     ) -> ModelClient:
-        self.requests.append({"endpoint": endpoint, "max_connections": max_connections})
+        self.requests.append(
+            {
+                "endpoint": endpoint,
+                "max_retries": max_retries,
+                "timeout": timeout,
+                "max_connections": max_connections,
+            }
+        )
         return self.client
 
 
@@ -301,10 +309,68 @@ async def test_a_task_whose_rows_cannot_load_raises_with_its_name() -> None:
     async def broken() -> list[dict[str, Any]]:
         raise NotFoundError("Dataset 'missing' not found")
 
-    plan = make_plan(make_rows(3))
+    plan = make_plan(make_rows(3), tasks=2)
     plan.tasks[0].rows = broken
+    progress = RunProgress()
     with pytest.raises(NotFoundError, match="task 't0': Dataset 'missing' not found"):
+        await collect(plan, FakePool(FakeClient()), progress=progress)
+    assert progress.task_status["t0"] == "failed"
+
+
+async def test_a_plan_that_runs_inference_without_a_model_is_refused() -> None:
+    plan = make_plan(make_rows(3))
+    plan.model = None
+    with pytest.raises(EvalstackError) as info:
         await collect(plan, FakePool(FakeClient()))
+    assert info.value.message == "the plan runs inference but names no model"
+
+
+async def test_the_client_gets_the_plans_retries_timeout_and_connections() -> None:
+    plan = make_plan(make_rows(3), parallelism=3)
+    plan.max_retries, plan.request_timeout = 2, 42.0
+    pool = FakePool(FakeClient())
+    _, progress = await collect(plan, pool, max_outage=7.0)
+    assert pool.requests == [{"endpoint": ENDPOINT, "max_retries": 2, "timeout": 42.0, "max_connections": 3}]
+    assert progress.max_outage == 7.0 and progress.concurrency is None
+
+
+async def test_given_rows_replace_the_tasks_rows_with_their_own_indices() -> None:
+    rows = make_rows(10)
+    client = FakeClient()
+    samples, progress = await collect(
+        make_plan(rows), FakePool(client), rows={"t0": [(5, rows[5]), (7, rows[7])]}
+    )
+    assert sorted(client.asked) == [5, 7]
+    assert sorted(s.index for s in samples) == [5, 7] and progress.samples_total == 2
+
+
+async def test_adaptive_concurrency_is_reported_in_the_progress() -> None:
+    plan = make_plan(make_rows(6), parallelism=4)
+    plan.adaptive_concurrency = True
+    samples, progress = await collect(plan, FakePool(FakeClient()))
+    assert len(samples) == 6
+    assert isinstance(progress.concurrency, AdaptiveConcurrency)
+    assert progress.snapshot()["concurrency"]["limit"] <= 4
+
+
+async def test_progress_is_reported_once_more_at_the_end() -> None:
+    seen: list[int] = []
+    await collect(
+        make_plan(make_rows(5)),
+        FakePool(FakeClient()),
+        on_progress=lambda p: seen.append(p.samples_processed),
+        progress_interval=60,
+    )
+    assert seen == [5]
+
+
+async def test_a_cancel_set_before_the_run_asks_nothing() -> None:
+    cancel = asyncio.Event()
+    cancel.set()
+    client = FakeClient()
+    samples, progress = await collect(make_plan(make_rows(5), tasks=2), FakePool(client), cancel=cancel)
+    assert (samples, client.asked, progress.cancelled) == ([], [], True)
+    assert progress.task_status == {"t0": "pending", "t1": "pending"}
 
 
 async def test_cancel_abandons_in_flight_requests_promptly() -> None:
@@ -315,16 +381,19 @@ async def test_cancel_abandons_in_flight_requests_promptly() -> None:
     async def sink(sample: SampleRecord) -> None:
         samples.append(sample)
 
-    run = asyncio.create_task(
-        run_plan(make_plan(make_rows(50), 4), FakePool(client), sink=sink, cancel=cancel)
-    )
+    async def run_and_count() -> tuple[RunProgress, int]:
+        progress = await run_plan(make_plan(make_rows(50), 4), FakePool(client), sink=sink, cancel=cancel)
+        return progress, client.cancelled  # counted as run_plan returns: nothing is left running
+
+    run = asyncio.create_task(run_and_count())
     await wait_until(lambda: client.in_flight == 4 and len(samples) == 10)
     started = time.monotonic()
     cancel.set()
-    progress = await asyncio.wait_for(run, 2)
+    progress, cancelled_at_return = await asyncio.wait_for(run, 2)
     assert time.monotonic() - started < 0.5
     assert progress.cancelled
-    assert client.cancelled == 4
+    assert progress.task_status == {"t0": "cancelled"}
+    assert cancelled_at_return == client.cancelled == 4
     assert len(samples) == 10
 
 
