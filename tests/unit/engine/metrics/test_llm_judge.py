@@ -138,13 +138,14 @@ async def test_a_completion_judge_with_default_types_and_extra_fields(
         "model": endpoint,
         "template": {"prompt": "Grade {{ sample.output_text }}:", "max_tokens": 5},
         "scores": {
-            "grade": {"parser": {"pattern": r"SCORE (\S+)"}}
-        },  # type float and parser regex by default
+            "grade": {"parser": {"pattern": r"SCORE (\S+)"}},  # type float and parser regex by default
+            "whole": {"type": "int", "parser": {"type": "regex", "pattern": r"SCORE (\S+)"}},
+        },
         "extra": {"seed": 7},
     }
     metric = await nemo_metric("j", {"type": "llm-judge", "params": params}, MetricDeps(clients=pool))
-    assert metric.score_names == ("grade",)  # what the task's results report
-    assert await metric.score({}, SampleOutput("42")) == {"grade": 0.5}
+    assert metric.score_names == ("grade", "whole")  # what the task's results report
+    assert await metric.score({}, SampleOutput("42")) == {"grade": 0.5, "whole": None}  # 0.5 is no int
     assert fake_model.paths[-1].endswith("/completions") and not fake_model.paths[-1].endswith(
         "chat/completions"
     )
@@ -224,3 +225,10 @@ async def test_a_judge_needs_model_clients_and_a_valid_model_names_the_metric() 
     assert info.value.message == "Metric 'j' (llm-judge): no model clients are available to call the judge."
     with pytest.raises(InvalidInputError, match=r"^Metric 'j' \(llm-judge\): "):
         await nemo_metric("j", judge_spec({"api_endpoint": {"url": "http://x/v1"}}), MetricDeps())
+
+
+async def test_a_broken_judge_template_is_rejected_when_the_metric_is_built(pool: ModelClientPool) -> None:
+    spec = judge_spec({"api_endpoint": {"url": "http://127.0.0.1:9/v1", "model_id": "judge"}})
+    spec["params"]["template"] = {"messages": [{"role": "user", "content": "{{ item.reference"}]}  # type: ignore[index]
+    with pytest.raises(InvalidInputError, match="is not valid Jinja"):
+        await nemo_metric("j", spec, MetricDeps(clients=pool))
