@@ -36,6 +36,7 @@ def test_template_fields_in_order_without_repeats() -> None:
     template = "{generated_answer} vs {expected_answer}; again {generated_answer}"
     assert template_fields(template, "j") == ("generated_answer", "expected_answer")
     assert template_fields("no placeholders, {{literal}}", "j") == ()
+    assert template_fields('Reply {{"score": N}} to {generated_answer}', "j") == ("generated_answer",)
     assert set(template_fields(DEFAULT_PROMPT_TEMPLATE, "j")) == {
         "input_query",
         "expected_answer",
@@ -355,3 +356,5 @@ async def test_an_unknown_judge_model_says_what_to_give(
         "Give a registered model id or an OpenAI-compatible base URL as judge_model."
     )
     assert info.value.detail == {"model": "nope"}
+    with pytest.raises(InvalidInputError, match=r"^Scoring function 'f' needs a judge_model"):
+        await build_judge("f", "", None, [], registry=Registry(judge_server), clients=pool)
