@@ -556,3 +556,92 @@ async def test_unknown_job_is_not_found(store: CountingStore) -> None:
     worker = JobWorker(store, FakePool(FakeClient()), plan_compiler())
     with pytest.raises(NotFoundError, match="Job eval-nope not found"):
         await worker.cancel("eval-nope")
+
+
+# ---- how a job ends when something unexpected fails ---------------------------------------------
+
+
+async def finished_job(
+    store: CountingStore, compile_job: Callable[[JobRecord], Any], **kwargs: Any
+) -> JobRecord:
+    """Run one job of 3 rows (with the spec's ``api_key``) to its end and return its record."""
+    worker = JobWorker(store, kwargs.pop("pool", FakePool(FakeClient())), compile_job, **kwargs)
+    await worker.start()
+    job = await worker.wait(
+        (await worker.submit(new_job(rows=3, target={"api_key": "sk-SECRET"}))).id, timeout=5
+    )
+    await worker.stop()
+    return job
+
+
+def logged(caplog: pytest.LogCaptureFixture, message: str) -> bool:
+    """A record with this message and the exception's traceback."""
+    return any(r.getMessage() == message and r.exc_info is not None for r in caplog.records)
+
+
+async def test_an_unexpected_compile_error_fails_the_job_and_is_logged(
+    store: CountingStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def compile_job(job: JobRecord) -> EvalPlan:
+        raise RuntimeError("broken compiler")
+
+    job = await finished_job(store, compile_job)
+    assert (job.status, job.error) == ("failed", "could not compile the job: RuntimeError: broken compiler")
+    assert logged(caplog, f"compiling job {job.id} failed")
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (EvalstackError("upstream refused sk-SECRET"), "upstream refused *****"),
+        (RuntimeError("boom"), "RuntimeError: boom"),
+    ],
+)
+async def test_an_executor_error_fails_the_job_with_its_reason_and_no_secret(
+    store: CountingStore, caplog: pytest.LogCaptureFixture, error: Exception, reason: str
+) -> None:
+    async def executor(plan: EvalPlan, clients: Any, **kwargs: Any) -> RunProgress:
+        await kwargs["sink"](SampleRecord(task="t0", index=0, item={}, output_text="A0", scores={}))
+        raise error
+
+    job = await finished_job(store, plan_compiler(), executor=executor)
+    assert (job.status, job.error) == ("failed", reason)
+    assert [s.index for s in await store.read_samples(job.id)] == [0]  # what was recorded is kept
+    assert logged(caplog, f"job {job.id} failed") == isinstance(error, RuntimeError)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (EvalstackError("no metric"), "could not aggregate the results: no metric"),
+        (ValueError("bad value"), "could not aggregate the results: ValueError: bad value"),
+    ],
+)
+async def test_an_aggregation_error_fails_the_job_keeping_its_samples(
+    store: CountingStore, caplog: pytest.LogCaptureFixture, error: Exception, reason: str
+) -> None:
+    async def compile_job(job: JobRecord) -> EvalPlan:
+        plan = make_plan(make_rows(3))
+
+        def summarize(samples: Mapping[str, Sequence[SampleRecord]]) -> dict[str, Any]:
+            raise error
+
+        plan.summarize = summarize
+        return plan
+
+    job = await finished_job(store, compile_job)
+    assert (job.status, job.error) == ("failed", reason)
+    assert job.progress is not None and job.progress["samples_processed"] == 3
+    assert len(await store.read_samples(job.id)) == 3
+    assert logged(caplog, f"aggregating job {job.id} failed") == isinstance(error, ValueError)
+
+
+async def test_a_secret_of_the_job_is_masked_in_failed_samples(store: CountingStore) -> None:
+    class LeakyClient(FakeClient):
+        async def generate(self, request: InferenceRequest) -> InferenceResult:
+            raise InferenceError("key sk-SECRET was refused")
+
+    job = await finished_job(store, plan_compiler(), pool=FakePool(LeakyClient()))
+    samples = await store.read_samples(job.id)
+    assert [s.error for s in samples] == ["key ***** was refused"] * 3
+    assert job.error is not None and "sk-SECRET" not in job.error and "*****" in job.error
