@@ -15,8 +15,10 @@ from a previous page) and ``limit``.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import urlencode
 
@@ -29,6 +31,7 @@ from evalstack.store import sample_query
 from evalstack.store.records import (
     JobRecord,
     JobStatus,
+    JobVersion,
     SampleErrorFilter,
     SampleFilter,
     SampleKey,
@@ -195,23 +198,70 @@ def parse_job_query(params: Mapping[str, str], statuses: Sequence[str] = ()) -> 
     )
 
 
-async def list_jobs(store: Store, query: JobQuery) -> JobListing:
-    """The jobs matching ``query``, newest first, one page of them."""
-    labelled = [(j, job_labels(j)) for j in await store.list_jobs(query.front)]
-    jobs = [
-        j
-        for j, labels in labelled
-        if (not query.statuses or j.status in query.statuses)
-        and (not query.benchmark or labels.benchmark == query.benchmark)
-        and (not query.model or labels.model == query.model)
+class JobLabelCache:
+    """The labels of the jobs listed so far, each under its job's id and ``updated_at``.
+
+    A job's record changes only together with its ``updated_at`` (``JobVersion``), so a label found
+    here is never stale: a job that progresses, finishes or is reopened has a new ``updated_at`` and
+    is labelled again from its record. Holds at most ``size`` jobs, the least recently used dropped.
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._labels: OrderedDict[tuple[str, datetime], JobLabels] = OrderedDict()
+
+    def get(self, version: JobVersion) -> JobLabels | None:
+        key = (version.id, version.updated_at)
+        labels = self._labels.get(key)
+        if labels is not None:
+            self._labels.move_to_end(key)
+        return labels
+
+    def put(self, job: JobRecord) -> JobLabels:
+        """The job's labels, computed from its record and kept."""
+        labels = job_labels(job)
+        if job.updated_at is not None:
+            self._labels[(job.id, job.updated_at)] = labels
+            while len(self._labels) > self.size:
+                self._labels.popitem(last=False)
+        return labels
+
+
+async def list_jobs(store: Store, query: JobQuery, labels: JobLabelCache | None = None) -> JobListing:
+    """The jobs matching ``query``, newest first, one page of them.
+
+    Reads every job's id, status and ``updated_at``, labels each (from ``labels`` when it holds that
+    version, else from the job's record) and reads the records of the page's jobs only.
+    """
+    labels = labels if labels is not None else JobLabelCache()
+    versions = await store.job_versions(query.front)
+    records = {job.id: job for job in await store.get_jobs([v.id for v in versions if labels.get(v) is None])}
+    labelled: list[tuple[JobVersion, JobLabels]] = []
+    for version in versions:
+        known = labels.get(version)
+        if known is None:
+            record = records.get(version.id)
+            if record is None:  # deleted meanwhile
+                continue
+            known = labels.put(record)
+        labelled.append((version, known))
+    matching = [
+        version.id
+        for version, job in labelled
+        if (not query.statuses or version.status in query.statuses)
+        and (not query.benchmark or job.benchmark == query.benchmark)
+        and (not query.model or job.model == query.model)
     ]
     start = (query.page - 1) * query.limit
+    page = matching[start : start + query.limit]
+    unread = [job_id for job_id in page if job_id not in records]
+    records.update((job.id, job) for job in await store.get_jobs(unread))
     return JobListing(
-        jobs[start : start + query.limit],
-        len(jobs),
+        [records[job_id] for job_id in page if job_id in records],
+        len(matching),
         query,
-        benchmarks=sorted({labels.benchmark for _, labels in labelled if labels.benchmark}),
-        models=sorted({labels.model for _, labels in labelled if labels.model}),
+        benchmarks=sorted({job.benchmark for _, job in labelled if job.benchmark}),
+        models=sorted({job.model for _, job in labelled if job.model}),
     )
 
 

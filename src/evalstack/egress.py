@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 from urllib.parse import urlparse
 
 from evalstack.errors import InvalidInputError
@@ -34,14 +34,18 @@ ALWAYS_REFUSED_FOR_DOWNLOADS: tuple[IPNetwork, ...] = (
 )
 """Link-local and cloud-metadata addresses: never a dataset's source."""
 
-Resolver = Callable[[str, int], Awaitable[list[str]]]
+Resolver = Callable[[str, int], list[str]]
+"""Every address a host resolves to, in preference order; blocking, raises OSError when it cannot."""
 
 
-async def resolve_host(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (the system resolver, off the event loop)."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos})
+def resolve_host(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (the system resolver), in the order it gives them."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class EgressRefusedError(InvalidInputError):
+    """The egress policy refuses a URL or a connection (names the rule)."""
 
 
 def _parse_entry(entry: str) -> IPNetwork | str:
@@ -60,8 +64,20 @@ def _host_matches(host: str, pattern: str) -> bool:
     return host == pattern
 
 
+def _literal_address(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
 class EgressPolicy:
-    """Allow and deny lists of hosts or CIDRs, checked against a URL's host and resolved addresses."""
+    """Allow and deny lists of hosts or CIDRs, checked against a URL's host and resolved addresses.
+
+    :meth:`check_url` checks a URL before it is used; :meth:`addresses` is the check at connection
+    time (``egress_clients``): it resolves a host once and returns the addresses that passed, which
+    are the ones connected to, so a name that resolves differently the second time changes nothing.
+    """
 
     def __init__(
         self, allow: Iterable[str] = (), deny: Iterable[str] = (), resolver: Resolver = resolve_host
@@ -69,6 +85,11 @@ class EgressPolicy:
         self.allow = [_parse_entry(e) for e in allow if e.strip()]
         self.deny = [_parse_entry(e) for e in deny if e.strip()]
         self._resolve = resolver
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """Equal for two policies that decide alike (the same lists and resolver)."""
+        return (tuple(map(str, self.allow)), tuple(map(str, self.deny)), self._resolve)
 
     def _listed(self, entries: Sequence[IPNetwork | str], host: str, addresses: Sequence[IPAddress]) -> bool:
         for entry in entries:
@@ -79,6 +100,39 @@ class EgressPolicy:
                 return True
         return False
 
+    def _check(self, host: str, addresses: Sequence[IPAddress], purpose: Purpose, target: str) -> None:
+        """Raise EgressRefusedError unless ``host`` at ``addresses`` may be reached for ``purpose``."""
+        if purpose == "download":
+            for address in addresses:
+                mapped = getattr(address, "ipv4_mapped", None) or address
+                if any(mapped.version == n.version and mapped in n for n in ALWAYS_REFUSED_FOR_DOWNLOADS):
+                    raise EgressRefusedError(
+                        f"Refusing to download from {target}: {host} resolves to {address}, a link-local or "
+                        "cloud-metadata address, which is never allowed"
+                    )
+        if self._listed(self.deny, host, addresses):
+            raise EgressRefusedError(f"Refusing to reach {target}: {host} is in the egress deny list")
+        if self.allow and not self._listed(self.allow, host, addresses):
+            raise EgressRefusedError(
+                f"Refusing to reach {target}: {host} is not in the egress allow list "
+                f"({', '.join(str(e) for e in self.allow)})"
+            )
+
+    def addresses(self, host: str, port: int, purpose: Purpose, target: str = "") -> list[IPAddress]:
+        """Resolve ``host`` once and check its name and every address; the addresses to connect to.
+
+        Blocking (DNS): call it off the event loop. Raises EgressRefusedError (naming the rule, and
+        ``target`` or ``host:port`` as what was refused) or OSError when the name does not resolve.
+        """
+        host = host.lower().rstrip(".")
+        literal = _literal_address(host)
+        if literal is not None:
+            found: list[IPAddress] = [literal]
+        else:
+            found = [ipaddress.ip_address(a.split("%", 1)[0]) for a in self._resolve(host, port)]
+        self._check(host, found, purpose, target or f"{host}:{port}")
+        return found
+
     async def check_url(self, url: str, purpose: Purpose = "download") -> None:
         """Raise InvalidInputError (naming the rule) unless ``url`` may be reached for ``purpose``."""
         parsed = urlparse(url)
@@ -87,42 +141,11 @@ class EgressPolicy:
             raise InvalidInputError(f"{url!r} is not an http:// or https:// URL with a host")
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
-            literal: IPAddress | None = ipaddress.ip_address(host)
-        except ValueError:
-            literal = None
-        if literal is not None:
-            addresses = [literal]
-        else:
-            try:
-                resolved = await self._resolve(host, port)
-                addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolved]
-            except OSError as exc:
-                if purpose == "download":
-                    raise InvalidInputError(f"The host of {url!r} cannot be resolved: {exc}") from exc
-                addresses = []  # a model or judge host that does not resolve yet: its name is still checked
-        if purpose == "download":
-            for address in addresses:
-                mapped = getattr(address, "ipv4_mapped", None) or address
-                if any(mapped.version == n.version and mapped in n for n in ALWAYS_REFUSED_FOR_DOWNLOADS):
-                    raise InvalidInputError(
-                        f"Refusing to download from {url!r}: {host} resolves to {address}, a link-local or "
-                        "cloud-metadata address, which is never allowed"
-                    )
-        if self._listed(self.deny, host, addresses):
-            raise InvalidInputError(f"Refusing to reach {url!r}: {host} is in the egress deny list")
-        if self.allow and not self._listed(self.allow, host, addresses):
-            raise InvalidInputError(
-                f"Refusing to reach {url!r}: {host} is not in the egress allow list "
-                f"({', '.join(str(e) for e in self.allow)})"
-            )
-
-    def httpx_hooks(self, purpose: Purpose = "download") -> dict[str, list[Callable[[Any], Awaitable[None]]]]:
-        """``event_hooks`` for an ``httpx.AsyncClient`` that check every request, redirects included."""
-
-        async def check(request: Any) -> None:
-            await self.check_url(str(request.url), purpose)
-
-        return {"request": [check]}
+            await asyncio.to_thread(self.addresses, host, port, purpose, repr(url))
+        except OSError as exc:
+            if purpose == "download":
+                raise InvalidInputError(f"The host of {url!r} cannot be resolved: {exc}") from exc
+            self._check(host, [], purpose, repr(url))  # a model or judge host that does not resolve yet
 
 
 OPEN_POLICY = EgressPolicy()

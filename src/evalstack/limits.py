@@ -20,6 +20,10 @@ MAX_LIMIT_SAMPLES = 10_000_000
 MAX_N_SAMPLES = 1_000
 """The most completions per problem (``params.extra.n_samples``; pass@k reports k up to 100)."""
 
+MAX_ROW_INDEX = 2**53 - 1
+"""The largest row index or page size a request may name (``start_index``, ``limit`` of a rows page):
+JSON's exact integer range, far below what a database integer holds."""
+
 
 def check_inline_rows(count: int, what: str) -> None:
     """Raise InvalidInputError when ``count`` inline rows exceed :data:`MAX_INLINE_ROWS`."""

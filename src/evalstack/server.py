@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from evalstack import __version__
 from evalstack.api.access import AccessMiddleware
+from evalstack.api.admission import ReadAdmission
 from evalstack.api.analysis import analysis_router
 from evalstack.api.jobs import jobs_router
 from evalstack.api.listings import listings_router
@@ -50,6 +51,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(analysis_router(services.store), prefix="/v1")
     include_nemo_api(app, services)
     mount_viewer(app, services.store)
+    app.add_middleware(ReadAdmission)  # inside AccessMiddleware: a refused request never takes a slot
     app.add_middleware(
         AccessMiddleware, authenticator=Authenticator(settings.auth), max_body_bytes=settings.max_body_bytes
     )

@@ -155,7 +155,10 @@ def build_services(settings: Settings) -> Services:
 
     store = Store(settings.db_url)
     registry = Registry(store, settings)
-    clients = ModelClientPool(breaker_settings=BreakerSettings(**settings.circuit_breaker.model_dump()))
+    clients = ModelClientPool(
+        breaker_settings=BreakerSettings(**settings.circuit_breaker.model_dump()),
+        egress=settings.egress.policy(),
+    )
     scoring = ScoringService(registry, clients)
 
     async def compile_for_worker(job: JobRecord) -> EvalPlan:

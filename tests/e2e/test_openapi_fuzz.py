@@ -10,23 +10,37 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.generation.stateful.state_machine import StepInput, StepOutput
 from schemathesis.specs.openapi.checks import (
+    ensure_resource_availability,
     negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
+    use_after_free,
 )
 from tests.fakes.serving import ServeProcess
+
+from evalstack.api.openapi import NEMO_PREFIX, RESOURCE_LINKS
 
 pytestmark = pytest.mark.slow
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, negative_data_rejection]
+STATEFUL_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    response_schema_conformance,
+    use_after_free,  # a deleted thing is gone
+    ensure_resource_availability,  # a created thing can be read at once
+]
 FUZZ = settings(
     max_examples=5,
     deadline=None,
@@ -41,6 +55,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     workdir: Path = tmp_path_factory.mktemp("fuzz")
     process = ServeProcess(workdir, "embedded_model: false\n", name="fuzz").start()
     try:
+        # The benchmark catalog is built on its first read (lm-eval's task index: seconds, more on a
+        # loaded machine); build it before the fuzzer's 10 s request timeout applies.
+        httpx.get(f"{process.url}/v1/evalstack/benchmarks", timeout=300).raise_for_status()
         yield process
     finally:
         process.stop()
@@ -82,3 +99,106 @@ def test_the_schema_documents_each_familys_errors(server: ServeProcess) -> None:
     assert "422" in nemo and nemo["409"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/NemoError"
     }
+
+
+# ---- stateful: create, then read, change and delete through the schema's links -----------------
+
+STATEFUL = settings(
+    max_examples=25,
+    stateful_step_count=6,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+def linked_operations(nemo: bool) -> list[str]:
+    """The labels ("POST /v1/datasets") of one family's create operations and their links' targets."""
+    labels: set[str] = set()
+    for entry in RESOURCE_LINKS:
+        if entry.source[1].startswith(NEMO_PREFIX) == nemo:
+            labels |= {f"{method} {path}" for method, path in (entry.source, *entry.targets)}
+    return sorted(labels)
+
+
+_ROWS_CONFIG = {
+    "type": "custom",
+    "tasks": {
+        "qa": {
+            "type": "data",
+            "metrics": {
+                "accuracy": {
+                    "type": "string-check",
+                    "params": {"check": ["{{output}}", "equals", "{{answer}}"]},
+                }
+            },
+        }
+    },
+}
+_ROWS_TARGET = {"type": "rows", "rows": [{"output": "4", "answer": "4"}, {"output": "5", "answer": "6"}]}
+_BENCHMARK = {"dataset_id": "fuzz-rows", "scoring_functions": ["basic::equality"], "provider_id": None}
+SEEDS: dict[str, dict[str, Any]] = {
+    "POST /v1/evaluation/configs": _ROWS_CONFIG,
+    "POST /v1/evaluation/targets": _ROWS_TARGET,
+    "POST /v1/evaluation/jobs": {"config": _ROWS_CONFIG, "target": _ROWS_TARGET},
+    "POST /v1/eval/benchmarks": _BENCHMARK,
+    "POST /v1alpha/eval/benchmarks": _BENCHMARK,
+    "POST /v1/models": {
+        "model_type": "llm",
+        "provider_id": None,
+        "metadata": {"base_url": "http://127.0.0.1:9/v1"},
+    },
+    "POST /v1/scoring-functions": {"provider_id": None, "params": None, "return_type": {"type": "number"}},
+}
+"""What a create needs to succeed (a supported type, something to evaluate); the rest stays generated."""
+
+
+class StatefulRun:
+    """A state machine over one family's linked operations: positive requests, explicit links only."""
+
+    def __init__(self, url: str, operations: list[str]) -> None:
+        self.api = schemathesis.openapi.from_url(url).include(name=operations)
+        self.api.config.generation.update(modes=[GenerationMode.POSITIVE])
+        self.api.config.phases.stateful.inference.algorithms = []  # the schema's own links, no guessed ones
+        self.followed: list[
+            tuple[str, int]
+        ] = []  # (link target, status) of each link followed with its value
+
+    def run(self) -> None:
+        followed = self.followed
+
+        class Machine(self.api.as_state_machine()):  # type: ignore[misc]
+            def before_call(self, case: schemathesis.Case) -> None:
+                seed = SEEDS.get(case.operation.label)
+                if seed is not None and isinstance(case.body, dict):
+                    case.body = {**case.body, **seed}
+
+            def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+                return {"timeout": 60}  # a slow answer on a loaded machine is not a failure; a hang is
+
+            def step(self, input: StepInput) -> StepOutput:
+                output = super().step(input)
+                if input.transition is not None and input.is_applied:
+                    followed.append((input.case.operation.label, output.response.status_code))
+                return output
+
+            def validate_response(self, response: Any, case: schemathesis.Case, **kwargs: Any) -> None:
+                case.validate_response(
+                    response, checks=STATEFUL_CHECKS, transport_kwargs=kwargs or None, recorder=self.recorder
+                )
+
+        Machine.run(settings=STATEFUL)
+
+
+@pytest.mark.parametrize("nemo", [True, False], ids=["NeMo", "Llama Stack"])
+def test_links_lead_from_each_create_to_reads_and_deletes_without_a_server_error(
+    server: ServeProcess, nemo: bool
+) -> None:
+    rows = {"type": "rows", "rows": [{"input_query": "2+2", "expected_answer": "4", "generated_answer": "4"}]}
+    dataset = {"dataset_id": "fuzz-rows", "purpose": "eval/question-answer", "source": rows}
+    assert httpx.post(f"{server.url}/v1/datasets", json=dataset, timeout=30).status_code == 200
+    run = StatefulRun(f"{server.url}/openapi.json", linked_operations(nemo))
+    run.run()
+    # The links were followed with what a create answered, and reached what it made.
+    reached = {label for label, status in run.followed if 200 <= status < 300}
+    assert reached, f"no link led to a success: {run.followed}"

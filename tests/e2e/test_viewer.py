@@ -14,16 +14,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
+import yaml
 from tests.fakes.browser import BrowserUnavailable, chromium, find_browser
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.serving import free_port
 from tests.fakes.viewer_jobs import ROWS, SECRET, XSS, ViewerJobs, answer_a, answer_b, right
+
+from evalstack.auth import key_settings_entry
 
 pytestmark = pytest.mark.slow
 
@@ -182,12 +186,13 @@ def test_pages_say_what_is_wrong_with_bad_input(jobs: ViewerJobs) -> None:
     assert unknown.status_code == 404 and "no sample 99" in unknown.text
 
 
-def test_evalstack_view_serves_the_same_store_alone(jobs: ViewerJobs, tmp_path: Path) -> None:
+@contextmanager
+def evalstack_view(tmp_path: Path, *args: str) -> Iterator[str]:
+    """Run ``evalstack view ARGS`` on a free port; yield its loopback URL once it answers."""
     port = free_port()
     env = {**os.environ, "EVALSTACK_DATA_HOME": str(tmp_path)}
-    db = jobs.server_db
     proc = subprocess.Popen(
-        [sys.executable, "-m", "evalstack.cli", "view", "--db", db, "--port", str(port)],
+        [sys.executable, "-m", "evalstack.cli", "view", "--port", str(port), *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -197,20 +202,59 @@ def test_evalstack_view_serves_the_same_store_alone(jobs: ViewerJobs, tmp_path: 
         deadline = time.monotonic() + 30
         while True:
             try:
-                response = httpx.get(f"{url}/ui/", timeout=5)
+                httpx.get(f"{url}/openapi.json", timeout=5)
                 break
             except httpx.TransportError:
                 assert proc.poll() is None and time.monotonic() < deadline, "evalstack view did not start"
                 time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_evalstack_view_serves_the_same_store_alone(jobs: ViewerJobs, tmp_path: Path) -> None:
+    with evalstack_view(tmp_path, "--db", jobs.server_db) as url:
+        response = httpx.get(f"{url}/ui/", timeout=5)
         assert response.status_code == 200 and jobs.baseline in response.text
         listing = httpx.get(
             f"{url}/v1/evalstack/jobs/{jobs.baseline}/samples", params={"q": "onerror"}
         ).json()
         assert [s["index"] for s in listing["data"]] == [n for n in range(ROWS) if n % 10 == 3]
         assert httpx.get(f"{url}/v1/evaluation/jobs").status_code == 404  # the viewer alone
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+
+
+READER_KEY, RUNNER_KEY = "viewer-key-read", "viewer-key-run"
+
+
+def settings_with_keys(jobs: ViewerJobs, folder: Path) -> Path:
+    """A settings file over the jobs' store with two keys: ``ops`` may read, ``ci`` may only run."""
+    settings = folder / "settings.yaml"
+    keys = [key_settings_entry("ops", READER_KEY, ["read"]), key_settings_entry("ci", RUNNER_KEY, ["run"])]
+    settings.write_text(yaml.safe_dump({"db_url": jobs.server_db, "auth": {"api_keys": keys}}))
+    return settings
+
+
+def test_evalstack_view_asks_for_the_servers_keys_and_may_then_listen_beyond_loopback(
+    jobs: ViewerJobs, tmp_path: Path
+) -> None:
+    reader, runner_only = READER_KEY, RUNNER_KEY
+    settings = settings_with_keys(jobs, tmp_path)
+    with evalstack_view(tmp_path, "--config", str(settings), "--host", "0.0.0.0") as url:
+        page = f"{url}/ui/jobs/{jobs.baseline}"
+        anonymous = httpx.get(page)
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"] == 'Basic realm="evalstack"'  # the browser's prompt
+        assert jobs.baseline not in anonymous.text
+        assert httpx.get(page, auth=("anyone", "not-a-key")).status_code == 401
+        shown = httpx.get(page, auth=("anyone", reader))
+        assert shown.status_code == 200 and jobs.baseline in shown.text
+        listing = f"{url}/v1/evalstack/jobs"
+        assert httpx.get(listing).status_code == 401
+        bearer = httpx.get(listing, headers={"Authorization": f"Bearer {reader}"})
+        assert bearer.status_code == 200 and jobs.baseline in {j["id"] for j in bearer.json()["data"]}
+        refused = httpx.get(listing, headers={"Authorization": f"Bearer {runner_only}"})
+        assert refused.status_code == 403 and "lacks the 'read' scope" in refused.json()["error"]["message"]
 
 
 # ---- in a real browser --------------------------------------------------------------------------
@@ -315,3 +359,28 @@ def test_browser_shows_live_progress_of_a_running_job(jobs: ViewerJobs, page: An
         assert (
             page.locator(f".progress[data-job='{job_id}'] .progress-text").inner_text().startswith("40 / 40")
         )
+
+
+def test_browser_signs_in_to_evalstack_view_with_a_key(
+    jobs: ViewerJobs, browser: Any, tmp_path: Path
+) -> None:
+    settings = settings_with_keys(jobs, tmp_path)
+    with evalstack_view(tmp_path, "--config", str(settings)) as url:
+        stranger = browser.new_context(http_credentials={"username": "ops", "password": "not-a-key"})
+        try:  # the browser answers the Basic prompt with a bad key: refused, nothing shown
+            refused = stranger.new_page().goto(f"{url}/ui/jobs/{jobs.baseline}")
+            assert refused is not None and refused.status == 401 and jobs.baseline not in refused.text()
+        finally:
+            stranger.close()
+        context = browser.new_context(http_credentials={"username": "ops", "password": READER_KEY})
+        problems: list[str] = []
+        try:
+            page = context.new_page()
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(f"{url}/ui/jobs/{jobs.baseline}")
+            assert page.locator("h1").inner_text().startswith("custom: qa on model-a")
+            # the counts the page fetches afterwards are authorized too
+            page.locator("a[href$='samples?unparsed=1'] .lazy-count").filter(has_text="0").wait_for()
+        finally:
+            context.close()
+        assert problems == []

@@ -14,6 +14,9 @@ Endpoints (dataset repositories only; revision ``main`` or the repository's comm
   (answers 404 when ``tree_api`` is false, like an endpoint without it).
 - ``GET /api/datasets/{ns}/{repo}[/revision/{revision}]``: the repository info with ``sha`` and ``siblings``.
 
+``add_redirect(repo_id, path, url)`` makes a file's ``resolve`` answer 302 to ``url``, with the file's
+metadata on the redirect itself, as the Hub answers for a file kept on its CDN.
+
 ``requests`` records ``(method, path)`` of every request; ``downloads`` counts file GETs.
 """
 
@@ -42,6 +45,7 @@ class FakeHub:
     def __init__(self, *, tree_api: bool = True) -> None:
         self.tree_api = tree_api
         self.repos: dict[str, dict[str, bytes]] = {}
+        self.redirects: dict[tuple[str, str], str] = {}
         self.requests: list[tuple[str, str]] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -55,6 +59,11 @@ class FakeHub:
         data = content.encode() if isinstance(content, str) else content
         with self._lock:
             self.repos.setdefault(repo_id, {})[path.strip("/")] = data
+
+    def add_redirect(self, repo_id: str, path: str, url: str) -> None:
+        """Serve ``path`` of ``repo_id`` (which must hold it) as a redirect to ``url``."""
+        with self._lock:
+            self.redirects[(repo_id, path.strip("/"))] = url
 
     def commit(self, repo_id: str) -> str:
         """The repository's current commit hash: it changes whenever a file changes."""
@@ -98,6 +107,14 @@ class FakeHub:
         if data is None:
             return self._error(404, "EntryNotFound", f"{path} does not exist", {"X-Repo-Commit": commit})
         headers = {"X-Repo-Commit": commit, "ETag": f'"{_blob_sha(data)}"'}
+        elsewhere = self.redirects.get((repo_id, path))
+        if elsewhere is not None:
+            linked = {
+                "X-Linked-Etag": headers["ETag"],
+                "X-Linked-Size": str(len(data)),
+                "Location": elsewhere,
+            }
+            return Response(b"", 302, headers={**headers, **linked})
         return Response(data, 200, headers=headers, media_type="application/octet-stream")
 
     async def _tree(self, request: Request) -> Response:

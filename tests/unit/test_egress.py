@@ -23,7 +23,7 @@ from tests.fakes.serving import BackgroundServer, free_port
 
 
 def resolving_to(*addresses: str) -> Any:
-    async def resolve(_host: str, _port: int) -> list[str]:
+    def resolve(_host: str, _port: int) -> list[str]:
         return list(addresses)
 
     return resolve

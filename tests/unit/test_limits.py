@@ -12,7 +12,7 @@ from evalstack.engine.benchmarks.common import parse_options
 from evalstack.engine.nemo_plan import NemoParams
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import ModelEndpoint
-from evalstack.limits import MAX_INLINE_ROWS, MAX_LIMIT_SAMPLES, MAX_N_SAMPLES
+from evalstack.limits import MAX_INLINE_ROWS, MAX_LIMIT_SAMPLES, MAX_N_SAMPLES, MAX_ROW_INDEX
 from evalstack.server import create_app
 
 ENDPOINT = ModelEndpoint(kind="openai", model="m", base_url="http://127.0.0.1:9/v1")
@@ -40,6 +40,23 @@ def test_too_many_inline_rows_are_refused(tmp_path: Path) -> None:
         scored = client.post("/v1/scoring/score", json={"input_rows": rows, "scoring_functions": {}})
         assert scored.status_code == 400
         assert "input_rows" in scored.json()["error"]["message"]
+
+
+def test_a_rows_page_is_bounded_where_a_database_integer_is_not(tmp_path: Path) -> None:
+    # Found by the stateful fuzzer: a limit past SQLite's INTEGER overflowed inside the query (500).
+    with TestClient(create_app(Settings(data_dir=tmp_path, embedded_model=False))) as client:
+        rows = {"type": "rows", "rows": [{"q": i} for i in range(3)]}
+        client.post(
+            "/v1/datasets", json={"purpose": "eval/messages-answer", "source": rows, "dataset_id": "d"}
+        )
+        largest = client.get(
+            "/v1beta/datasetio/iterrows/d", params={"start_index": 1, "limit": MAX_ROW_INDEX}
+        )
+        assert largest.status_code == 200 and largest.json()["data"] == [{"q": 1}, {"q": 2}]
+        for name in ("limit", "start_index"):
+            refused = client.get("/v1beta/datasetio/iterrows/d", params={name: 451631269840024401608704})
+            assert refused.status_code == 400
+            assert name in refused.text and str(MAX_ROW_INDEX) in refused.text
 
 
 def test_limit_samples_and_n_samples_have_upper_bounds() -> None:

@@ -138,12 +138,18 @@ def decision_for(method: str, path: str) -> Decision | None:
     return None
 
 
-def _error_response(path: str, status: int, message: str) -> tuple[dict[str, str], bytes]:
-    """Headers and body of an error in the API family that serves ``path``."""
-    headers = {"content-type": "application/json"}
+def _error_response(path: str, status: int, message: str) -> tuple[list[tuple[str, str]], bytes]:
+    """Headers and body of an error in the API family that serves ``path``.
+
+    A 401 challenges with Basic on the viewer's pages (the browser's login prompt) and with Bearer
+    elsewhere, and Basic too there: the viewer's pages fetch JSON from the API, and a browser resends
+    the key its user gave the prompt only to a Basic challenge of the same realm.
+    """
+    headers = [("content-type", "application/json")]
     if status == 401:
-        realm = 'Basic realm="evalstack"' if path.startswith("/ui") else 'Bearer realm="evalstack"'
-        headers["www-authenticate"] = realm
+        if not path.startswith("/ui"):
+            headers.append(("www-authenticate", 'Bearer realm="evalstack"'))
+        headers.append(("www-authenticate", 'Basic realm="evalstack"'))
     if path.startswith("/v1/evaluation"):
         body: object = {"detail": message}
     else:
@@ -157,7 +163,7 @@ async def _send_error(send: Send, path: str, status: int, message: str) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+            "headers": [(k.encode(), v.encode()) for k, v in headers],
         }
     )
     await send({"type": "http.response.body", "body": body})

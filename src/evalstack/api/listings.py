@@ -32,12 +32,13 @@ if TYPE_CHECKING:
 def listings_router(store: Store) -> APIRouter:
     """Routes under ``/evalstack/jobs`` (mounted at ``/v1``)."""
     router = APIRouter(route_class=LlamaStackRoute)
+    labels = browse.JobLabelCache()  # this app's: a listing reads the records of its page's jobs only
 
     @router.get("/evalstack/jobs", tags=["evalstack"])
     async def list_jobs(request: Request) -> dict[str, Any]:
         params = request.query_params
         query = browse.parse_job_query(params, params.getlist("status"))
-        listing = await browse.list_jobs(store, query)
+        listing = await browse.list_jobs(store, query, labels)
         return {
             "data": [browse.job_json(job) for job in listing.jobs],
             "total": listing.total,
@@ -56,7 +57,7 @@ def listings_router(store: Store) -> APIRouter:
         limit = browse.page_limit(params.get("limit"))
         if after is not None and before is not None:
             raise InvalidInputError("give after or before, not both")
-        if await store.get_job(job_id) is None:
+        if not await store.job_statuses([job_id]):  # exists? (without reading its spec and result)
             raise NotFoundError(f"Job {job_id} not found")
         page = await store.page_samples(job_id, flt, after=after, before=before, limit=limit)
         data = [browse.sample_json(s) for s in page.samples]
@@ -76,7 +77,7 @@ def listings_router(store: Store) -> APIRouter:
     @not_found_status(404)
     async def count_samples(request: Request, job_id: str) -> dict[str, Any]:
         flt = browse.parse_sample_filter(request.query_params)
-        if await store.get_job(job_id) is None:
+        if not await store.job_statuses([job_id]):  # exists? (without reading its spec and result)
             raise NotFoundError(f"Job {job_id} not found")
         if flt == SampleFilter():  # every sample: an exact count on the index
             return {"count": await store.count_samples(job_id), "at_least": False}

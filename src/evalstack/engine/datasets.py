@@ -50,11 +50,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import parse_qs, unquote, unquote_to_bytes, urlparse
 
+from evalstack.egress import OPEN_POLICY, EgressPolicy, EgressRefusedError
 from evalstack.errors import InvalidInputError, NotFoundError, UpstreamError
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
-    from evalstack.egress import EgressPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -210,10 +210,12 @@ async def load_rows(
     if kind == "hub":
         location = parse_hf_url(url)
         endpoint = hf_endpoint or settings.hf_endpoint
-        if endpoint:  # a custom endpoint obeys the egress policy like any download
-            await settings.egress.policy().check_url(endpoint, "download")
+        policy = OPEN_POLICY
+        if endpoint:  # a custom endpoint obeys the egress policy like any download, on every connection
+            policy = settings.egress.policy()
+            await policy.check_url(endpoint, "download")
         cache_dir = Path(settings.data_dir) / "huggingface"
-        paths = await asyncio.to_thread(_hf_fetch, location, cache_dir, endpoint, hf_token)
+        paths = await asyncio.to_thread(_hf_fetch, location, cache_dir, endpoint, hf_token, policy)
         return await asyncio.to_thread(_read_paths, paths, limit)
     if kind == "data":
         return await asyncio.to_thread(_read_data_url, url, limit)
@@ -281,13 +283,14 @@ def _read_local(path: Path, limit: int | None) -> list[dict[str, Any]]:
 
 
 async def _load_http(url: str, limit: int | None, egress: EgressPolicy) -> list[dict[str, Any]]:
-    """Download one file; the egress policy checks the URL and every redirect before it is followed."""
+    """Download one file; the egress policy checks every connection, redirects included."""
     import httpx
 
+    from evalstack.egress_clients import download_client
+
+    await egress.check_url(url, "download")  # a refusal that names the URL, before any connection
     try:
-        async with httpx.AsyncClient(
-            follow_redirects=True, timeout=_HTTP_TIMEOUT, event_hooks=egress.httpx_hooks("download")
-        ) as client:
+        async with download_client(egress, timeout=_HTTP_TIMEOUT) as client:
             response = await client.get(url)
     except httpx.HTTPError as exc:
         raise UpstreamError(f"Could not download dataset {url!r}: {type(exc).__name__}: {exc}") from exc
@@ -382,8 +385,40 @@ def _silent_tqdm() -> Any:
     return _Silent
 
 
-def _hf_fetch(location: HfLocation, cache_dir: Path, endpoint: str | None, token: str | None) -> list[Path]:
-    """Download (or find in the cache) the data files at ``location``; runs in a worker thread."""
+def _hf_fetch(
+    location: HfLocation, cache_dir: Path, endpoint: str | None, token: str | None, egress: EgressPolicy
+) -> list[Path]:
+    """Download (or find in the cache) the data files at ``location``; runs in a worker thread.
+
+    Every connection huggingface_hub opens for it (redirects included) must pass ``egress``.
+    """
+    from evalstack.egress_clients import hub_egress
+
+    with hub_egress(egress):
+        try:
+            return _hf_fetch_files(location, cache_dir, endpoint, token)
+        except Exception as exc:
+            refusal = _egress_refusal_in(exc)
+            if refusal is not None and refusal is not exc:
+                raise refusal from exc
+            raise
+
+
+def _egress_refusal_in(exc: BaseException) -> EgressRefusedError | None:
+    """The egress refusal ``exc`` was raised for, however huggingface_hub wrapped it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, EgressRefusedError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _hf_fetch_files(
+    location: HfLocation, cache_dir: Path, endpoint: str | None, token: str | None
+) -> list[Path]:
     from huggingface_hub import errors as hf_errors
 
     shown_endpoint = endpoint or "the Hugging Face Hub"

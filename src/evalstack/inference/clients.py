@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from evalstack.egress import EgressPolicy
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import ModelClient, ModelEndpoint
 from evalstack.inference.breaker import BreakerSettings, CircuitBreaker
@@ -29,7 +30,7 @@ class ModelClientPool:
     :class:`~evalstack.inference.breaker.CircuitBreaker` (``breaker_settings``), so an outage pauses
     every job on that endpoint and one probe at a time tests it. The embedded model is created on first
     use by ``embedded_loader`` (default: :class:`~evalstack.inference.embedded.EmbeddedModel`), which
-    loads its weights lazily too.
+    loads its weights lazily too. HTTP clients connect only to addresses ``egress`` passes for models.
     """
 
     def __init__(
@@ -37,7 +38,9 @@ class ModelClientPool:
         *,
         embedded_loader: Callable[[], ModelClient] | None = None,
         breaker_settings: BreakerSettings | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        self.egress = egress
         self._embedded_loader = embedded_loader or _default_embedded
         self._embedded: ModelClient | None = None
         self._clients: dict[tuple[ModelEndpoint, int, float, int], ModelClient] = {}
@@ -60,6 +63,7 @@ class ModelClientPool:
             "_embedded": None,
             "_clients": {},
             "breaker_settings": self.breaker_settings,
+            "egress": self.egress,
             "_breakers": {},
         }
 
@@ -90,6 +94,7 @@ class ModelClientPool:
                 timeout=timeout,
                 max_connections=max_connections,
                 breaker=self.breaker(endpoint),
+                egress=self.egress,
             )
             self._clients[key] = client
         return through_active_cache(client, endpoint)

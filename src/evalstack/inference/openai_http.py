@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from evalstack.egress import EgressPolicy
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import InferenceError, InferenceRequest, InferenceResult, ModelEndpoint
 from evalstack.inference.breaker import UNREACHABLE_STATUSES, BreakerSettings, CircuitBreaker
@@ -43,7 +44,8 @@ class OpenAIClient:
     Requests go through :class:`~evalstack.inference.transport.AiohttpTransport` (proxies from the
     environment are honoured) unless another ``transport`` is given. Every attempt passes through
     ``breaker`` (``inference.breaker``; the pool shares one per endpoint): while it is open the request
-    waits for the endpoint instead of spending its retries. Without one, nothing ever waits.
+    waits for the endpoint instead of spending its retries. Without one, nothing ever waits. With
+    ``egress``, connections go only to addresses that policy passed (checked when each is opened).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class OpenAIClient:
         retry_after_max: float = 60.0,
         transport: Transport | None = None,
         breaker: CircuitBreaker | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         if max_retries < 0:
             raise InvalidInputError(f"max_retries must be 0 or more, got {max_retries}")
@@ -79,7 +82,11 @@ class OpenAIClient:
         self._discovery: asyncio.Future[str] | None = None
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
         self._transport: Transport = transport or AiohttpTransport(
-            self.chat_url, headers=headers, max_connections=max_connections, connect_timeout=connect_timeout
+            self.chat_url,
+            headers=headers,
+            max_connections=max_connections,
+            connect_timeout=connect_timeout,
+            egress=egress,
         )
 
     @property
@@ -146,7 +153,7 @@ class OpenAIClient:
             try:
                 resp = await self._transport.request(method, target, body, timeout)
             except TransportError as exc:
-                if exc.kind == "closed":
+                if exc.kind in ("closed", "refused"):  # nothing to retry
                     raise InferenceError(f"{method} {url} not sent: {exc}") from None
                 problem = str(exc)
                 unreachable = True

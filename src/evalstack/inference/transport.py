@@ -10,7 +10,8 @@ would look them up again in a worker thread for every request.
 
 Failures before a complete response arrived raise :class:`TransportError` with ``kind`` "connect",
 "timeout" or "protocol"; the caller decides about retries. ``kind`` "closed" means the transport was
-closed and will not send anything again.
+closed and will not send anything again; "refused" that the egress policy refused the address the
+origin's name resolved to (the transport connects only to addresses the policy passed).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ if TYPE_CHECKING:  # aiohttp is imported on first use: it costs `evalstack run` 
     import aiohttp
     from yarl import URL
 
+    from evalstack.egress import EgressPolicy
+
 logger = logging.getLogger(__name__)
 
-ErrorKind = Literal["connect", "timeout", "protocol", "closed"]
+ErrorKind = Literal["connect", "timeout", "protocol", "closed", "refused"]
 
 
 class TransportError(Exception):
@@ -86,6 +89,7 @@ class AiohttpTransport:
         max_connections: int = 256,
         connect_timeout: float = 10.0,
         keepalive_expiry: float = 4.0,
+        egress: EgressPolicy | None = None,
     ) -> None:
         from aiohttp.helpers import get_env_proxy_for_url
         from yarl import URL
@@ -99,6 +103,7 @@ class AiohttpTransport:
         self._json = {"Content-Type": "application/json"}
         self._connect_timeout = connect_timeout
         self._keepalive_expiry = keepalive_expiry
+        self._egress = egress
         self._proxy: URL | None = None
         self._proxy_auth: aiohttp.BasicAuth | None = None
         with contextlib.suppress(LookupError):
@@ -115,6 +120,8 @@ class AiohttpTransport:
         """Send one request and read the whole response; raise TransportError on failure."""
         import aiohttp
         from yarl import URL
+
+        from evalstack.egress import EgressRefusedError
 
         if self._closed:
             raise TransportError("closed", f"the client for {self.origin} is closed")
@@ -143,6 +150,8 @@ class AiohttpTransport:
                     proxy_auth=self._proxy_auth,
                 ) as resp:
                     return Response(resp.status, resp.headers, await resp.read())
+            except EgressRefusedError as exc:
+                raise TransportError("refused", str(exc)) from None
             except aiohttp.ConnectionTimeoutError:
                 raise TransportError(
                     "connect", f"cannot connect to {self.origin}: no answer within {self._connect_timeout:g}s"
@@ -173,10 +182,16 @@ class AiohttpTransport:
         if old is not None and old.connector is not None:
             with contextlib.suppress(Exception):
                 old.connector.close()  # closes its sockets now; the old loop may be gone
+        resolver = None
+        if self._egress is not None:
+            from evalstack.egress_clients import PolicyResolver
+
+            resolver = PolicyResolver(self._egress, "model", self._base.host or "")
         connector = aiohttp.TCPConnector(
             limit=self.max_connections,
             limit_per_host=0,
             keepalive_timeout=self._keepalive_expiry,
+            resolver=resolver,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,

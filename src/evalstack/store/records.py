@@ -39,6 +39,16 @@ class JobRecord:
     """Who created the job: an API key's name or a JWT's subject; None on a server without auth."""
 
 
+@dataclass(frozen=True)
+class JobVersion:
+    """A job's id, status and ``updated_at``: every change to a job bumps ``updated_at``, so the id and
+    ``updated_at`` together name one version of its whole record."""
+
+    id: str
+    status: JobStatus
+    updated_at: datetime
+
+
 @dataclass
 class SampleRecord:
     """One finished sample of one task: the row, what the model said, and its scores.

@@ -1,9 +1,12 @@
 """The store: every read and write of evalstack's database goes through :class:`Store`.
 
-SQLAlchemy is synchronous, so all database work runs on one dedicated thread and the async
-methods await it; the event loop never blocks on the database. One thread also means writes
-from one process never race each other. SQLite (the default) runs in WAL mode, so a crash
-loses nothing that was committed.
+SQLAlchemy is synchronous, so database work runs on the store's own threads and the async methods
+await it; the event loop never blocks on the database. Every write runs on one writer thread, so
+writes from one process never race each other; reads run on a few reader threads with their own
+connections, so a page a client reads never waits behind a batch of samples being written, nor a
+write behind reads (SQLite in WAL mode and PostgreSQL let readers and a writer work at once; an
+in-memory SQLite database, one connection, keeps everything on the writer thread). SQLite (the
+default) runs in WAL mode, so a crash loses nothing that was committed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    Text,
     and_,
     bindparam,
     create_engine,
@@ -40,6 +44,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
@@ -60,6 +65,7 @@ from evalstack.store.records import (
     CacheSummary,
     JobRecord,
     JobStatus,
+    JobVersion,
     SampleFilter,
     SampleKey,
     SamplePage,
@@ -86,6 +92,9 @@ SAMPLE_FIELDS: tuple[str, ...] = (
     "item", "output_text", "response", "finish_reason", "scores", "error", "extra",
 )  # fmt: skip
 """The columns of a sample besides task and index, that :meth:`Store.iter_samples` can read."""
+
+READER_THREADS = 2
+"""Threads (each with its own connection) that run reads; more would only contend for the GIL."""
 
 _JOB_STATUSES: frozenset[str] = frozenset(get_args(JobStatus))
 _JSON_DIALECTS = frozenset({"sqlite", "postgresql", "mysql", "mariadb"})
@@ -204,21 +213,54 @@ def _add_missing_columns(engine: Engine) -> None:
                     raise
 
 
-def _job_record(row: Row[Any]) -> JobRecord:
+def _json_text(value: str | bytes | None) -> Any:
+    """A JSON column read as its text (``CAST(... AS TEXT)``), decoded by the C decoder.
+
+    Reads that serve one page or one job decode this way: several times faster than the column's
+    own decoder, whose interning hook (a Python call per object) pays off only for bulk reads.
+    """
+    return None if value is None else json.loads(value)
+
+
+def _paged_sample(row: tuple[Any, ...]) -> SampleRecord:
+    """A sample as ``sample_query.page_query`` reads it (``PAGE_COLUMNS``: JSON columns as text)."""
+    task, index, item, text, response, finish, scores, error, extra = row
+    return SampleRecord(
+        task, index, _json_text(item), text, _json_text(response), finish, _json_text(scores) or {}, error,
+        _json_text(extra) or {},
+    )  # fmt: skip
+
+
+_JOB_JSON_COLUMNS = ("spec", "result", "progress")
+_JOB_AS_TEXT = select(
+    *(
+        sql_cast(column, Text).label(column.name) if column.name in _JOB_JSON_COLUMNS else column
+        for column in _JOBS.c
+    )
+)
+"""A job's row with its JSON columns as text, for :func:`_job_record` with ``json_as_text``."""
+
+
+def _job_record(row: Row[Any], *, json_as_text: bool = False) -> JobRecord:
+    decode = _json_text if json_as_text else _same
     return JobRecord(
         id=row.id,
         front=cast(Any, row.front),
-        spec=row.spec,
+        spec=decode(row.spec),
         status=cast(Any, row.status),
         error=row.error,
-        result=row.result,
-        progress=row.progress or {},
+        result=decode(row.result),
+        progress=decode(row.progress) or {},
         benchmark_id=row.benchmark_id,
         provider_id=row.provider_id,
         created_at=_aware(row.created_at),
         updated_at=_aware(row.updated_at),
         created_by=row.created_by,
     )
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _cache_cutoff(max_age: float | None) -> datetime | None:
@@ -256,7 +298,8 @@ class Store:
         self.reconnect_for = reconnect_for
         self.sqlite_busy_timeout = sqlite_busy_timeout
         self._engine: Engine | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: ThreadPoolExecutor | None = None  # the writer thread
+        self._readers: ThreadPoolExecutor | None = None  # reader threads (the writer's for in-memory SQLite)
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -266,22 +309,29 @@ class Store:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalstack-store")
         try:
-            await self._run_once(self._open_sync)
+            await self._run_once(self._executor, self._open_sync)
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
             raise
+        if self._one_connection():
+            self._readers = self._executor
+        else:
+            self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="evalstack-store-read")
 
     async def close(self) -> None:
         """Finish pending work, release connections and stop the store's thread."""
-        executor = self._executor
+        executor, readers = self._executor, self._readers
         if executor is None:
             return
+        loop = asyncio.get_running_loop()
         try:
-            await self._run_once(self._close_sync)
+            if readers is not None and readers is not executor:
+                await loop.run_in_executor(None, readers.shutdown)  # reads in flight finish first
+            await self._run_once(executor, self._close_sync)
         finally:
-            self._executor = None
-            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+            self._executor = self._readers = None
+            await loop.run_in_executor(None, executor.shutdown)
 
     async def __aenter__(self) -> Store:
         await self.open()
@@ -321,6 +371,10 @@ class Store:
         self._engine = engine
         logger.info("store opened: %s", url.render_as_string(hide_password=True))
 
+    def _one_connection(self) -> bool:
+        """Whether the store has a single connection (in-memory SQLite), so no reader threads."""
+        return self._engine is not None and isinstance(self._engine.pool, StaticPool)
+
     @staticmethod
     def _sqlite_in_memory(url: URL) -> bool:
         database = url.database or ""
@@ -332,7 +386,17 @@ class Store:
         self._engine = None
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run one store call (one transaction) on the store's thread, again while it fails transiently.
+        """Run one store call (one transaction) on the writer thread (see :meth:`_retrying`)."""
+        return await self._retrying(self._executor, fn, *args, **kwargs)
+
+    async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one read (no write in it) on a reader thread (see :meth:`_retrying`)."""
+        return await self._retrying(self._readers, fn, *args, **kwargs)
+
+    async def _retrying(
+        self, executor: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        """Run one store call on ``executor``, again while it fails transiently.
 
         SQLite "database is locked" under contention, and a PostgreSQL connection that dropped or is
         refused (a restart), are retried with backoff for up to ``reconnect_for`` seconds; callers
@@ -343,7 +407,7 @@ class Store:
         failing_since: float | None = None
         while True:
             try:
-                result = await self._run_once(fn, *args, **kwargs)
+                result = await self._run_once(executor, fn, *args, **kwargs)
             except DBAPIError as exc:
                 if _is_full(exc):
                     raise StorageFullError(
@@ -364,11 +428,13 @@ class Store:
                 logger.warning("database available again after %.1fs", time.monotonic() - failing_since)
             return result
 
-    async def _run_once(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if self._executor is None:
+    async def _run_once(
+        self, executor: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        if executor is None:
             raise RuntimeError("The store is not open: call 'await store.open()' first.")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
 
     def _connect(self) -> Connection:
         """A connection for reads (its transaction is rolled back when the block ends)."""
@@ -430,7 +496,7 @@ class Store:
     async def get_resource(self, kind: str, key: str) -> dict[str, Any] | None:
         """The resource's data, or None."""
         _check_kind(kind)
-        return await self._run(self._get_resource, kind, key)
+        return await self._read(self._get_resource, kind, key)
 
     def _get_resource(self, kind: str, key: str) -> dict[str, Any] | None:
         c = _RESOURCES.c
@@ -443,7 +509,7 @@ class Store:
     async def list_resources(self, kind: str) -> list[dict[str, Any]]:
         """Every resource of one kind, oldest first."""
         _check_kind(kind)
-        return await self._run(self._list_resources, kind)
+        return await self._read(self._list_resources, kind)
 
     def _list_resources(self, kind: str) -> list[dict[str, Any]]:
         c = _RESOURCES.c
@@ -453,7 +519,7 @@ class Store:
     async def resource_creator(self, kind: str, key: str) -> str | None:
         """Who created the resource (None when unknown or when it does not exist)."""
         c = _RESOURCES.c
-        return await self._run(self._scalar, select(c.created_by).where(c.kind == kind, c.key == key))
+        return await self._read(self._scalar, select(c.created_by).where(c.kind == kind, c.key == key))
 
     def _scalar(self, query: Any) -> Any:
         with self._connect() as conn:
@@ -510,7 +576,7 @@ class Store:
             raise ValueError(f"start must be >= 0, got {start}")
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0 or None, got {limit}")
-        return await self._run(self._read_rows, dataset_id, start, limit)
+        return await self._read(self._read_rows, dataset_id, start, limit)
 
     def _read_rows(self, dataset_id: str, start: int, limit: int | None) -> list[dict[str, Any]]:
         if limit == 0:
@@ -524,7 +590,7 @@ class Store:
 
     async def count_rows(self, dataset_id: str) -> int:
         """How many rows the store holds for the dataset."""
-        return await self._run(self._count_rows, dataset_id)
+        return await self._read(self._count_rows, dataset_id)
 
     def _count_rows(self, dataset_id: str) -> int:
         query = (
@@ -581,23 +647,55 @@ class Store:
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """The job, or None."""
-        return await self._run(self._get_job, job_id)
+        return await self._read(self._get_job, job_id)
 
     def _get_job(self, job_id: str) -> JobRecord | None:
         with self._connect() as conn:
-            row = conn.execute(select(_JOBS).where(_JOBS.c.id == job_id)).one_or_none()
-            return None if row is None else _job_record(row)
+            row = conn.execute(_JOB_AS_TEXT.where(_JOBS.c.id == job_id)).one_or_none()
+            return None if row is None else _job_record(row, json_as_text=True)
 
     async def list_jobs(self, front: str | None = None) -> list[JobRecord]:
         """Every job (of one front door when ``front`` is given), newest first."""
-        return await self._run(self._list_jobs, front)
+        return await self._read(self._list_jobs, front)
 
     def _list_jobs(self, front: str | None) -> list[JobRecord]:
-        query = select(_JOBS)
+        query = _JOB_AS_TEXT
         if front is not None:
             query = query.where(_JOBS.c.front == front)
         with self._connect() as conn:
-            return [_job_record(row) for row in conn.execute(query.order_by(_JOBS.c.seq.desc()))]
+            rows = conn.execute(query.order_by(_JOBS.c.seq.desc()))
+            return [_job_record(row, json_as_text=True) for row in rows]
+
+    async def job_versions(self, front: str | None = None) -> list[JobVersion]:
+        """Every job's id, status and ``updated_at`` (of one front door when ``front`` is given), newest
+        first: a light query, none of the JSON columns read."""
+        return await self._read(self._job_versions, front)
+
+    def _job_versions(self, front: str | None) -> list[JobVersion]:
+        c = _JOBS.c
+        query = select(c.id, c.status, c.updated_at)
+        if front is not None:
+            query = query.where(c.front == front)
+        with self._connect() as conn:
+            rows = conn.execute(query.order_by(c.seq.desc())).tuples()
+            return [
+                JobVersion(job_id, cast(Any, status), _aware(updated)) for job_id, status, updated in rows
+            ]
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        """The jobs of ``job_ids`` that exist, in that order."""
+        if not job_ids:
+            return []
+        return await self._read(self._get_jobs, list(job_ids))
+
+    def _get_jobs(self, job_ids: list[str]) -> list[JobRecord]:
+        found: dict[str, JobRecord] = {}
+        with self._connect() as conn:
+            for start in range(0, len(job_ids), 500):  # bounded IN lists
+                query = _JOB_AS_TEXT.where(_JOBS.c.id.in_(job_ids[start : start + 500]))
+                for row in conn.execute(query):
+                    found[row.id] = _job_record(row, json_as_text=True)
+        return [found[job_id] for job_id in job_ids if job_id in found]
 
     async def update_job(
         self, job_id: str, *, expected_status: Collection[str] | None = None, **changes: Any
@@ -663,7 +761,7 @@ class Store:
 
     async def job_ids(self, statuses: Collection[str]) -> list[str]:
         """Ids of the jobs in one of ``statuses``, oldest first (a light query for the worker)."""
-        return await self._run(self._job_ids, list(statuses))
+        return await self._read(self._job_ids, list(statuses))
 
     def _job_ids(self, statuses: list[str]) -> list[str]:
         query = select(_JOBS.c.id).where(_JOBS.c.status.in_(statuses)).order_by(_JOBS.c.seq)
@@ -674,7 +772,7 @@ class Store:
         """The status of each of ``job_ids`` that exists."""
         if not job_ids:
             return {}
-        return await self._run(self._job_statuses, list(job_ids))
+        return await self._read(self._job_statuses, list(job_ids))
 
     def _job_statuses(self, job_ids: list[str]) -> dict[str, str]:
         with self._connect() as conn:
@@ -790,7 +888,7 @@ class Store:
 
     async def read_samples(self, job_id: str, task: str | None = None) -> list[SampleRecord]:
         """The job's samples (of one task when ``task`` is given), ordered by task then index."""
-        return await self._run(self._read_samples, job_id, task)
+        return await self._read(self._read_samples, job_id, task)
 
     def _read_samples(self, job_id: str, task: str | None) -> list[SampleRecord]:
         c = _SAMPLES.c
@@ -826,7 +924,7 @@ class Store:
             )
         after: tuple[str, int] | None = None
         while True:
-            batch = await self._run(self._read_sample_batch, job_id, after, batch_size, wanted)
+            batch = await self._read(self._read_sample_batch, job_id, after, batch_size, wanted)
             if not batch:
                 return
             yield batch
@@ -855,7 +953,7 @@ class Store:
 
     async def recorded_indices(self, job_id: str) -> dict[str, set[int]]:
         """For each task of the job, the indices of the samples already recorded."""
-        return await self._run(self._recorded_indices, job_id)
+        return await self._read(self._recorded_indices, job_id)
 
     def _recorded_indices(self, job_id: str) -> dict[str, set[int]]:
         recorded: dict[str, set[int]] = {}
@@ -867,7 +965,7 @@ class Store:
 
     async def failed_sample_keys(self, job_id: str, error_kind: str) -> list[tuple[str, int]]:
         """``(task, index)`` of the job's failed samples whose ``extra["error_kind"]`` is ``error_kind``."""
-        return await self._run(self._failed_sample_keys, job_id, error_kind)
+        return await self._read(self._failed_sample_keys, job_id, error_kind)
 
     def _failed_sample_keys(self, job_id: str, error_kind: str) -> list[tuple[str, int]]:
         c = _SAMPLES.c
@@ -909,7 +1007,7 @@ class Store:
 
     async def count_samples(self, job_id: str) -> int:
         """How many samples the job has recorded."""
-        return await self._run(self._count_samples, job_id)
+        return await self._read(self._count_samples, job_id)
 
     def _count_samples(self, job_id: str) -> int:
         query = select(func.count()).select_from(_SAMPLES).where(_SAMPLES.c.job_id == job_id)
@@ -924,7 +1022,7 @@ class Store:
         """The cached answers under ``keys`` that exist and are at most ``max_age`` seconds old."""
         if not keys:
             return {}
-        return await self._run(self._get_cached_responses, list(keys), _cache_cutoff(max_age))
+        return await self._read(self._get_cached_responses, list(keys), _cache_cutoff(max_age))
 
     def _get_cached_responses(self, keys: list[str], cutoff: datetime | None) -> dict[str, CachedResponse]:
         c = _CACHE.c
@@ -977,7 +1075,7 @@ class Store:
 
     async def cache_summary(self, max_age: float | None = None) -> CacheSummary:
         """Entries and bytes in the cache, per model identity; ``expired`` under ``max_age`` seconds."""
-        return await self._run(self._cache_summary, _cache_cutoff(max_age))
+        return await self._read(self._cache_summary, _cache_cutoff(max_age))
 
     def _cache_summary(self, cutoff: datetime | None) -> CacheSummary:
         c = _CACHE.c
@@ -1037,7 +1135,7 @@ class Store:
             raise ValueError(f"limit must be >= 1, got {limit}")
         if after is not None and before is not None:
             raise ValueError("give after or before, not both")
-        return await self._run(self._page_samples, job_id, flt or SampleFilter(), after, before, limit)
+        return await self._read(self._page_samples, job_id, flt or SampleFilter(), after, before, limit)
 
     def _page_samples(
         self, job_id: str, flt: SampleFilter, after: SampleKey | None, before: SampleKey | None, limit: int
@@ -1048,10 +1146,7 @@ class Store:
             query = sample_query.page_query(
                 dialect, job_id, flt, after=after, before=before, limit=limit + 1, plan=plan
             )
-            records = [
-                SampleRecord(task, index, item, text, response, finish, scores or {}, error, extra or {})
-                for task, index, item, text, response, finish, scores, error, extra in conn.execute(query)
-            ]
+            records = [_paged_sample(row) for row in conn.execute(query).tuples()]
             more = len(records) > limit
             records = records[:limit]
             if before is not None:
@@ -1070,7 +1165,7 @@ class Store:
         self, job_id: str, flt: SampleFilter | None = None, *, cap: int | None = None
     ) -> int:
         """How many of the job's samples match ``flt``; counting stops at ``cap`` when given."""
-        return await self._run(self._count_matching_samples, job_id, flt or SampleFilter(), cap)
+        return await self._read(self._count_matching_samples, job_id, flt or SampleFilter(), cap)
 
     def _count_matching_samples(self, job_id: str, flt: SampleFilter, cap: int | None) -> int:
         with self._connect() as conn:
@@ -1090,7 +1185,7 @@ class Store:
         self, job_id: str, metric: str, score: str, bins: int = 20
     ) -> tuple[float, float, list[int]] | None:
         """One score's distribution: ``(low, high, counts per equal-width bin)``; None without values."""
-        return await self._run(self._score_histogram, job_id, metric, score, bins)
+        return await self._read(self._score_histogram, job_id, metric, score, bins)
 
     def _score_histogram(
         self, job_id: str, metric: str, score: str, bins: int

@@ -32,7 +32,7 @@ from sqlalchemy import (
     true,
     tuple_,
 )
-from sqlalchemy.types import Float, Integer
+from sqlalchemy.types import JSON, Float, Integer, Text
 
 from evalstack.store import tables
 from evalstack.store.records import SampleFilter, SampleKey
@@ -215,6 +215,14 @@ SAMPLE_COLUMNS = (
 )
 
 
+PAGE_COLUMNS = tuple(
+    cast(column, Text).label(column.name) if isinstance(column.type, JSON) else column
+    for column in SAMPLE_COLUMNS
+)
+"""``SAMPLE_COLUMNS`` with the JSON ones as their text: a page is decoded by the C decoder (the
+column type's decoder interns, a Python call per object, which pays off only for bulk reads)."""
+
+
 def page_query(
     dialect: str,
     job_id: str,
@@ -225,7 +233,7 @@ def page_query(
     limit: int,
     plan: SearchPlan = "list",
 ) -> Select[Any]:
-    """``limit`` samples after ``after`` (ascending), or before ``before`` (descending)."""
+    """``limit`` samples after ``after`` (ascending), or before ``before`` (descending): ``PAGE_COLUMNS``."""
     # The keys of the page first, then its rows: sorting candidates never carries their JSON along.
     keys = select(_C.seq).where(*filter_clauses(dialect, job_id, flt, plan))
     key = tuple_(_C.task, _C["index"])
@@ -237,7 +245,7 @@ def page_query(
             keys = keys.where(key > tuple_(literal(after.task), literal(after.index)))
         order = (_C.task.asc(), _C["index"].asc())
     page = keys.order_by(*order).limit(limit).scalar_subquery()
-    return select(*SAMPLE_COLUMNS).where(_C.seq.in_(page)).order_by(*order)
+    return select(*PAGE_COLUMNS).where(_C.seq.in_(page)).order_by(*order)
 
 
 def exists_query(
@@ -285,6 +293,7 @@ def range_query(job_id: str, metric: str, score: str) -> Select[Any]:
 
 
 __all__ = [
+    "PAGE_COLUMNS",
     "PARSED_SCORES",
     "RARE_MATCHES",
     "SAMPLE_COLUMNS",

@@ -9,14 +9,21 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from evalstack import __version__
+from evalstack.api.access import AccessMiddleware
 from evalstack.api.listings import listings_router
+from evalstack.auth import Authenticator
+from evalstack.config import Settings
 from evalstack.store.repository import Store
 from evalstack.viewer.pages import UI_PREFIX, mount_viewer
 
 
-def create_viewer_app(db_url: str) -> FastAPI:
-    """The viewer's pages under ``/ui/`` and the JSON listings under ``/v1``, reading ``db_url``."""
-    store = Store(db_url)
+def create_viewer_app(settings: Settings) -> FastAPI:
+    """The viewer's pages under ``/ui/`` and the JSON listings under ``/v1``, reading ``settings.db_url``.
+
+    It asks for the same credentials as the server (``settings.auth``: API keys or JWTs, a Basic-auth
+    prompt in a browser) with the same scope decisions and body limit.
+    """
+    store = Store(settings.db_url)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -34,4 +41,7 @@ def create_viewer_app(db_url: str) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse(f"{UI_PREFIX}/")
 
+    app.add_middleware(
+        AccessMiddleware, authenticator=Authenticator(settings.auth), max_body_bytes=settings.max_body_bytes
+    )
     return app

@@ -125,6 +125,11 @@ def test_the_viewer_accepts_the_key_as_basic_auth_password(client: TestClient) -
     assert challenge.headers["www-authenticate"].startswith("Basic")
     assert client.get("/ui/", auth=("anyone", KEYS["read"])).status_code == 200
     assert client.get("/ui/", auth=("anyone", "wrong")).status_code == 401
+    # The pages fetch counts and listings from the API: its challenge names Basic too, so a browser
+    # resends the key its user typed into the prompt (Bearer first, for API clients).
+    api = client.get("/v1/evalstack/jobs")
+    assert api.headers.get_list("www-authenticate") == ['Bearer realm="evalstack"', 'Basic realm="evalstack"']
+    assert client.get("/v1/evalstack/jobs", auth=("anyone", KEYS["read"])).status_code == 200
 
 
 def test_an_open_server_needs_no_key(tmp_path: Path) -> None:

@@ -91,6 +91,57 @@ async def test_database_work_runs_off_the_event_loop_thread(store: Store) -> Non
     assert worker != loop_thread
 
 
+async def test_a_read_never_waits_behind_a_write_in_progress(store: Store) -> None:
+    job = await store.create_job(JobRecord(id=new_job_id(), front="nemo", spec={"k": 1}))
+    await store.add_samples(job.id, [sample("t", 0)])
+    writer_busy, release_writer = threading.Event(), threading.Event()
+
+    def long_write() -> None:  # holds the writer thread, as a large batch of samples would
+        writer_busy.set()
+        release_writer.wait(10)
+
+    write = asyncio.ensure_future(store._run(long_write))
+    try:
+        await asyncio.to_thread(writer_busy.wait, 5)
+        read = await asyncio.wait_for(store.get_job(job.id), 5)  # not queued behind the write
+        page = await asyncio.wait_for(store.page_samples(job.id), 5)
+        assert read is not None and read.spec == {"k": 1}
+        assert [s.index for s in page.samples] == [0]
+        assert not write.done()
+    finally:
+        release_writer.set()
+        await write
+
+
+async def test_a_read_sees_every_write_awaited_before_it(store: Store) -> None:
+    job = await store.create_job(JobRecord(id=new_job_id(), front="nemo", spec={}))
+    for step in range(20):
+        await store.update_job(job.id, progress={"step": step})
+        await store.add_samples(job.id, [sample("t", step)])
+        seen = await store.get_job(job.id)
+        assert seen is not None and seen.progress == {"step": step}
+        assert await store.count_samples(job.id) == step + 1
+        assert (await store.page_samples(job.id, limit=100)).samples[-1].index == step
+
+
+async def test_a_job_and_a_page_read_back_exactly_what_the_bulk_reads_do(store: Store) -> None:
+    spec = {"config": {"tasks": {"qa": {"é": ["ü", 1.5, None, True, {"deep": [[]]}]}}}, "big": 2**53 + 1}
+    job = await store.create_job(JobRecord(id=new_job_id(), front="nemo", spec=spec))
+    await store.update_job(job.id, result={"scores": {"acc": 0.25}}, progress={"done": 3})
+    records = [
+        SampleRecord("qa", 0, {"q": "naïve ☃", "n": [1, 2.5, None]}, "x", {"choices": [{"t": "ok"}]}, "stop",
+                     {"m": {"score": 1.0}}, None, {"note": {"a": None}}),
+        SampleRecord("qa", 1, {"q": None}, None, None, None, {}, "boom", {}),
+        SampleRecord("qa", 2, {}, "", {}, "length", {"m": {"score": None}}, None, {"list": []}),
+    ]  # fmt: skip
+    await store.add_samples(job.id, records)
+    assert (await store.page_samples(job.id)).samples == await store.read_samples(job.id) == records
+    read = await store.get_job(job.id)
+    assert read is not None
+    assert (read.spec, read.result, read.progress) == (spec, {"scores": {"acc": 0.25}}, {"done": 3})
+    assert await store.list_jobs() == [read]
+
+
 async def test_everything_survives_a_restart(db_url: str) -> None:
     first = Store(db_url)
     await first.open()

@@ -61,6 +61,7 @@ from evalstack.api.llama_stack.models import (
     ScoringResult,
 )
 from evalstack.errors import InvalidInputError, NotFoundError
+from evalstack.limits import MAX_ROW_INDEX
 
 if TYPE_CHECKING:
     from evalstack.config import Settings
@@ -339,8 +340,8 @@ def datasets_router(
     @router.get("/datasetio/iterrows/{dataset_id:path}", tags=["datasetio"])
     async def iterrows(
         dataset_id: str,
-        start_index: int | None = Query(default=None, ge=0),
-        limit: int | None = Query(default=None, ge=-1),
+        start_index: int | None = Query(default=None, ge=0, le=MAX_ROW_INDEX),
+        limit: int | None = Query(default=None, ge=-1, le=MAX_ROW_INDEX),
     ) -> PaginatedResponse:
         page = await registry.iterrows(dataset_id, start_index, limit)
         return page.model_copy(update={"url": iterrows_url})

@@ -195,6 +195,7 @@ class RayExecutor:
         ray = await self._connect()
         coordinator = _Coordinator(self, ray, plan, shards, sink, progress, todo, failed, max_outage)
         coordinator.breakers = getattr(clients, "breaker_settings", None)  # the actors' endpoints trip alike
+        coordinator.egress = getattr(clients, "egress", None)  # and connect only where the policy allows
         loop = asyncio.get_running_loop()
         last_report = loop.time()
 
@@ -254,6 +255,7 @@ class _Coordinator:
         self.nodes: set[str] = set()
         self.on_sample: Any = None
         self.breakers: Any = None
+        self.egress: Any = None
 
     async def run(self) -> None:
         ray, options = self.ray, self.executor.options
@@ -291,7 +293,7 @@ class _Coordinator:
         if alive:
             node_id = alive[lane % len(alive)]
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
-        actor = self.actor_class.options(**options).remote(self.sandbox, self.breakers)
+        actor = self.actor_class.options(**options).remote(self.sandbox, self.breakers, self.egress)
         self.actors.append(actor)
         self.progress.executor = {**(self.progress.executor or {}), "actors": len(self.actors)}
         node = await actor.node_id.remote()

@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from evalstack.egress import EgressPolicy
 from evalstack.engine.benchmarks.sandbox import (
     MEMORY_LIMIT_BYTES,
     ProgramRunner,
@@ -62,9 +63,12 @@ class ShardRunner:
     """A Ray actor that runs shards of one job's plan and streams their finished samples back."""
 
     def __init__(
-        self, sandbox_resources: Mapping[str, float] | None = None, breakers: BreakerSettings | None = None
+        self,
+        sandbox_resources: Mapping[str, float] | None = None,
+        breakers: BreakerSettings | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
-        self.clients = ModelClientPool(breaker_settings=breakers)
+        self.clients = ModelClientPool(breaker_settings=breakers, egress=egress)
         self.sandbox_resources = dict(sandbox_resources or {})
 
     def node_id(self) -> str:
