@@ -516,6 +516,22 @@ async def test_running_jobs_are_limited_and_the_rest_wait_pending(store: Countin
     assert client.in_flight == 0
 
 
+async def test_a_waiting_job_cancelled_through_the_store_never_runs(store: CountingStore) -> None:
+    # as when another server sharing the database cancels it while it waits for this worker's slot
+    client = FakeClient(hang=lambda n: True)
+    worker = JobWorker(store, FakePool(client), plan_compiler(), max_running_jobs=1)
+    await worker.start()
+    first = await worker.submit(new_job(rows=2, parallelism=2))
+    second = await worker.submit(new_job(rows=3, parallelism=2))
+    await wait_until(lambda: client.in_flight == 2)
+    await store.update_job(second.id, status="cancelling")
+    client.release.set()
+    assert (await worker.wait(first.id, timeout=5)).status == "completed"
+    assert (await worker.wait(second.id, timeout=5)).status == "cancelled"
+    await worker.stop()
+    assert len(client.asked) == 2 and await store.read_samples(second.id) == []
+
+
 async def test_start_finishes_interrupted_cancels(store: CountingStore) -> None:
     job = await store.create_job(new_job(rows=3))
     await store.update_job(job.id, status="cancelling")
