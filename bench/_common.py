@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: the stand-in model server, peak memory, tables, medians.
+"""Helpers shared by the benchmark scripts: the stand-in model server, peak memory, tables, medians,
+lm-eval task YAMLs that read local data.
 
 The model server is ``openai_stub.py`` (standard library only; ``--answer hash`` picks one of A-D
 from a hash of the prompt, ``--latency-ms`` delays every answer, ``GET /stats`` reports the most
@@ -120,13 +121,15 @@ def self_peak_rss_mb() -> float:
 
 @dataclass
 class ChildRun:
-    """A finished command: wall seconds, exit code, peak RSS (MB), captured output."""
+    """A finished command: wall seconds, exit code, peak RSS (MB), captured output, CPU seconds (user and
+    system, the child and its reaped children: what it cost, however busy the machine was)."""
 
     wall: float
     returncode: int
     peak_rss_mb: float
     stdout: str
     stderr: str
+    cpu: float = 0.0
 
 
 def run_child(
@@ -159,7 +162,37 @@ def run_child(
             usage.ru_maxrss / 1024,
             out.read().decode(errors="replace"),
             err.read().decode(errors="replace"),
+            usage.ru_utime + usage.ru_stime,
         )
+
+
+def write_task_override(
+    folder: Path, task: str, include: Path, data_files: dict[str, str], **fields: Any
+) -> Path:
+    """An lm-eval include-path YAML ``folder/<task>.yaml``: it ``include:``s a task YAML (a built-in one)
+    and reads local JSON lines (``dataset_path: json``, ``data_files`` by split) instead of the Hub;
+    ``fields`` set or override any other key. JSON is YAML, so the file is written as JSON."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "include": str(include),
+        "task": task,
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": data_files},
+        **fields,
+    }
+    path = folder / f"{task}.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def write_gsm8k_override(
+    folder: Path, data: Path, builtin_tasks: Path, task: str = "gsm8k", **fields: Any
+) -> Path:
+    """lm-eval's own ``gsm8k`` (``builtin_tasks``: lm-eval's ``tasks`` folder) on ``data``'s local GSM8K
+    files: the 1,319 test questions and the first 500 training ones (the few-shot pool)."""
+    files = {"test": str(data / "gsm8k/test.jsonl"), "train": str(data / "gsm8k/train_first500.jsonl")}
+    return write_task_override(folder, task, builtin_tasks / "gsm8k" / "gsm8k.yaml", files, **fields)
 
 
 def median(values: Sequence[float]) -> float:

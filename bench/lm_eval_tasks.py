@@ -9,15 +9,23 @@ include-path override YAML that points it at the local GSM8K files (``dataset_pa
 chat endpoint with the chat template and few-shot examples as turns, 0-shot and 5-shot.
 
 - lm-eval: its ``lm_eval`` command with ``local-chat-completions``, ``num_concurrent`` = parallelism,
-  in its own virtual environment (``bench/.peers/lm-eval``, set up once as ``bench/peers.py`` does).
+  in its own virtual environment (``bench/.peers/lm-eval``, set up once as ``bench/peers.py`` does);
+  once as it comes, and once with ``--cache_requests true`` (its own cache of built requests, emptied
+  when the script starts, so its first such run builds it and the later ones read it).
 - evalstack: ``evalstack run`` of a NeMo config ``{"type": "lm-eval", "tasks": {"gsm8k": ...}}`` with
-  ``parallelism`` = parallelism (its per-sample records land in SQLite; resumable).
+  ``parallelism`` = parallelism (its per-sample records land in SQLite; resumable), with its lm-eval
+  cache (task index, built requests: ``EVALSTACK_LM_EVAL_CACHE``) in the work folder: emptied before
+  a first, cold run per shot count, then warm.
 
 The model is the stand-in server (``openai_stub.py --answer number``, zero latency): "The answer is N."
-with N from a hash of the prompt, so only the flexible extraction finds numbers and the two harnesses
-see the same replies exactly when they send the same prompts. Runs alternate, ``--rounds`` each;
-wall time is from spawn to exit, start-up included. Printed: every run, then per shot count the
-medians, the speed-up (lm-eval median / evalstack median) and whether both scores are identical.
+with N from a hash of the prompt, so only the flexible extraction finds numbers and the harnesses
+see the same replies exactly when they send the same prompts. Per shot count: evalstack cold, then
+``--rounds`` rounds of lm-eval, lm-eval with ``cache_requests``, evalstack; wall time is from spawn to
+exit, start-up included; each harness keeps its own warm Hugging Face datasets cache. Printed: every
+run (wall and CPU seconds), then per shot count the medians, the cold run, the speed-ups (the faster of
+lm-eval's two medians over evalstack's cold run and warm median) and whether every run's scores are
+identical, once for wall time and once for CPU time (user + system: what a run costs, however busy
+the machine is).
 """
 
 from __future__ import annotations
@@ -26,12 +34,13 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, SHARED, ChildRun, Stub, median, run_child, stub_path, table
+from _common import REPO, SHARED, ChildRun, Stub, median, run_child, stub_path, table, write_gsm8k_override
 from peers import LM_EVAL, ensure_venv
 
 # The evalstack installed beside this interpreter (the project's venv), else the module.
@@ -41,26 +50,15 @@ SCORES = ("exact_match,strict-match", "exact_match,flexible-extract")
 MODEL = "stub-model"
 
 
-def gsm8k_override(folder: Path, data: Path, lm_eval_tasks: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    task = {
-        "include": str(lm_eval_tasks / "gsm8k" / "gsm8k.yaml"),
-        "task": "gsm8k",
-        "dataset_path": "json",
-        "dataset_name": None,
-        "dataset_kwargs": {
-            "data_files": {
-                "test": str(data / "gsm8k/test.jsonl"),
-                "train": str(data / "gsm8k/train_first500.jsonl"),
-            }
-        },
-    }
-    (folder / "gsm8k.yaml").write_text(json.dumps(task))
-    return folder
-
-
 def run_lm_eval(
-    venv: Path, work: Path, stub: Stub, parallelism: int, shots: int, tag: str, limit: int | None
+    venv: Path,
+    work: Path,
+    stub: Stub,
+    parallelism: int,
+    shots: int,
+    tag: str,
+    limit: int | None,
+    cache_requests: bool = False,
 ) -> ChildRun:
     model_args = (
         f"model={MODEL},base_url={stub.base_url}/chat/completions,num_concurrent={parallelism},max_retries=3"
@@ -74,10 +72,13 @@ def run_lm_eval(
     ]  # fmt: skip
     if limit:
         cmd += ["--limit", str(limit)]
+    if cache_requests:
+        cmd += ["--cache_requests", "true"]
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_CACHE": str(work / "hf-lm-eval"),
+        "LM_HARNESS_CACHE_PATH": str(work / "lm-eval-requests-cache"),
         "TQDM_MININTERVAL": "5",
     }
     return run_child(cmd, cwd=work, env=env)
@@ -107,10 +108,11 @@ def run_evalstack(
     env = {
         **os.environ,
         "EVALSTACK_DATA_HOME": str(work / f"home-{tag}"),
+        "EVALSTACK_LM_EVAL_CACHE": str(work / "evalstack-lm-eval-cache"),
         "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_CACHE": str(work / "hf-evalstack"),
         "COLUMNS": "100",
     }
-    env["HF_DATASETS_CACHE"] = str(work / "hf-evalstack")
     return run_child(cmd, cwd=work, env=env)
 
 
@@ -120,6 +122,23 @@ def scores_evalstack(work: Path, tag: str) -> dict[str, float] | None:
         return None
     raw = json.loads(path.read_text())["result"]["lm_eval"]["results"]["gsm8k"]
     return {key: float(raw[key]) for key in SCORES}
+
+
+HARNESSES = ("lm-eval", "lm-eval cache_requests", "evalstack")
+"""Each round runs these in turn; before the rounds, evalstack runs once with its caches empty (cold)."""
+
+
+def run_one(
+    name: str, venv: Path, work: Path, stub: Stub, args: argparse.Namespace, shots: int, tag: str
+) -> tuple[ChildRun, dict[str, float] | None]:
+    if name.startswith("lm-eval"):
+        cached = name.endswith("cache_requests")
+        run = run_lm_eval(venv, work, stub, args.parallelism, shots, tag, args.limit, cache_requests=cached)
+        return run, scores_lm_eval(work, tag)
+    if name == "evalstack cold":
+        shutil.rmtree(work / "evalstack-lm-eval-cache", ignore_errors=True)
+    run = run_evalstack(work, stub, args.parallelism, shots, tag, args.limit)
+    return run, scores_evalstack(work, tag)
 
 
 def main() -> None:
@@ -139,48 +158,75 @@ def main() -> None:
     venv = ensure_venv(cache / "lm-eval", (LM_EVAL,))
     work = cache / "lm-eval-tasks-work"
     work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work / "lm-eval-requests-cache", ignore_errors=True)  # its first run builds it
     import lm_eval
 
-    gsm8k_override(work / "tasks", Path(args.data).resolve(), Path(lm_eval.__file__).parent / "tasks")
+    write_gsm8k_override(work / "tasks", Path(args.data).resolve(), Path(lm_eval.__file__).parent / "tasks")
+    headers = ["harness", "shots", "round", "wall s", "cpu s", "peak MB", "strict", "flexible"]
     rows: list[list[Any]] = []
     summary: list[list[Any]] = []
+    cpu_summary: list[list[Any]] = []
     with Stub(stub_path(args.stub), answer="number") as stub:
         for shots in (int(s) for s in args.shots.split(",")):
-            walls: dict[str, list[float]] = {"lm-eval": [], "evalstack": []}
-            scores: dict[str, list[Any]] = {"lm-eval": [], "evalstack": []}
-            for round_no in range(args.rounds):
-                for name in ("lm-eval", "evalstack"):
-                    tag = f"{shots}shot-{round_no}"
-                    if name == "lm-eval":
-                        run = run_lm_eval(venv, work, stub, args.parallelism, shots, tag, args.limit)
-                        got = scores_lm_eval(work, tag)
-                    else:
-                        run = run_evalstack(work, stub, args.parallelism, shots, tag, args.limit)
-                        got = scores_evalstack(work, tag)
-                    if run.returncode != 0 or got is None:
-                        print(
-                            f"{name} {tag} failed ({run.returncode}):\n{run.stderr[-2000:]}", file=sys.stderr
-                        )
-                    walls[name].append(run.wall)
-                    scores[name].append(got)
-                    values = [got[k] if got else None for k in SCORES]
-                    rows.append([name, shots, round_no, run.wall, run.peak_rss_mb, *values])
-                    print(
-                        table(
-                            ["harness", "shots", "round", "wall s", "peak MB", "strict", "flexible"],
-                            [rows[-1]],
-                        ),
-                        flush=True,
-                    )
-            lm, es = median(walls["lm-eval"]), median(walls["evalstack"])
-            same = all(
-                s == scores["lm-eval"][0] and s is not None for s in scores["lm-eval"] + scores["evalstack"]
-            )
-            summary.append([shots, lm, es, lm / es if es else float("nan"), "yes" if same else "NO"])
+            walls: dict[str, list[float]] = {name: [] for name in ("evalstack cold", *HARNESSES)}
+            cpus: dict[str, list[float]] = {name: [] for name in walls}
+            scores: list[dict[str, float] | None] = []
+            plan = [("evalstack cold", -1)] + [(n, r) for r in range(args.rounds) for n in HARNESSES]
+            for name, round_no in plan:
+                tag = f"{shots}shot-{name.replace(' ', '-')}-{round_no}"
+                run, got = run_one(name, venv, work, stub, args, shots, tag)
+                if run.returncode != 0 or got is None:
+                    print(f"{name} {tag} failed ({run.returncode}):\n{run.stderr[-2000:]}", file=sys.stderr)
+                walls[name].append(run.wall)
+                cpus[name].append(run.cpu)
+                scores.append(got)
+                values = [got[k] if got else None for k in SCORES]
+                rows.append(
+                    [
+                        name,
+                        shots,
+                        "cold" if round_no < 0 else round_no,
+                        run.wall,
+                        run.cpu,
+                        run.peak_rss_mb,
+                        *values,
+                    ]
+                )
+                print(table(headers, [rows[-1]]), flush=True)
+            same = all(s is not None and s == scores[0] for s in scores)
+            for figures, out in ((walls, summary), (cpus, cpu_summary)):
+                lm = min(median(figures["lm-eval"]), median(figures["lm-eval cache_requests"]))
+                cold, warm = figures["evalstack cold"][0], median(figures["evalstack"])
+                out.append(
+                    [
+                        shots,
+                        median(figures["lm-eval"]),
+                        median(figures["lm-eval cache_requests"]),
+                        cold,
+                        warm,
+                        lm / cold,
+                        lm / warm,
+                        "yes" if same else "NO",
+                    ]
+                )
+    columns = [
+        "shots",
+        "lm-eval",
+        "lm-eval cache_requests",
+        "evalstack cold",
+        "evalstack warm",
+        "speed-up cold",
+        "speed-up warm",
+        "identical scores",
+    ]
     print()
-    print(table(["harness", "shots", "round", "wall s", "peak MB", "strict", "flexible"], rows))
+    print(table(headers, rows))
     print()
-    print(table(["shots", "lm-eval median s", "evalstack median s", "speed-up", "identical scores"], summary))
+    print("wall seconds (medians); a speed-up is the faster lm-eval median over evalstack's figure")
+    print(table(columns, summary))
+    print()
+    print("CPU seconds (user + system, medians), the same way")
+    print(table(columns, cpu_summary))
 
 
 if __name__ == "__main__":

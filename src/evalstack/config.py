@@ -109,6 +109,10 @@ class RayExecutorSettings(_Strict):
     object_store_memory: int | None = Field(default=None, ge=78643200)
     """Object store size in bytes of a new local Ray instance (ignored when connecting to a cluster)."""
 
+    model_replicas: int = Field(default=1, ge=1)
+    """Copies of the embedded model per job on the embedded model, each a Ray actor that loads it once and
+    takes one GPU where the cluster has GPUs, else one CPU; the shard actors share them."""
+
 
 def _executor_from_name(value: Any) -> Any:
     """``"local"`` and ``"ray"`` stand for ``{type: local}`` and ``{type: ray}``."""

@@ -136,6 +136,7 @@ def build_executor(settings: Settings) -> PlanExecutor | None:
             max_actors=chosen.max_actors,
             num_cpus=chosen.num_cpus,
             object_store_memory=chosen.object_store_memory,
+            model_replicas=chosen.model_replicas,
         )
     )
 

@@ -61,14 +61,17 @@ def write_benchmark(workdir: Path, rows: int, *, parallelism: int = 16) -> Path:
     return path
 
 
-def settings_for(workdir: Path, executor: Any) -> Settings:
+def settings_for(
+    workdir: Path, executor: Any, *, embedded_model: bool = False, response_cache: bool = False
+) -> Settings:
     return Settings.model_validate(
         {
             "db_url": f"sqlite:///{workdir / 'evalstack.db'}",
             "data_dir": workdir / "data",
             "data_roots": [workdir],
-            "embedded_model": False,
+            "embedded_model": embedded_model,
             "executor": executor,
+            "response_cache": response_cache,
         }
     )
 
@@ -100,11 +103,24 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float, w
         await asyncio.sleep(0.1)
 
 
-def shard_actors() -> list[dict[str, Any]]:
-    """Every ShardRunner actor the cluster knows (GCS table), with its state."""
-    from ray._private.state import actors
+def live_shard_actors() -> list[str]:
+    """The names of the shard actors alive in this driver's namespace."""
+    import ray
 
-    return [a for a in actors().values() if a.get("ActorClassName", "").endswith("ShardRunner")]
+    from evalstack.engine.runner.ray_executor import SHARD_ACTOR_PREFIX
+
+    return [name for name in ray.util.list_named_actors() if name.startswith(SHARD_ACTOR_PREFIX)]
+
+
+def actor_is_gone(name: str) -> bool:
+    """True once Ray no longer finds the named actor (``ray.get_actor`` raises ValueError for a dead one)."""
+    import ray
+
+    try:
+        ray.get_actor(name)
+    except ValueError:
+        return True
+    return False
 
 
 # ---- scenarios ---------------------------------------------------------------------------------
@@ -237,13 +253,15 @@ async def cancel(workdir: Path) -> dict[str, Any]:
                 return progress.get("samples_processed", 0) >= 100
 
             await wait_until(started, 120, "the job to get going")
-            alive_before = sum(1 for a in shard_actors() if a.get("State") == "ALIVE")
+            names = live_shard_actors()
+            alive_before = sum(1 for name in names if not actor_is_gone(name))
             cancelled = await services.worker.cancel(job.id)
             await asyncio.sleep(1.0)
             requests_after = len(server.requests)
             await asyncio.sleep(2.0)
             requests_later = len(server.requests)
-            actors = shard_actors()
+            gone = [actor_is_gone(name) for name in names]
+            still_listed = live_shard_actors()
             stored = len(await services.store.read_samples(job.id))
         finally:
             await services.stop()
@@ -251,8 +269,8 @@ async def cancel(workdir: Path) -> dict[str, Any]:
     return {
         "status": cancelled.status,
         "alive_before": alive_before,
-        "actors": len(actors),
-        "alive_after": sum(1 for a in actors if a.get("State") != "DEAD"),
+        "gone_after": gone,
+        "listed_after": still_listed,
         "requests_after_cancel": requests_later - requests_after,
         "stored": stored,
     }
@@ -272,6 +290,8 @@ async def humaneval(workdir: Path) -> dict[str, Any]:
     cluster.add_node(num_cpus=2, object_store_memory=OBJECT_STORE)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
+    cpus = {node["NodeID"]: node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]}
+    here = ray.get_runtime_context().get_node_id()  # the coordinator's (the head's) node
     os.environ["EVALSTACK_DATA_DIR"] = str(DATA_DIR)
     config = {
         "type": "humaneval",
@@ -286,22 +306,107 @@ async def humaneval(workdir: Path) -> dict[str, Any]:
             samples = await services.store.read_samples(job.id)
         finally:
             await services.stop()
-    deadline = time.monotonic() + 20  # workers report task events to the GCS about once a second
-    while True:
-        events = [e for e in ray.timeline() if e.get("cat") == "task::evalstack-sandbox"]
-        if len(events) >= len(samples) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.5)
     ray.shutdown()
     cluster.shutdown()
+    executor = final.progress.get("executor") or {}
+    runs = executor.get("sandbox_runs") or {}  # as each sandbox task reported its node
     return {
         "status": final.status,
         "error": final.error,
         "passed": [
             s.scores.get("execution", {}).get("passed") for s in sorted(samples, key=lambda s: s.index)
         ],
-        "sandbox_tasks": len(events),
-        "executor": final.progress.get("executor"),
+        "runs_by_node_cpus": sorted((cpus.get(node), count) for node, count in runs.items()),
+        "runs_on_the_coordinators_node": runs.get(here, 0),
+        "executor": {key: value for key, value in executor.items() if key != "sandbox_runs"},
+    }
+
+
+async def embedded(workdir: Path) -> dict[str, Any]:
+    """A job on the embedded model, locally and on Ray with two model replicas: samples compared, and
+    each replica's own counters (loads, requests answered, the GPU Ray gave it). The node declares two
+    GPUs (Ray takes the count as given; there is no CUDA here, so the replicas run on the CPU)."""
+    import ray
+    from rich.console import Console
+
+    ray.init(num_cpus=2, num_gpus=2, **RAY_NODE)
+    rows = 24
+    path = write_benchmark(workdir, rows, parallelism=8)
+    outcomes: dict[str, Any] = {}
+    for name, executor in (
+        ("local", "local"),
+        ("ray", {"type": "ray", "shard_size": 6, "max_actors": 2, "model_replicas": 2}),
+    ):
+        settings = settings_for(workdir, executor, embedded_model=True)
+        outcome = await run_file(
+            path, settings=settings, model="embedded", limit=None, console=Console(quiet=True)
+        )
+        outcomes[name] = {
+            "status": outcome.job.status,
+            "error": outcome.job.error,
+            "result": outcome.result,
+            "progress": outcome.job.progress,
+            "samples": await stored_samples(workdir, outcome.job.id),
+        }
+    ray.shutdown()
+    local, on_ray = outcomes["local"], outcomes["ray"]
+    return {
+        "rows": rows,
+        "statuses": [local["status"], on_ray["status"]],
+        "errors": [local["error"], on_ray["error"]],
+        "same_samples": local["samples"] == on_ray["samples"],
+        "differences": [(a, b) for a, b in zip(local["samples"], on_ray["samples"], strict=False) if a != b][
+            :3
+        ],
+        "sample_count": [len(local["samples"]), len(on_ray["samples"])],
+        "outputs": sum(1 for s in on_ray["samples"] if s["output"] and s["error"] is None),
+        "same_result": local["result"] == on_ray["result"],
+        "executor": on_ray["progress"].get("executor"),
+        "cuda": __import__("torch").cuda.is_available(),
+    }
+
+
+async def cache(workdir: Path) -> dict[str, Any]:
+    """The response cache with Ray: 300 rows on Ray, then 600 on Ray (the first 300 answered by the
+    cache), then the 600 on the local executor (every answer in the cache, the actors' included)."""
+    import ray
+    from rich.console import Console
+
+    ray.init(num_cpus=2, **RAY_NODE)
+    on_ray = {"type": "ray", "shard_size": 100, "max_actors": 2}
+    runs: list[dict[str, Any]] = []
+    with FakeModelServer(answer=answer) as server:
+        for rows, executor in ((300, on_ray), (600, on_ray), (600, "local")):
+            path = write_benchmark(workdir, rows, parallelism=8)
+            before = len(server.requests)
+            outcome = await run_file(
+                path,
+                settings=settings_for(workdir, executor, response_cache=True),
+                model=f"{server.base_url}#fake",
+                limit=None,
+                console=Console(quiet=True),
+            )
+            runs.append(
+                {
+                    "status": outcome.job.status,
+                    "error": outcome.job.error,
+                    "requests": len(server.requests) - before,
+                    "cache": {
+                        key: (outcome.job.progress.get("cache") or {}).get(key) for key in ("hits", "misses")
+                    },
+                    "samples": await stored_samples(workdir, outcome.job.id),
+                    "result": outcome.result,
+                }
+            )
+    ray.shutdown()
+    return {
+        "statuses": [run["status"] for run in runs],
+        "errors": [run["error"] for run in runs],
+        "requests": [run["requests"] for run in runs],
+        "cache": [run["cache"] for run in runs],
+        "counts": [len(run["samples"]) for run in runs],
+        "same_samples": runs[1]["samples"] == runs[2]["samples"],
+        "same_result": runs[1]["result"] == runs[2]["result"],
     }
 
 
@@ -319,16 +424,24 @@ async def cli(workdir: Path) -> dict[str, Any]:
             raise RuntimeError(f"{' '.join(command[1:3])} failed:\n{started.stdout}\n{started.stderr}")
     path = write_benchmark(workdir, 600, parallelism=8)
     config = workdir / "settings.yaml"  # --executor ray keeps the file's Ray settings (the shard size)
-    config.write_text("executor: {type: ray, shard_size: 200}\nembedded_model: false\n", encoding="utf-8")
     try:
         with FakeModelServer(answer=answer) as server:
+            # A model registered with an API key: the actors must send it, and no file Ray writes may hold it.
+            registered = {"model_id": "guarded", "base_url": server.base_url, "provider_model_id": "fake"}
+            settings = {
+                "executor": {"type": "ray", "shard_size": 200},
+                "embedded_model": False,
+                "models": [{**registered, "api_key": API_KEY}],
+            }
+            config.write_text(yaml.safe_dump(settings), encoding="utf-8")
             run = [sys.executable, "-m", "evalstack.cli", "run", str(path), "--executor", "ray"]
             run += ["--config", str(config)]
-            run += ["--model", f"{server.base_url}#fake", "--db", f"sqlite:///{workdir / 'evalstack.db'}"]
+            run += ["--model", "guarded", "--db", f"sqlite:///{workdir / 'evalstack.db'}"]
             run += ["--output", str(workdir / "out.json")]
             env_run = {**env, "RAY_ADDRESS": "127.0.0.1:6390", "EVALSTACK_DATA_HOME": str(workdir / "data")}
             done = subprocess.run(run, env=env_run, capture_output=True, text=True, timeout=300)
             requests = len(server.requests)
+            authorized = sum(1 for h in server.headers if h.get("authorization") == f"Bearer {API_KEY}")
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
     output = json.loads((workdir / "out.json").read_text()) if (workdir / "out.json").exists() else {}
@@ -340,10 +453,37 @@ async def cli(workdir: Path) -> dict[str, Any]:
         "executor": (output.get("progress") or {}).get("executor"),
         "summary": output.get("summary"),
         "requests": requests,
+        "authorized_requests": authorized,
+        "files_with_the_key": files_holding(Path(os.environ["RAY_TMPDIR"]), API_KEY.encode()),
+        "ray_files": sum(1 for p in Path(os.environ["RAY_TMPDIR"]).rglob("*") if p.is_file()),
     }
 
 
-SCENARIOS = {"equal": equal, "node_loss": node_loss, "cancel": cancel, "humaneval": humaneval, "cli": cli}
+API_KEY = "sk-cluster-secret-5150"
+
+
+def files_holding(root: Path, needle: bytes) -> list[str]:
+    """The files under ``root`` (Ray's logs, sessions, spilled objects) whose bytes contain ``needle``."""
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            try:
+                if needle in path.read_bytes():
+                    found.append(str(path.relative_to(root)))
+            except OSError:
+                continue
+    return found
+
+
+SCENARIOS = {
+    "equal": equal,
+    "node_loss": node_loss,
+    "cancel": cancel,
+    "humaneval": humaneval,
+    "embedded": embedded,
+    "cache": cache,
+    "cli": cli,
+}
 
 if __name__ == "__main__":
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -6,6 +6,10 @@ and a tokenizer built here: gsm8k on a completions endpoint, gsm8k with the chat
 few-shot turns on a chat endpoint, arc_easy and hellaswag by log-likelihood, and a three-subject
 MMLU group with size-weighted aggregation. Every (task, doc_id, filter) must have the same prompt,
 the same filtered response and the same metric values; task and group metrics agree to 1e-9.
+
+lm-eval runs as it is: its own TaskManager (not our cached index) and its own ``apply_template`` (not
+our compiled-template one). Ours runs twice, with its caches cold and then warm (the requests read
+back from the cache, never built), and both runs must give the same records.
 """
 
 from __future__ import annotations
@@ -16,15 +20,24 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import lm_eval.utils
 import pytest
-from tests.fakes.lm_eval_fixtures import MMLU_SUBJECTS, build_tokenizer, gsm8k_answerer, write_tasks
+from lm_eval.api.task import ConfigurableTask
+from lm_eval.tasks import TaskManager
+from tests.fakes.lm_eval_fixtures import (
+    MMLU_SUBJECTS,
+    build_tokenizer,
+    gsm8k_answerer,
+    write_tasks,
+    write_wikitext,
+)
 from tests.fakes.model_server import FakeModelServer
 
 from evalstack.config import Settings
 from evalstack.engine.lm_eval import compile_lm_eval_plan, score_name
 from evalstack.engine.lm_eval.plan import jsonable
-from evalstack.engine.lm_eval.tasks import task_manager
 from evalstack.engine.runner import run_plan
 from evalstack.inference.base import ModelEndpoint
 from evalstack.inference.clients import ModelClientPool
@@ -49,14 +62,24 @@ class Env:
         ]
         self.tokenizer = str(build_tokenizer(root / "tokenizer", corpus))
         self.include = str(write_tasks(root / "tasks", DATA))
+        answers = [
+            json.loads(line)["answer"]
+            for line in (DATA / "gsm8k/train_first500.jsonl").read_text().split("\n")[:60]
+            if line
+        ]
+        # wikitext-style pages: one of 40 solutions (far longer than max_length), then short ones
+        pages = [" = Solutions = \n\n " + " \n ".join(answers[:40]) + " \n"]
+        pages += [f" = Problem {i} = \n\n {answer} \n" for i, answer in enumerate(answers[40:46])]
+        self.wikitext = write_wikitext(root / "tasks", pages)
         self.server = server
-        self.manager = task_manager(self.include)
+        self.manager = TaskManager(include_path=self.include, include_defaults=False)
 
     def lm_eval(
         self, tasks: list[str], *, chat: bool = False, limit: int | None = None, **kwargs: Any
     ) -> Any:
         from lm_eval import simple_evaluate
 
+        model_args = kwargs.pop("model_args", {})
         if chat:
             model, args = "local-chat-completions", {"base_url": self.server.base_url + "/chat/completions"}
             kwargs |= {"apply_chat_template": True, "fewshot_as_multiturn": True}
@@ -68,17 +91,31 @@ class Env:
                 "tokenizer_backend": "huggingface",
             }
         args["model"] = "fake"
-        return simple_evaluate(
-            model=model,
-            model_args=args,
-            tasks=tasks,
-            limit=limit,
-            task_manager=self.manager,
-            log_samples=True,
-            **kwargs,
-        )
+        args |= model_args
+        lm_eval_own = getattr(lm_eval.utils.apply_template, "__wrapped__", lm_eval.utils.apply_template)
+        with mock.patch.object(lm_eval.utils, "apply_template", lm_eval_own):
+            return simple_evaluate(
+                model=model,
+                model_args=args,
+                tasks=tasks,
+                limit=limit,
+                task_manager=self.manager,
+                log_samples=True,
+                **kwargs,
+            )
 
     def ours(self, config: dict[str, Any]) -> tuple[dict[str, list[SampleRecord]], dict[str, Any]]:
+        """Our records and results, from a cold run (requests built) and a warm one (read back)."""
+        cold = self.run_ours(config)
+        with mock.patch.object(ConfigurableTask, "build_all_requests", side_effect=AssertionError("a miss")):
+            warm = self.run_ours(config)
+        for task, records in cold[0].items():
+            by_index = {r.index: r.extra["lm_eval"] for r in records}
+            assert {r.index: r.extra["lm_eval"] for r in warm[0][task]} == by_index, task
+        assert warm[1] == cold[1]
+        return cold
+
+    def run_ours(self, config: dict[str, Any]) -> tuple[dict[str, list[SampleRecord]], dict[str, Any]]:
         async def run() -> tuple[dict[str, list[SampleRecord]], dict[str, Any]]:
             pool = ModelClientPool()
             endpoint = ModelEndpoint(kind="openai", model="fake", base_url=self.server.base_url)
@@ -222,3 +259,20 @@ def test_mmlu_subset_group_is_weighted_by_size_as_lm_eval_does(env: Env) -> None
     assert math.isclose(
         group, sum(a * n for a, n in zip(tasks, sizes, strict=True)) / sum(sizes), abs_tol=1e-12
     )
+
+
+def test_perplexity_by_rolling_windows_matches_lm_eval(env: Env) -> None:
+    from transformers import AutoTokenizer
+
+    max_length = 64
+    theirs = env.lm_eval([env.wikitext], model_args={"max_length": max_length})
+    config = {"type": env.wikitext, "params": params(env, None, max_length=max_length)}
+    records, ours = env.ours(config)
+    assert assert_same_samples(theirs, records) == 7
+    assert assert_same_aggregates(theirs, ours) == 3
+    longest = max(records[env.wikitext], key=lambda r: len(r.item["doc"]["page"]))
+    tokens = len(AutoTokenizer.from_pretrained(env.tokenizer)(longest.item["doc"]["page"]).input_ids)
+    assert tokens > 10 * max_length  # so this document took more than ten windows
+    metrics = ours["tasks"][env.wikitext]["metrics"]
+    assert set(metrics) == {"word_perplexity", "byte_perplexity", "bits_per_byte"}
+    assert metrics["word_perplexity"]["scores"]["word_perplexity"]["value"] > 1

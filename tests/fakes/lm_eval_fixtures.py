@@ -3,7 +3,9 @@
 The Hugging Face Hub is out of reach, so the tokenizer is a byte-level BPE trained here on a few
 sentences (lossless: decode(encode(text)) == text) and saved as a transformers tokenizer folder.
 The task YAMLs go in an include folder: each ``include:``s lm-eval's built-in task and switches it to
-``dataset_path: json`` with local ``data_files`` (from ``../shared/data``), as a user would offline.
+``dataset_path: json`` with local ``data_files`` (from ``../shared/data``), as a user would offline;
+they are written by the bench scripts' writer (``bench/_common.py``), so the gsm8k the bench times is
+the gsm8k these tests check.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lm_eval
+from bench._common import write_gsm8k_override, write_task_override
 
 BUILTIN_TASKS = Path(lm_eval.__file__).parent / "tasks"
 MMLU_SUBJECTS = {"anatomy": 12, "astronomy": 7, "college_physics": 5}
@@ -65,49 +68,93 @@ def gsm8k_answerer(data: Path) -> Callable[[str], str]:
     return answer
 
 
-def write_tasks(folder: Path, data: Path) -> Path:
-    """Override YAMLs for gsm8k, gsm8k_chat, arc_easy, hellaswag and an MMLU subset group in ``folder``."""
+def build_datasets_cache(hf_home: Path, repo_id: str, config: str, splits: dict[str, Path]) -> Path:
+    """The Hugging Face datasets cache that ``load_dataset(repo_id, config)`` leaves after one online run.
+
+    The splits (JSON lines files) are prepared by the ``datasets`` library's own builder into
+    ``<HF_HOME>/datasets/<org>___<name>/<config>/0.0.0/<commit>/`` (Arrow files and dataset_info.json),
+    the folder ``load_dataset`` fills from the Hub and reads back with ``HF_DATASETS_OFFLINE=1``.
+    """
+    import shutil
+
+    from datasets.packaged_modules.json.json import Json
+
+    organisation, name = repo_id.split("/")
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()  # a Hub commit id stands here
+    scratch = hf_home / "scratch"
+    builder = Json(
+        cache_dir=str(scratch),
+        dataset_name=name,
+        config_name=config,
+        hash=commit,
+        data_files={split: str(path) for split, path in splits.items()},
+    )
+    builder.download_and_prepare()
+    target = hf_home / "datasets" / f"{organisation}___{name}" / config / "0.0.0" / commit
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(builder.cache_dir, target)
+    shutil.rmtree(scratch)
+    return target
+
+
+def write_wikitext(folder: Path, pages: list[str]) -> str:
+    """A ``wikitext`` override on local ``pages`` (a JSON lines file of ``{"page": ...}``); its task name."""
     folder.mkdir(parents=True, exist_ok=True)
-    gsm8k = {
-        "include": str(BUILTIN_TASKS / "gsm8k" / "gsm8k.yaml"),
-        "task": "gsm8k",
+    data = folder / "wikitext_pages.jsonl"
+    data.write_text("".join(json.dumps({"page": page}) + "\n" for page in pages))
+    task = {
+        "include": str(BUILTIN_TASKS / "wikitext" / "wikitext.yaml"),
+        "task": "local_wikitext",
         "dataset_path": "json",
         "dataset_name": None,
-        "dataset_kwargs": {
-            "data_files": {
-                "test": str(data / "gsm8k/test.jsonl"),
-                "train": str(data / "gsm8k/train_first500.jsonl"),
-            }
-        },
-    }
-    (folder / "gsm8k.yaml").write_text(json.dumps(gsm8k))
-    (folder / "gsm8k_chat.yaml").write_text(json.dumps({**gsm8k, "task": "gsm8k_chat", "tag": []}))
-    arc = {
-        "include": str(BUILTIN_TASKS / "arc" / "arc_easy.yaml"),
-        "task": "arc_easy",
-        "tag": [],
-        "dataset_path": "json",
-        "dataset_name": None,
-        "dataset_kwargs": {"data_files": {"test": str(data / "arc/arc_easy_test.jsonl")}},
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
         "training_split": None,
         "validation_split": None,
-        "doc_to_target": "{{['A', 'B', 'C', 'D', 'E'].index(answer)}}",
-        "doc_to_choice": "{{choices}}",
     }
-    (folder / "arc_easy.yaml").write_text(json.dumps(arc))
-    hellaswag = {
-        "include": str(BUILTIN_TASKS / "hellaswag" / "hellaswag.yaml"),
-        "task": "hellaswag",
-        "tag": [],
+    (folder / "local_wikitext.yaml").write_text(json.dumps(task))
+    return "local_wikitext"
+
+
+def write_humaneval(folder: Path, data: Path) -> str:
+    """A ``humaneval`` override (lm-eval's own YAML, ``unsafe_code: true``) on the local HumanEval file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    task = {
+        "include": str(BUILTIN_TASKS / "humaneval" / "humaneval.yaml"),
+        "task": "local_humaneval",
         "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"validation": str(data / "hellaswag/val.jsonl")}},
-        "training_split": None,
-        "process_docs": None,
-        "doc_to_text": "{{ctx}}",
-        "doc_to_choice": "{{endings}}",
-        "doc_to_target": "{{label}}",
+        "dataset_kwargs": {"data_files": {"test": str(data / "humaneval/HumanEval.jsonl.gz")}},
     }
-    (folder / "hellaswag.yaml").write_text(json.dumps(hellaswag))
+    (folder / "local_humaneval.yaml").write_text(json.dumps(task))
+    return "local_humaneval"
+
+
+def write_tasks(folder: Path, data: Path) -> Path:
+    """Override YAMLs for gsm8k, gsm8k_chat, arc_easy, hellaswag and an MMLU subset group in ``folder``."""
+    write_gsm8k_override(folder, data, BUILTIN_TASKS)
+    write_gsm8k_override(folder, data, BUILTIN_TASKS, task="gsm8k_chat", tag=[])
+    write_task_override(
+        folder,
+        "arc_easy",
+        BUILTIN_TASKS / "arc" / "arc_easy.yaml",
+        {"test": str(data / "arc/arc_easy_test.jsonl")},
+        tag=[],
+        training_split=None,
+        validation_split=None,
+        doc_to_target="{{['A', 'B', 'C', 'D', 'E'].index(answer)}}",
+        doc_to_choice="{{choices}}",
+    )
+    write_task_override(
+        folder,
+        "hellaswag",
+        BUILTIN_TASKS / "hellaswag" / "hellaswag.yaml",
+        {"validation": str(data / "hellaswag/val.jsonl")},
+        tag=[],
+        training_split=None,
+        process_docs=None,
+        doc_to_text="{{ctx}}",
+        doc_to_choice="{{endings}}",
+        doc_to_target="{{label}}",
+    )
     text = (data / "mmlu/test.jsonl").read_text()
     rows = [json.loads(line) for line in text.split("\n") if line.strip()]
     names = []
@@ -117,17 +164,16 @@ def write_tasks(folder: Path, data: Path) -> Path:
         subject_file.write_text(
             "".join(json.dumps({**r, "answer": "ABCD".index(r["answer"])}) + "\n" for r in kept)
         )
-        task = {
-            "include": str(BUILTIN_TASKS / "mmlu" / "default" / f"mmlu_{subject}.yaml"),
-            "task": f"local_mmlu_{subject}",
-            "tag": [],
-            "dataset_path": "json",
-            "dataset_name": None,
-            "dataset_kwargs": {"data_files": {"test": str(subject_file)}},
-            "fewshot_split": None,
-        }
-        (folder / f"local_mmlu_{subject}.yaml").write_text(json.dumps(task))
-        names.append(task["task"])
+        name = f"local_mmlu_{subject}"
+        write_task_override(
+            folder,
+            name,
+            BUILTIN_TASKS / "mmlu" / "default" / f"mmlu_{subject}.yaml",
+            {"test": str(subject_file)},
+            tag=[],
+            fewshot_split=None,
+        )
+        names.append(name)
     group = {
         "group": "local_mmlu",
         "task": names,

@@ -21,7 +21,9 @@ A job turns the cache on with :meth:`ResponseCache.scope` around the code that c
 inside it (a :class:`contextvars.ContextVar`, so per task, like ``feedback.overload_listener``)
 ``clients.ModelClientPool`` hands out clients through the cache. That covers the candidate's
 requests and those metrics send while scoring (log-likelihoods of the other choices); clients a
-metric took when it was compiled (judges) are not covered.
+metric took when it was compiled (judges) are not covered. A scope with ``cached_only`` never asks the
+model: a request it cannot answer raises :class:`NotCached` (the Ray coordinator records what the cache
+answers and sends the rest to the cluster).
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from evalstack.inference.base import InferenceRequest, InferenceResult, ModelClient, ModelEndpoint
+from evalstack.inference.base import (
+    InferenceError,
+    InferenceRequest,
+    InferenceResult,
+    ModelClient,
+    ModelEndpoint,
+)
 from evalstack.inference.openai_http import OpenAIClient, request_body
 from evalstack.store.records import CachedResponse
 
@@ -74,7 +82,11 @@ class CacheStats:
         }
 
 
-_active: contextvars.ContextVar[tuple[ResponseCache, CacheStats] | None] = contextvars.ContextVar(
+class NotCached(InferenceError):
+    """The cache holds no answer to a request, and its scope is ``cached_only``: the model is not asked."""
+
+
+_active: contextvars.ContextVar[tuple[ResponseCache, CacheStats, bool] | None] = contextvars.ContextVar(
     "evalstack_response_cache", default=None
 )
 
@@ -84,8 +96,8 @@ def through_active_cache(client: ModelClient, endpoint: ModelEndpoint) -> ModelC
     active = _active.get()
     if active is None:
         return client
-    cache, stats = active
-    return CachedModelClient(client, endpoint, cache, stats)
+    cache, stats, cached_only = active
+    return CachedModelClient(client, endpoint, cache, stats, cached_only=cached_only)
 
 
 def is_sampled(body: dict[str, Any]) -> bool:
@@ -130,10 +142,11 @@ class ResponseCache:
         self._reader: asyncio.Future[None] | None = None
 
     @contextlib.contextmanager
-    def scope(self, stats: CacheStats) -> Iterator[None]:
+    def scope(self, stats: CacheStats, *, cached_only: bool = False) -> Iterator[None]:
         """Inside, the model clients handed out (``through_active_cache``) use this cache, counting in
-        ``stats``; tasks created inside keep it after the block ends."""
-        token = _active.set((self, stats))
+        ``stats``; tasks created inside keep it after the block ends. With ``cached_only`` they raise
+        ``NotCached`` instead of asking the model (and count no misses)."""
+        token = _active.set((self, stats, cached_only))
         try:
             yield
         finally:
@@ -202,12 +215,19 @@ class CachedModelClient:
     """A model client that answers from the cache when it can and fills it when it cannot."""
 
     def __init__(
-        self, client: ModelClient, endpoint: ModelEndpoint, cache: ResponseCache, stats: CacheStats
+        self,
+        client: ModelClient,
+        endpoint: ModelEndpoint,
+        cache: ResponseCache,
+        stats: CacheStats,
+        *,
+        cached_only: bool = False,
     ) -> None:
         self.client = client
         self.endpoint = endpoint
         self.cache = cache
         self.stats = stats
+        self.cached_only = cached_only
 
     async def _identity(self) -> tuple[str, str]:
         """The model identity and the model name sent in the body."""
@@ -224,13 +244,15 @@ class CachedModelClient:
         """The cached answer to ``request``, else the model's (then cached)."""
         identity, model = await self._identity()
         key = cache_key(identity, request_body(model, request), request.sample_id)
-        if key is None:
-            return await self.client.generate(request)
-        hit = await self.cache.lookup(key)
+        hit = await self.cache.lookup(key) if key is not None else None
         if hit is not None:
             self.stats.hits += 1
             self.stats.bytes_served += hit.size
             return InferenceResult(hit.text, hit.finish_reason, hit.raw)
+        if self.cached_only:
+            raise NotCached("the response cache holds no answer to this request")
+        if key is None:
+            return await self.client.generate(request)
         self.stats.misses += 1
         result = await self.client.generate(request)  # a failure raises: errors are never cached
         size = len(result.text.encode()) + len(_canonical(result.raw).encode())

@@ -145,7 +145,8 @@ class EmbeddedModel:
     Request parameters honoured: ``max_tokens`` (default 64), ``temperature`` (0 or absent: greedy),
     ``top_p``, ``top_k``, ``repetition_penalty``, ``seed``, ``stop``; for completions also ``echo`` with
     ``logprobs`` (prompt log-probabilities in the OpenAI completions shape). Answers carry ``raw`` in the
-    OpenAI chat or completion response shape, with ``usage``.
+    OpenAI chat or completion response shape, with ``usage``. ``device`` is where torch runs it (``cpu``, or
+    ``cuda`` for a Ray model replica given a GPU); ``stats["loads"]`` counts loads of the weights.
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class EmbeddedModel:
         threads: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         use_cache: bool = True,
+        device: str = "cpu",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -166,6 +168,7 @@ class EmbeddedModel:
         self.batch_window = batch_window
         self._gguf_path = gguf_path
         self._threads = threads
+        self.device = device
         self._cache_dir = (Path(cache_dir) if cache_dir else default_cache_dir()) if use_cache else None
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -176,7 +179,7 @@ class EmbeddedModel:
         self._collector: asyncio.Task[None] | None = None
         self._abort = threading.Event()
         self.load_seconds: float | None = None
-        self.stats: dict[str, int] = {"batches": 0, "requests": 0, "max_batch": 0}
+        self.stats: dict[str, int] = {"loads": 0, "batches": 0, "requests": 0, "max_batch": 0}
 
     # ---- public ----------------------------------------------------------------------------
 
@@ -298,6 +301,7 @@ class EmbeddedModel:
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
+        model.to(self.device)  # type: ignore[arg-type]  # transformers types `to` as its decorator sees it
         model.eval()
         eos: set[int] = set()
         for value in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
@@ -311,6 +315,7 @@ class EmbeddedModel:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
         context = int(getattr(model.config, "max_position_embeddings", 2048))
         self.load_seconds = time.monotonic() - started
+        self.stats["loads"] += 1
         logger.info(
             "embedded model %s ready in %.1fs (%d torch threads)", self.model_name, self.load_seconds, threads
         )
@@ -421,7 +426,7 @@ class EmbeddedModel:
             if row:
                 input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
                 mask[i, width - len(row) :] = 1
-        return input_ids, mask
+        return input_ids.to(self.device), mask.to(self.device)
 
     def _generate_batch(self, loaded: _Loaded, jobs: list[_Job]) -> list[_Output]:
         torch, tokenizer = loaded.torch, loaded.tokenizer
@@ -500,7 +505,7 @@ class EmbeddedModel:
                 top: list[dict[str, float] | None] = [None]
                 if len(ids) > 1:
                     logp = torch.log_softmax(head(hidden[i, width - len(ids) : width - 1]).float(), dim=-1)
-                    targets = torch.tensor(ids[1:], dtype=torch.long)
+                    targets = torch.tensor(ids[1:], dtype=torch.long, device=self.device)
                     values += logp.gather(1, targets[:, None])[:, 0].tolist()
                     best_values, best_ids = logp.topk(job.top_logprobs, dim=-1)
                     for vals, idx in zip(best_values.tolist(), best_ids.tolist(), strict=True):

@@ -80,6 +80,8 @@ class OpenAIClient:
         self._model = endpoint.model
         self.breaker = breaker or CircuitBreaker(api_root(endpoint.base_url), BreakerSettings(enabled=False))
         self._discovery: asyncio.Future[str] | None = None
+        self._connections = (max_connections, connect_timeout)
+        self._egress = egress
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
         self._transport: Transport = transport or AiohttpTransport(
             self.chat_url,
@@ -88,6 +90,15 @@ class OpenAIClient:
             connect_timeout=connect_timeout,
             egress=egress,
         )
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """A client travels (to a Ray worker, inside a judge metric) as its settings and egress policy: the
+        receiver opens its own connections (and has its own breaker); the key travels only inside
+        ``endpoint``."""
+        max_connections, connect_timeout = self._connections
+        settings = (self._max_retries, self._timeout, max_connections, connect_timeout)
+        backoff = (self._backoff_base, self._backoff_max, self._retry_after_max)
+        return _reopened, (self.endpoint, settings, backoff, self._egress)
 
     @property
     def model(self) -> str:
@@ -322,3 +333,24 @@ def _hint(status: int) -> str:
     if status in (401, 403):
         return " (check the API key)"
     return ""
+
+
+def _reopened(
+    endpoint: ModelEndpoint,
+    settings: tuple[int, float, int, float],
+    backoff: tuple[float, float, float],
+    egress: EgressPolicy | None,
+) -> OpenAIClient:
+    max_retries, timeout, max_connections, connect_timeout = settings
+    backoff_base, backoff_max, retry_after_max = backoff
+    return OpenAIClient(
+        endpoint,
+        max_retries=max_retries,
+        timeout=timeout,
+        max_connections=max_connections,
+        connect_timeout=connect_timeout,
+        backoff_base=backoff_base,
+        backoff_max=backoff_max,
+        retry_after_max=retry_after_max,
+        egress=egress,
+    )

@@ -1,8 +1,11 @@
-"""The Ray executor's parts that need no cluster: shards, concurrency shares, the plan that travels,
-the shard actor's pipeline and batches (run in-process), sandbox routing, and lazy imports."""
+"""The Ray executor's parts that need no cluster: shards, concurrency shares, the plan that travels
+(sealed: no API key in what Ray stores), the model replicas' resource requests and load balancing, the
+shard actor's pipeline and batches (run in-process), sandbox routing, and lazy imports."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import pickle
 import subprocess
 import sys
@@ -11,12 +14,22 @@ from typing import Any
 import cloudpickle
 import pytest
 
+from evalstack.egress import EgressPolicy
 from evalstack.engine.benchmarks import sandbox
 from evalstack.engine.benchmarks.sandbox import RunResult, program_runner, run_program
+from evalstack.engine.metrics.nemo import nemo_metric
+from evalstack.engine.metrics.nemo_base import MetricDeps
 from evalstack.engine.runner import run_plan
-from evalstack.engine.runner.ray_executor import cut_shards, shard_plan, split_parallelism
-from evalstack.engine.runner.ray_shard import ShardRunner
+from evalstack.engine.runner.ray_executor import (
+    cut_shards,
+    model_replica_options,
+    shard_plan,
+    split_parallelism,
+)
+from evalstack.engine.runner.ray_shard import ReplicaClient, ShardRunner
+from evalstack.engine.runner.sealed_plan import seal_plan, unseal_plan
 from evalstack.errors import EvalstackError
+from evalstack.inference.base import InferenceError, InferenceRequest, InferenceResult, ModelEndpoint
 from evalstack.inference.clients import ModelClientPool
 from evalstack.store.records import SampleRecord
 from tests.unit.engine.test_runner import ENDPOINT, FakeClient, FakePool, make_plan, make_rows
@@ -85,7 +98,7 @@ async def test_a_shard_actor_streams_its_samples_in_batches_within_its_share_of_
     runner.clients = FakePool(client)  # type: ignore[assignment]
     plan = shard_plan(make_plan(make_rows(50), parallelism=16))
     shard = {"t0": [(i, {"q": f"Q{i}", "expected": f"A{i}"}) for i in range(10, 40)]}
-    batches = [batch async for batch in runner.run(plan, shard, parallelism=4, batch_size=8)]
+    batches = [batch.samples async for batch in runner.run(plan, shard, parallelism=4, batch_size=8)]
     assert all(0 < len(batch) <= 8 for batch in batches)
     assert sorted(s.index for batch in batches for s in batch) == list(range(10, 40))
     assert client.max_in_flight == 4  # its share, not the job's 16
@@ -122,3 +135,144 @@ def test_choosing_the_ray_executor_does_not_import_ray_until_a_job_runs(tmp_path
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split() == ["RayExecutor", "False"]
+
+
+KEYED = ModelEndpoint(kind="openai", model="fake", base_url="http://fake.invalid/v1", api_key="sk-model-4242")
+JUDGE = {
+    "type": "llm-judge",
+    "params": {
+        "model": {
+            "api_endpoint": {"url": "http://judge.invalid/v1", "model_id": "j", "api_key": "sk-judge-77"}
+        },
+        "template": {"messages": [{"role": "user", "content": "Rate: {{ sample.output_text }}"}]},
+        "scores": {"rating": {"type": "int", "parser": {"type": "regex", "pattern": r"(\d+)"}}},
+    },
+}
+
+
+async def keyed_plan(pool: ModelClientPool) -> Any:
+    """A plan whose model and judge both have API keys."""
+    plan = dataclasses.replace(make_plan(make_rows(3)), model=KEYED)
+    judge = await nemo_metric("judge", JUDGE, MetricDeps(clients=pool))
+    plan.tasks[0].metrics = [*plan.tasks[0].metrics, judge]
+    return shard_plan(plan)
+
+
+async def test_a_sealed_plan_holds_no_api_key_and_unseals_with_the_keys_sent_apart() -> None:
+    pool = ModelClientPool(egress=EgressPolicy(deny=["169.254.0.0/16"]))
+    try:
+        sealed, keys = seal_plan(await keyed_plan(pool))
+    finally:
+        await pool.aclose()
+    travelled = pickle.loads(cloudpickle.dumps(sealed))  # what Ray's object store holds
+    assert b"sk-model-4242" not in travelled.blob and b"sk-judge-77" not in travelled.blob
+    assert sorted(keys.values()) == ["sk-judge-77", "sk-model-4242"]
+    plan = unseal_plan(travelled, keys)
+    assert plan.model == KEYED
+    judge = plan.tasks[0].metrics[1]
+    assert judge.endpoint.api_key == "sk-judge-77"  # type: ignore[attr-defined]
+    assert judge.client.endpoint.api_key == "sk-judge-77"  # type: ignore[attr-defined]  # its own client
+    assert [str(entry) for entry in judge.client._egress.deny] == ["169.254.0.0/16"]  # type: ignore[attr-defined]
+    await judge.client.aclose()  # type: ignore[attr-defined]
+    with pytest.raises(EvalstackError, match="did not come with its plan"):
+        unseal_plan(travelled, {})
+
+
+def test_a_key_held_outside_an_endpoint_is_refused_rather_than_sent() -> None:
+    plan = make_plan(make_rows(2))
+    plan = dataclasses.replace(plan, model=KEYED)
+    leaky = dataclasses.replace(plan.tasks[0], name="sk-model-4242")  # the key, somewhere else
+    with pytest.raises(EvalstackError, match="outside the endpoint"):
+        seal_plan(dataclasses.replace(plan, tasks=[leaky]))
+
+
+async def test_a_shard_actor_runs_a_sealed_plan_with_the_keys_it_is_given() -> None:
+    client = FakeClient()
+    pool = FakePool(client)
+    runner = ShardRunner()
+    runner.clients = pool  # type: ignore[assignment]
+    plan = dataclasses.replace(make_plan(make_rows(6)), model=KEYED)
+    sealed, keys = seal_plan(shard_plan(plan))
+    shard = {"t0": [(i, {"q": f"Q{i}", "expected": f"A{i}"}) for i in range(6)]}
+    batches = [batch.samples async for batch in runner.run(sealed, shard, parallelism=2, keys=keys)]
+    assert sorted(s.index for batch in batches for s in batch) == list(range(6))
+    assert {request["endpoint"].api_key for request in pool.requests} == {"sk-model-4242"}
+
+
+def test_a_model_replica_asks_for_a_whole_gpu_where_the_cluster_has_gpus() -> None:
+    options = model_replica_options({"CPU": 32.0, "GPU": 4.0, "memory": 1e11}, replicas=4)
+    assert options["num_gpus"] == 1 and options["num_cpus"] == 1
+    assert options["scheduling_strategy"] == "SPREAD"
+
+
+def test_a_model_replica_asks_for_one_cpu_and_no_gpu_on_a_cpu_cluster() -> None:
+    options = model_replica_options({"CPU": 2.0, "memory": 1e9}, replicas=2)
+    assert options["num_cpus"] == 1 and "num_gpus" not in options
+
+
+@pytest.mark.parametrize(
+    ("resources", "what"), [({"CPU": 8.0, "GPU": 2.0}, "2 GPUs"), ({"CPU": 2.0}, "2 CPUs")]
+)
+def test_more_replicas_than_the_cluster_can_hold_is_a_clear_error(
+    resources: dict[str, float], what: str
+) -> None:
+    with pytest.raises(EvalstackError, match=f"model_replicas is 3 but the Ray cluster has {what}"):
+        model_replica_options(resources, replicas=3)
+
+
+class FakeReplica:
+    """Stands in for a replica actor handle: ``generate.remote(request)`` is awaitable; a dead one
+    raises as Ray does for an actor that died."""
+
+    def __init__(self, name: str, latency: float, dead: bool = False) -> None:
+        self.name, self.latency, self.answered, self.asked, self.dead = name, latency, 0, 0, dead
+        self.generate = self
+
+    def remote(self, request: InferenceRequest) -> Any:
+        async def answer() -> InferenceResult:
+            self.asked += 1
+            await asyncio.sleep(self.latency)
+            if self.dead:
+                import ray
+
+                raise ray.exceptions.ActorDiedError()
+            self.answered += 1
+            return InferenceResult(f"{self.name}:{request.prompt}")
+
+        return answer()
+
+
+async def test_replica_requests_go_to_the_least_busy_replica() -> None:
+    even = [FakeReplica("a", 0.01), FakeReplica("b", 0.01)]
+    client = ReplicaClient(even)
+    answers = await asyncio.gather(
+        *(client.generate(InferenceRequest(kind="completion", prompt=str(n))) for n in range(10))
+    )
+    assert [replica.answered for replica in even] == [5, 5]
+    assert all(answer.text.endswith(f":{n}") for n, answer in enumerate(answers))
+    slow, fast = FakeReplica("slow", 0.2), FakeReplica("fast", 0.0)
+    client = ReplicaClient([slow, fast])
+    sent = []
+    for n in range(6):  # one at a time: the slow one is busy, so the fast one answers the rest
+        sent.append(
+            asyncio.ensure_future(client.generate(InferenceRequest(kind="completion", prompt=str(n))))
+        )
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*sent)
+    assert (slow.answered, fast.answered) == (1, 5)
+
+
+async def test_a_replica_that_died_is_left_out_and_its_requests_go_to_the_others() -> None:
+    pytest.importorskip("ray")
+    dead, living = FakeReplica("dead", 0.0, dead=True), FakeReplica("living", 0.01)
+    client = ReplicaClient([dead, living])
+    answers = await asyncio.gather(
+        *(client.generate(InferenceRequest(kind="completion", prompt=str(n))) for n in range(8))
+    )
+    assert [answer.text for answer in answers] == [f"living:{n}" for n in range(8)]
+    asked_before_known = dead.asked  # requests already sent to it when it died went to the other
+    await client.generate(InferenceRequest(kind="completion", prompt="later"))
+    assert dead.asked == asked_before_known and living.answered == 9  # then never asked again
+    alone = ReplicaClient([FakeReplica("gone", 0.0, dead=True)])
+    with pytest.raises(InferenceError, match="every replica of the embedded model is gone"):
+        await alone.generate(InferenceRequest(kind="completion", prompt="x"))

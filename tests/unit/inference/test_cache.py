@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from evalstack.config import Settings
-from evalstack.inference.cache import ResponseCache, cache_key, is_sampled
+from evalstack.inference.base import InferenceRequest, ModelEndpoint
+from evalstack.inference.cache import CacheStats, NotCached, ResponseCache, cache_key, is_sampled
+from evalstack.inference.clients import ModelClientPool
 from evalstack.server import Services, build_services
 from evalstack.store.records import CachedResponse, JobRecord, new_job_id
 from tests.fakes.model_server import FakeModelServer
@@ -216,3 +218,34 @@ async def test_flush_waits_for_a_write_under_way_instead_of_dropping_it() -> Non
     await flushing
     assert set(store.saved) == {"k1", "k2"}
     assert (await cache.lookup("k1")) == store.saved["k1"]
+
+
+async def test_a_cached_only_scope_serves_what_the_cache_holds_and_never_asks_the_model(
+    model: FakeModelServer,
+) -> None:
+    store = QueuedStore()
+    store.release.set()
+    cache = ResponseCache(store)
+    pool = ModelClientPool()
+    endpoint = ModelEndpoint(kind="openai", model=model.model_id, base_url=model.base_url)
+    known = InferenceRequest(kind="completion", prompt="Q1", params={"temperature": 0})
+    unknown = InferenceRequest(kind="completion", prompt="Q2", params={"temperature": 0})
+    sampled = InferenceRequest(kind="completion", prompt="Q1", params={"temperature": 0.7})  # no sample id
+    try:
+        with cache.scope(CacheStats()):
+            answered = await pool.get(endpoint).generate(known)
+        await cache.flush()
+        model.reset_stats()
+        stats = CacheStats()
+        with cache.scope(stats, cached_only=True):
+            client = pool.get(endpoint)
+            again = await client.generate(known)
+            with pytest.raises(NotCached):
+                await client.generate(unknown)
+            with pytest.raises(NotCached):
+                await client.generate(sampled)
+    finally:
+        await pool.aclose()
+    assert again.text == answered.text
+    assert model.requests == []
+    assert (stats.hits, stats.misses) == (1, 0)  # what the cache did not answer is left to be asked

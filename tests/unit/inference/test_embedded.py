@@ -84,6 +84,7 @@ async def test_concurrent_requests_are_batched_and_match_single_answers(model: E
     assert all(r.text.strip() for r in results)
     assert model.stats["max_batch"] > 1
     assert model.stats["batches"] - before["batches"] < len(questions)
+    assert model.stats["loads"] == 1  # one load, however many requests (the module's earlier ones too)
     # Left padding must not change what a prompt gets: the longest and a short one, asked alone.
     for index in (0, 5):
         alone = await model.generate(chat(questions[index], max_tokens=8))

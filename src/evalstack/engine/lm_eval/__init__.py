@@ -8,6 +8,7 @@ rest: HTTP client, concurrency, retries, per-sample store, resume, statistics.
 
 - ``tasks``: load and configure tasks as lm-eval's evaluator does, build their requests once.
 - ``model``: lm-eval's ``local-completions`` / ``local-chat-completions`` request formats.
+- ``unsafe``: the scoring of tasks marked ``unsafe_code``, in our sandbox.
 - ``options``: NeMo-style ``params`` mapped onto lm-eval's settings.
 - ``plan``: the EvalPlan, per-document scoring and the results object.
 - ``catalog``: what lm-eval can run, for ``evalstack benchmarks``.

@@ -7,6 +7,11 @@ the EOS string added to ``stop``, ``seed``), and how a response is read (the con
 log-likelihood is the sum of the echoed ``token_logprobs[ctxlen:-1]``). We instantiate those very
 classes and use their methods, so a request is byte for byte what lm-eval would send; the request
 itself goes through our HTTP client (concurrency, retries, store, resume).
+
+One lm-eval request may take several HTTP requests: a ``loglikelihood_rolling`` request (perplexity)
+is cut into disjoint windows of at most ``max_length`` tokens by lm-eval's own window utilities, one
+completion each, and its value is the sum of the windows' log-likelihoods, as ``local-completions``
+computes it.
 """
 
 from __future__ import annotations
@@ -95,16 +100,33 @@ class LmEvalModel:
     def tokenizer_name(self) -> str:
         return str(self.lm.tokenizer_name)
 
-    def prepare(self, request_type: str, arguments: tuple[Any, ...]) -> PreparedRequest:
-        """The request lm-eval would send for one ``Instance`` (``request_type``, ``arguments``)."""
+    def prepare(self, request_type: str, arguments: tuple[Any, ...]) -> list[PreparedRequest]:
+        """The requests lm-eval would send for one ``Instance`` (``request_type``, ``arguments``).
+
+        One request, except for ``loglikelihood_rolling``: one per window. :meth:`combine` makes the
+        instance's value of their answers.
+        """
         if request_type == "generate_until":
-            return self._generate(arguments)
+            return [self._generate(arguments)]
         if request_type == "loglikelihood":
-            return self._loglikelihood(arguments)
+            self._refuse_chat_loglikelihood()
+            context, continuation = arguments
+            return [self._loglikelihood(*self._encode_pair(context, continuation))]
+        if request_type == "loglikelihood_rolling":
+            self._refuse_chat_loglikelihood()
+            return self._rolling(arguments[0])
         raise InvalidInputError(
-            f"lm-eval request type {request_type!r} is not supported on the engine yet; "
-            "supported: generate_until, loglikelihood (multiple_choice)"
+            f"lm-eval request type {request_type!r} is not supported on the engine; supported: "
+            "generate_until, loglikelihood (multiple_choice), loglikelihood_rolling"
         )
+
+    @staticmethod
+    def combine(request_type: str, values: list[Any]) -> Any:
+        """An instance's value from the values :meth:`read` gave for its requests."""
+        if request_type == "loglikelihood_rolling":
+            return sum(value[0] for value in values)  # in window order, the is_greedy flags dropped
+        (value,) = values
+        return value
 
     def _generate(self, arguments: tuple[Any, ...]) -> PreparedRequest:
         context, gen_kwargs = arguments[0], arguments[1]
@@ -126,23 +148,40 @@ class LmEvalModel:
         )
         return PreparedRequest("generate_until", self._inference(payload))
 
-    def _loglikelihood(self, arguments: tuple[Any, ...]) -> PreparedRequest:
+    def _refuse_chat_loglikelihood(self) -> None:
         if self.settings.endpoint == "chat":
             raise InvalidInputError(
-                "log-likelihood (loglikelihood and multiple_choice tasks) needs a completions endpoint that "
-                "echoes prompt logprobs; chat endpoints cannot score a given continuation (lm-eval refuses "
-                "it too): set params.extra.endpoint_type to 'completions' and name a tokenizer"
+                "log-likelihood (loglikelihood, multiple_choice and loglikelihood_rolling tasks) needs a "
+                "completions endpoint that echoes prompt logprobs; chat endpoints cannot score a given "
+                "text (lm-eval refuses it too): set params.extra.endpoint_type to 'completions' and name a "
+                "tokenizer"
             )
-        context, continuation = arguments
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         lm = self.lm
         if context == "":
             continuation_enc = lm.tok_encode(continuation, add_special_tokens=False)
             if lm.prefix_token_id != continuation_enc[0]:
-                context_enc, continuation_enc = [lm.prefix_token_id], continuation_enc
-            else:
-                context_enc, continuation_enc = continuation_enc[:1], continuation_enc[1:]
-        else:
-            context_enc, continuation_enc = lm._encode_pair(context, continuation)
+                return [lm.prefix_token_id], continuation_enc
+            return continuation_enc[:1], continuation_enc[1:]
+        context_enc, continuation_enc = lm._encode_pair(context, continuation)
+        return context_enc, continuation_enc
+
+    def _rolling(self, text: str) -> list[PreparedRequest]:
+        """lm-eval's disjoint rolling windows over ``text``: ``max_length`` tokens each, one of context."""
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+        lm = self.lm
+        windows = get_rolling_token_windows(
+            token_list=lm.tok_encode(text),
+            prefix_token=lm.prefix_token_id,
+            max_seq_len=lm.max_length - 1,
+            context_len=1,
+        )
+        return [self._loglikelihood(*make_disjoint_window(window)) for window in windows]
+
+    def _loglikelihood(self, context_enc: list[int], continuation_enc: list[int]) -> PreparedRequest:
+        lm = self.lm
         inputs, ctxlens, _ = lm.batch_loglikelihood_requests([[(None, context_enc, continuation_enc)]])
         payload = lm._create_payload(lm.create_message(inputs, generate=False), generate=False, seed=lm._seed)
         return PreparedRequest("loglikelihood", self._inference(payload), ctxlen=ctxlens[0], tokens=inputs[0])

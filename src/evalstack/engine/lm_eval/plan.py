@@ -1,7 +1,8 @@
 """An lm-eval config -> EvalPlan: one engine task per lm-eval task, one sample per document.
 
 A sample's first request is the pipeline's own; the document's other requests (the other choices of a
-multiple-choice question, ``repeats``) are sent by :class:`DocumentScorer` through the same client.
+multiple-choice question, the other windows of a perplexity document, ``repeats``) are sent by
+:class:`DocumentScorer` through the same client.
 The scorer then applies the task's filters and ``process_results`` to that document, as lm-eval's
 evaluator does, and records lm-eval's per-document metrics. The summary feeds those metrics, in
 document order, to lm-eval's own aggregation (tasks, then groups: size-weighted means and pooled
@@ -21,6 +22,7 @@ from evalstack.engine.aggregate import score_entry
 from evalstack.engine.lm_eval.model import LmEvalModel, PreparedRequest
 from evalstack.engine.lm_eval.options import LmEvalOptions, parse_options
 from evalstack.engine.lm_eval.tasks import LoadedTasks, load_tasks
+from evalstack.engine.lm_eval.unsafe import SandboxedResults, is_unsafe
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.engine.ports import ClientSource
 from evalstack.errors import InvalidInputError
@@ -95,7 +97,8 @@ class DocumentScorer:
         self.clients = client
         self.endpoint = endpoint
         self.client_args = client_args
-        self._first: dict[int, PreparedRequest] = {}
+        self._first: dict[int, list[PreparedRequest]] = {}
+        self._sandboxed = SandboxedResults(self.task) if is_unsafe(self.task) else None
 
     def _client(self) -> ModelClient:
         return self.clients.get(self.endpoint, **self.client_args)
@@ -106,11 +109,11 @@ class DocumentScorer:
         instance = self.instances[doc_id][0]
         prepared = self.model.prepare(instance.request_type, instance.args)
         self._first[doc_id] = prepared
-        return prepared.inference
+        return prepared[0].inference
 
-    def requests(self, doc_id: int) -> list[tuple[Any, PreparedRequest]]:
-        """Every request of a document, ``repeats`` times each, in lm-eval's order."""
-        out: list[tuple[Any, PreparedRequest]] = []
+    def requests(self, doc_id: int) -> list[tuple[Any, list[PreparedRequest]]]:
+        """Every instance of a document, ``repeats`` times each, in lm-eval's order, with its requests."""
+        out: list[tuple[Any, list[PreparedRequest]]] = []
         first = self._first.pop(doc_id, None)
         for instance in self.instances[doc_id]:
             if first is not None:
@@ -123,18 +126,19 @@ class DocumentScorer:
     async def score(self, item: Mapping[str, Any], output: SampleOutput) -> dict[str, Any]:
         doc_id = int(item["doc_id"])
         requests = self.requests(doc_id)
-        first = InferenceResult(text=output.text or "", raw=output.response or {})
-        rest = requests[1:]
-        results = [first]
-        if rest:
+        flat = [prepared for _, parts in requests for prepared in parts]
+        results = [InferenceResult(text=output.text or "", raw=output.response or {})]
+        if len(flat) > 1:
             client = self._client()
-            results += await asyncio.gather(*(client.generate(p.inference) for _, p in rest))
+            results += await asyncio.gather(*(client.generate(p.inference) for p in flat[1:]))
+        answers = iter(results)
         copies: dict[int, Any] = {}
-        for (instance, prepared), result in zip(requests, results, strict=True):
+        for instance, parts in requests:
             copy = copies.get(id(instance))
             if copy is None:
                 copy = copies[id(instance)] = dataclasses.replace(instance, resps=[], filtered_resps={})
-            copy.resps.append(self.model.read(prepared, result))
+            values = [self.model.read(prepared, next(answers)) for prepared in parts]
+            copy.resps.append(self.model.combine(instance.request_type, values))
         ordered = list(copies.values())
         for ensemble in getattr(self.task, "_filters", []):
             ensemble.apply(ordered)
@@ -143,7 +147,7 @@ class DocumentScorer:
         filtered: dict[str, Any] = {}
         for filter_key in ordered[0].filtered_resps:
             responses = [inst.filtered_resps[filter_key] for inst in ordered]
-            per_filter[filter_key] = jsonable(self.task.process_results(doc, responses))
+            per_filter[filter_key] = jsonable(await self._process_results(doc, responses))
             filtered[filter_key] = jsonable(responses)
         output.extra["lm_eval"] = {
             "doc_id": doc_id,
@@ -158,6 +162,12 @@ class DocumentScorer:
             for metric, value in metrics.items()
             if _number(value) is not None
         }
+
+    async def _process_results(self, doc: Any, responses: list[Any]) -> Any:
+        """The task's ``process_results``: here, or in the sandbox for a task that runs model code."""
+        if self._sandboxed is None:
+            return self.task.process_results(doc, responses)
+        return await self._sandboxed(doc, responses)
 
 
 def _row(task: Any, doc_id: int, doc: Any, instances: Sequence[Any]) -> dict[str, Any]:
@@ -244,7 +254,8 @@ def summarize_lm_eval(
             metric, filter_key = key.split(",", 1)
             label = score_name(metric, filter_key)
             per_doc = numeric.get(name, {}).get(label)
-            entry: dict[str, Any] = score_entry(per_doc) if per_doc else {"stats": {}}
+            numbers = per_doc is not None and any(v is not None for v in per_doc)
+            entry: dict[str, Any] = score_entry(per_doc) if per_doc and numbers else {"stats": {}}
             entry["value"] = jsonable(value)
             stderr = values.get(f"{metric}_stderr,{filter_key}")
             entry["stats"]["stderr"] = stderr if isinstance(stderr, int | float) else None

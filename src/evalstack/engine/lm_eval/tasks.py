@@ -5,6 +5,10 @@
 0), sets the few-shot seed (1234 by default), then ``build_all_requests`` renders every document's
 prompt, with the chat template and ``fewshot_as_multiturn`` where asked. We do exactly that, once per
 plan, with lm-eval's own objects; the prompts are what lm-eval would send.
+
+Start-up is most of a run's time, so three things are kept: the task index and each task's built
+requests on disk (``cache``), and, in the process, every Jinja template lm-eval compiles (its
+``apply_template`` compiles the template string again for every document and field).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evalstack.engine.lm_eval.model import LmEvalModel
+from evalstack.engine.lm_eval.unsafe import allow_code_eval_here
 from evalstack.errors import InvalidInputError, NotFoundError
 
 logger = logging.getLogger(__name__)
@@ -39,7 +44,6 @@ class TaskSettings:
     apply_chat_template: bool = False
     fewshot_as_multiturn: bool = True
     system_instruction: str | None = None
-    confirm_unsafe_code: bool = False
 
 
 @dataclass
@@ -53,14 +57,40 @@ class LoadedTasks:
     docs: dict[str, dict[int, Any]] = field(default_factory=dict)
 
 
+@functools.cache
+def compile_templates_once() -> None:
+    """Make lm-eval's ``apply_template`` reuse each compiled Jinja template (process-wide, idempotent).
+
+    lm-eval renders ``doc_to_text``, ``doc_to_target`` and ``doc_to_choice`` with
+    ``env.from_string(template).render(**doc)``, compiling the same string for every document (most of
+    building and scoring a task). The replacement renders the very template ``env.from_string`` compiles,
+    once per distinct string; the original stays at ``apply_template.__wrapped__``.
+    """
+    from lm_eval import utils
+
+    original = utils.apply_template
+    if hasattr(original, "__wrapped__"):  # another thread got here first
+        return
+    compiled = functools.lru_cache(maxsize=4096)(utils.env.from_string)
+
+    @functools.wraps(original)
+    def apply_template(template: str, doc: dict[str, Any]) -> str:
+        return str(compiled(template).render(**doc))
+
+    utils.apply_template = apply_template
+
+
 @functools.lru_cache(maxsize=8)
 def task_manager(include_path: str | None, include_defaults: bool = True) -> Any:
-    """lm-eval's TaskManager (it indexes every task YAML once, seconds: cached per include path).
+    """lm-eval's TaskManager over its index of task YAMLs (``cache.load_index``: from disk when current).
 
     ``include_defaults=False`` indexes the include path only (its YAMLs may still ``include:`` built-in
-    files by path), which is much faster.
+    files by path).
     """
+    import lm_eval.tasks
     from lm_eval.tasks import TaskManager
+
+    from evalstack.engine.lm_eval.cache import load_index
 
     if include_path is not None and not Path(include_path).is_dir():
         raise InvalidInputError(
@@ -68,7 +98,23 @@ def task_manager(include_path: str | None, include_defaults: bool = True) -> Any
         )
     if include_path is None and not include_defaults:
         raise InvalidInputError("params.extra.include_defaults false needs params.extra.include_path")
-    return TaskManager(include_path=include_path, include_defaults=include_defaults)
+    roots = [Path(lm_eval.tasks.__file__).parent] if include_defaults else []
+    roots += [Path(include_path)] if include_path is not None else []
+    manager = TaskManager(include_defaults=False)  # indexes nothing: the index is installed below
+    _install_index(manager, load_index(roots))
+    manager.include_path = include_path
+    return manager
+
+
+def _install_index(manager: Any, index: dict[str, Any]) -> None:
+    """Give ``manager`` the index it would have built itself, and the name lists it derives from one."""
+    from lm_eval.tasks._index import Kind
+
+    manager._index = index
+    manager._all_tasks = sorted(index)
+    manager._all_subtasks = sorted(n for n, e in index.items() if e.kind in (Kind.TASK, Kind.PY_TASK))
+    manager._all_groups = sorted(n for n, e in index.items() if e.kind == Kind.GROUP)
+    manager._all_tags = sorted(n for n, e in index.items() if e.kind == Kind.TAG)
 
 
 def known_name(name: str, include_path: str | None = None) -> bool:
@@ -76,10 +122,31 @@ def known_name(name: str, include_path: str | None = None) -> bool:
     return name in task_manager(include_path).all_tasks
 
 
-def _missing_data_error(names: tuple[str, ...], exc: BaseException) -> NotFoundError:
+def _datasets_of(manager: Any, names: tuple[str, ...]) -> list[str]:
+    """The Hugging Face datasets the tasks ``names`` read (``dataset_path`` and ``dataset_name``)."""
+    from lm_eval.tasks._yaml_loader import load_yaml  # as TaskManager reads a task's YAML for its listing
+
+    found = []
+    for name in names:
+        try:
+            config = load_yaml(manager.task_index[name].yaml_path, resolve_func=False, recursive=True)
+        except Exception:  # a group, a Python task or an unreadable YAML: the error text still helps
+            continue
+        if config.get("dataset_path"):
+            dataset = str(config["dataset_path"])
+            found.append(f"{dataset} ({config['dataset_name']})" if config.get("dataset_name") else dataset)
+    return found
+
+
+def _missing_data_error(manager: Any, names: tuple[str, ...], exc: BaseException) -> NotFoundError:
+    from datasets import config as datasets_config
+
+    datasets = _datasets_of(manager, names)
+    which = f"the dataset {', '.join(datasets)}" if datasets else "the dataset"
     return NotFoundError(
-        f"lm-eval task(s) {', '.join(names)}: the dataset could not be loaded ({type(exc).__name__}: {exc}). "
-        "lm-eval reads datasets from the Hugging Face Hub (or its offline cache, HF_DATASETS_OFFLINE=1); "
+        f"lm-eval task(s) {', '.join(names)}: {which} could not be loaded ({type(exc).__name__}: {exc}). "
+        "lm-eval reads datasets from the Hugging Face Hub, or offline (HF_DATASETS_OFFLINE=1) from the "
+        f"datasets cache ({datasets_config.HF_DATASETS_CACHE}, under HF_HOME); "
         "to use local files, put a task YAML in a folder named by params.extra.include_path that "
         "`include:`s the built-in task and sets `dataset_path: json` with `dataset_kwargs.data_files`"
     )
@@ -87,6 +154,7 @@ def _missing_data_error(names: tuple[str, ...], exc: BaseException) -> NotFoundE
 
 def load_tasks(settings: TaskSettings, model: LmEvalModel) -> LoadedTasks:
     """Load, configure and build the requests of ``settings.names`` (blocking: run it in a thread)."""
+    compile_templates_once()
     manager = task_manager(settings.include_path, settings.include_defaults)
     unknown = [n for n in settings.names if n not in manager.all_tasks]
     if unknown:
@@ -94,22 +162,24 @@ def load_tasks(settings: TaskSettings, model: LmEvalModel) -> LoadedTasks:
             f"unknown lm-eval task or group {', '.join(map(repr, unknown))}; see `evalstack benchmarks "
             f"--search WORD` for the names, or add a task YAML through params.extra.include_path"
         )
+    allow_code_eval_here()  # unsafe tasks (humaneval) self-check code_eval at import; scoring is sandboxed
     try:
         loaded = manager.load(list(settings.names))
     except (FileNotFoundError, ConnectionError, OSError) as exc:
-        raise _missing_data_error(settings.names, exc) from exc
+        if "module script" in str(exc):  # a Hugging Face evaluate metric (humaneval's code_eval)
+            raise NotFoundError(
+                f"lm-eval task(s) {', '.join(settings.names)}: a metric could not be loaded ({exc}); the "
+                "evaluate library loads metrics from the Hugging Face Hub, or offline from its modules cache "
+                "(HF_MODULES_CACHE, under HF_HOME), where one online run leaves them"
+            ) from exc
+        raise _missing_data_error(manager, settings.names, exc) from exc
     except Exception as exc:
         if "dataset" in type(exc).__name__.lower() or "Hub" in str(exc) or "offline" in str(exc).lower():
-            raise _missing_data_error(settings.names, exc) from exc
+            raise _missing_data_error(manager, settings.names, exc) from exc
         raise InvalidInputError(f"lm-eval could not load {', '.join(settings.names)}: {exc}") from exc
     tasks: dict[str, Any] = loaded["tasks"]
     gen_kwargs = dict(settings.gen_kwargs)
-    for name, task in tasks.items():
-        if getattr(task, "UNSAFE_CODE", False) and not settings.confirm_unsafe_code:
-            raise InvalidInputError(
-                f"lm-eval task {name!r} runs model-written code, which the engine does not run yet "
-                "(it would have to run in our sandbox); pick another task"
-            )
+    for task in tasks.values():
         if task.get_config("output_type") == "generate_until" and gen_kwargs:
             task.set_config(key="generation_kwargs", value=dict(gen_kwargs), update=True)
         if settings.num_fewshot is not None:
@@ -120,24 +190,36 @@ def load_tasks(settings: TaskSettings, model: LmEvalModel) -> LoadedTasks:
         task.set_fewshot_seed(seed=settings.fewshot_seed)
     result = LoadedTasks(tasks=tasks, groups=loaded["groups"])
     for name, task in tasks.items():
-        limit = settings.limit
-        task.build_all_requests(
-            limit=limit,
-            rank=0,
-            world_size=1,
-            system_instruction=settings.system_instruction,
-            apply_chat_template=settings.apply_chat_template,
-            fewshot_as_multiturn=settings.fewshot_as_multiturn,
-            chat_template=model.chat_template if settings.apply_chat_template else None,
-            tokenizer_name=model.tokenizer_name if settings.apply_chat_template else "",
-        )
+        docs = {doc_id: doc for doc_id, doc in task.doc_iterator(rank=0, limit=settings.limit, world_size=1)}
+        _build_requests(task, settings, model, docs)
         by_doc: dict[int, list[Any]] = defaultdict(list)
         for instance in task.instances:
             by_doc[instance.doc_id].append(instance)
         for group in by_doc.values():
             group.sort(key=lambda inst: inst.idx)
         result.instances[name] = dict(by_doc)
-        result.docs[name] = {
-            doc_id: doc for doc_id, doc in task.doc_iterator(rank=0, limit=limit, world_size=1)
-        }
+        result.docs[name] = docs
     return result
+
+
+def _build_requests(task: Any, settings: TaskSettings, model: LmEvalModel, docs: dict[int, Any]) -> None:
+    """``task.build_all_requests`` as lm-eval's evaluator calls it, or its cached result (``cache``)."""
+    from evalstack.engine.lm_eval.cache import load_requests, requests_key, save_requests
+
+    key = requests_key(task, settings, model)
+    cached = load_requests(key, docs) if key is not None else None
+    if cached is not None:
+        task._instances = cached  # where build_all_requests puts them
+        return
+    task.build_all_requests(
+        limit=settings.limit,
+        rank=0,
+        world_size=1,
+        system_instruction=settings.system_instruction,
+        apply_chat_template=settings.apply_chat_template,
+        fewshot_as_multiturn=settings.fewshot_as_multiturn,
+        chat_template=model.chat_template if settings.apply_chat_template else None,
+        tokenizer_name=model.tokenizer_name if settings.apply_chat_template else "",
+    )
+    if key is not None:
+        save_requests(key, task.instances)

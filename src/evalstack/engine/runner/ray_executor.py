@@ -16,6 +16,12 @@ Concurrency: at most ``max_actors`` actors run at once (default: one per alive n
 on alive node ``i`` modulo their number while it lives), and the job's
 ``parallelism`` is split among them, so the requests in flight never exceed it. Cancel kills every
 actor of the job. ``import ray`` happens on the first job, never at start-up.
+
+A job on the embedded model gets ``model_replicas`` ``ModelReplica`` actors (spread over the nodes, one
+GPU each where the cluster has GPUs, else one CPU), each loading the model once; the shard actors send
+their requests to them. The plan travels sealed (``sealed_plan``): the object store never holds an
+endpoint's API key, which goes to each actor as an argument of its call. Shard actors are named
+(``evalstack-shard-...``) so that their liveness can be looked up with ``ray.get_actor``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections import deque
+import uuid
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +51,7 @@ from evalstack.inference.breaker import DEFAULT_MAX_OUTAGE
 from evalstack.store.records import SampleRecord
 
 if TYPE_CHECKING:
+    from evalstack.engine.runner.ray_shard import ShardBatch
     from evalstack.inference.cache import ResponseCache
 
 logger = logging.getLogger(__name__)
@@ -62,6 +70,27 @@ class RayOptions:
     object_store_memory: int | None = None  # bytes; a new local instance only
     max_shard_attempts: int = 3
     sandbox_resource: str = "sandbox"  # sandbox tasks ask for one of these where the cluster has any
+    model_replicas: int = 1  # embedded-model actors per job
+
+
+SHARD_ACTOR_PREFIX = "evalstack-shard-"
+"""Every shard actor's name starts so: ``evalstack-shard-<run>-<n>``."""
+
+
+def model_replica_options(resources: Mapping[str, float], replicas: int) -> dict[str, Any]:
+    """The Ray options of one embedded-model replica on a cluster with ``resources`` (as
+    ``ray.cluster_resources()`` reports them): a whole GPU where the cluster has GPUs, else one CPU.
+    Raises ``EvalstackError`` when the cluster cannot hold ``replicas`` of them at once."""
+    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
+    if gpus >= 1:
+        needed, have, what = {"num_gpus": 1, "num_cpus": 1}, gpus, "GPUs"
+    else:
+        needed, have, what = {"num_cpus": 1}, cpus, "CPUs (it has no GPU)"
+    if replicas > have:
+        raise EvalstackError(
+            f"model_replicas is {replicas} but the Ray cluster has {have:g} {what}; each replica takes one"
+        )
+    return {**needed, "scheduling_strategy": "SPREAD", "max_restarts": 0}
 
 
 def cut_shards(items: Sequence[ShardItem], shard_size: int) -> list[list[ShardItem]]:
@@ -157,8 +186,6 @@ class RayExecutor:
         progress: RunProgress | None = None,
         cache: ResponseCache | None = None,
     ) -> RunProgress:
-        if cache is not None:  # the cache lives in the coordinator's store; shard actors cannot reach it
-            logger.warning("executor ray does not use the response cache; every request goes to the model")
         skip = skip or {}
         progress = progress or RunProgress()
         progress.task_status = {task.name: "pending" for task in plan.tasks}
@@ -186,14 +213,8 @@ class RayExecutor:
                     todo[task.name] += 1
             progress.task_status[task.name] = "running" if todo[task.name] else "completed"
         del loaded
-        shards = cut_shards(items, self.options.shard_size)
-        del items
-        progress.executor = {"type": "ray", "shards": len(shards), "nodes": 0, "actors": 0}
-        if not shards:
-            return progress
-
-        ray = await self._connect()
-        coordinator = _Coordinator(self, ray, plan, shards, sink, progress, todo, failed, max_outage)
+        progress.executor = {"type": "ray", "shards": 0, "nodes": 0, "actors": 0}
+        coordinator = _Coordinator(self, plan, sink, progress, todo, failed, max_outage)
         coordinator.breakers = getattr(clients, "breaker_settings", None)  # the actors' endpoints trip alike
         coordinator.egress = getattr(clients, "egress", None)  # and connect only where the policy allows
         loop = asyncio.get_running_loop()
@@ -206,6 +227,20 @@ class RayExecutor:
                 on_progress(progress)
 
         coordinator.on_sample = report
+        if cache is not None and items:
+            items = await coordinator.answer_from_cache(clients, cache, items, cancel)
+            if progress.cancelled:
+                report(force=True)
+                return progress
+        shards = cut_shards(items, self.options.shard_size)
+        del items
+        progress.executor = {**progress.executor, "shards": len(shards)}
+        if not shards:
+            report(force=True)
+            return progress
+
+        coordinator.ray = await self._connect()
+        coordinator.queue = deque(enumerate(shards))
         run = asyncio.ensure_future(coordinator.run())
         cancel_waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
         try:
@@ -231,9 +266,7 @@ class _Coordinator:
     def __init__(
         self,
         executor: RayExecutor,
-        ray: Any,
         plan: EvalPlan,
-        shards: list[list[ShardItem]],
         sink: Sink,
         progress: RunProgress,
         todo: dict[str, int],
@@ -242,9 +275,10 @@ class _Coordinator:
     ) -> None:
         self.max_outage = max_outage
         self.executor = executor
-        self.ray = ray
+        self.ray: Any = None  # connected once there are shards to run
         self.plan = plan
-        self.queue: deque[tuple[int, list[ShardItem]]] = deque(enumerate(shards))
+        self.queue: deque[tuple[int, list[ShardItem]]] = deque()
+        self.cache: ResponseCache | None = None
         self.sink = sink
         self.progress = progress
         self.todo = todo
@@ -256,6 +290,44 @@ class _Coordinator:
         self.on_sample: Any = None
         self.breakers: Any = None
         self.egress: Any = None
+        self.run_id = uuid.uuid4().hex[:12]
+        self.replicas: list[Any] = []
+        self.keys: dict[str, str] = {}
+
+    async def answer_from_cache(
+        self,
+        clients: ClientSource,
+        cache: ResponseCache,
+        items: list[ShardItem],
+        cancel: asyncio.Event | None,
+    ) -> list[ShardItem]:
+        """Record the samples of inference tasks whose every model request the response cache answers
+        (run here, through the same pipeline, no request sent); return the items still to run. From
+        then on the actors send back the answers they got, and they are kept in the cache."""
+        from evalstack.engine.runner.pipeline import run_plan
+        from evalstack.engine.runner.ray_shard import ShardBatch
+        from evalstack.inference.cache import CacheStats
+
+        self.cache = cache
+        stats = self.progress.cache = CacheStats()
+        inference = {task.name for task in self.plan.tasks if task.build_request is not None}
+        asked = [item for item in items if item[0] in inference]
+        if not asked:
+            return items
+        unanswered: set[tuple[str, int]] = set()
+
+        async def keep_if_answered(sample: SampleRecord) -> None:
+            if sample.extra.get("error_kind") == ERROR_KIND_INFERENCE:  # a request the cache did not answer
+                unanswered.add((sample.task, sample.index))
+            else:
+                await self._record(ShardBatch([sample], []))
+
+        with cache.scope(stats, cached_only=True):
+            answered = await run_plan(
+                self.plan, clients, sink=keep_if_answered, rows=_by_task(asked), cancel=cancel
+            )
+        self.progress.cancelled = answered.cancelled
+        return [item for item in items if item[0] not in inference or (item[0], item[1]) in unanswered]
 
     async def run(self) -> None:
         ray, options = self.ray, self.executor.options
@@ -264,14 +336,24 @@ class _Coordinator:
         shares = split_parallelism(int(self.plan.parallelism), lanes)
         resources = await asyncio.to_thread(ray.cluster_resources)
         sandbox = {options.sandbox_resource: 1.0} if resources.get(options.sandbox_resource) else None
-        from evalstack.engine.runner.ray_shard import ShardRunner
+        from evalstack.engine.runner.ray_shard import ModelReplica, ShardRunner
+        from evalstack.engine.runner.sealed_plan import seal_plan
 
         self.actor_class = ray.remote(ShardRunner)
         self.sandbox = sandbox
-        try:
-            self.plan_ref = ray.put(shard_plan(self.plan))
-        except Exception as exc:
-            raise EvalstackError(f"this job's plan cannot be sent to the Ray cluster: {exc}") from exc
+        sealed, self.keys = seal_plan(shard_plan(self.plan))
+        self.plan_ref = ray.put(sealed)
+        if self.plan.model is not None and self.plan.model.kind == "embedded":
+            count = max(options.model_replicas, 1)
+            replica_options = model_replica_options(resources, count)
+            replica_class = ray.remote(ModelReplica)
+            threads = int(replica_options.get("num_cpus", 1)) or None
+            self.replicas = [
+                replica_class.options(**replica_options, name=f"evalstack-replica-{self.run_id}-{n}").remote(
+                    threads
+                )
+                for n in range(count)
+            ]
         lane_tasks = [asyncio.ensure_future(self._lane(lane, share)) for lane, share in enumerate(shares)]
         try:
             for finished in asyncio.as_completed(lane_tasks):
@@ -293,7 +375,10 @@ class _Coordinator:
         if alive:
             node_id = alive[lane % len(alive)]
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
-        actor = self.actor_class.options(**options).remote(self.sandbox, self.breakers, self.egress)
+        options["name"] = f"{SHARD_ACTOR_PREFIX}{self.run_id}-{len(self.actors)}"
+        actor = self.actor_class.options(**options).remote(
+            self.sandbox, self.breakers, self.egress, self.replicas, lane
+        )
         self.actors.append(actor)
         self.progress.executor = {**(self.progress.executor or {}), "actors": len(self.actors)}
         node = await actor.node_id.remote()
@@ -315,7 +400,13 @@ class _Coordinator:
                         actor = await self._new_actor(lane)
                     rows = _by_task(remaining)
                     stream = actor.run.remote(
-                        self.plan_ref, rows, share, self.executor.batch_size, max_outage=self.max_outage
+                        self.plan_ref,
+                        rows,
+                        share,
+                        self.executor.batch_size,
+                        max_outage=self.max_outage,
+                        keys=self.keys,
+                        keep_answers=self.cache is not None,
                     )
                     async for ref in stream:
                         await self._record(await ref)
@@ -342,10 +433,16 @@ class _Coordinator:
                         len(remaining),
                     )
 
-    async def _record(self, batch: Sequence[SampleRecord]) -> None:
-        """Hand a batch to the sink, dropping samples already received, and count them."""
+    async def _record(self, batch: ShardBatch) -> None:
+        """Hand a batch's samples to the sink, dropping samples already received, and count them; keep
+        the answers that came with it in the response cache."""
         progress = self.progress
-        for sample in batch:
+        if self.cache is not None and progress.cache is not None:
+            for answer in batch.answers:
+                self.cache.add(answer)
+                progress.cache.misses += 1
+                progress.cache.bytes_stored += answer.size
+        for sample in batch.samples:
             key = (sample.task, sample.index)
             if key in self.received:
                 continue
@@ -371,14 +468,34 @@ class _Coordinator:
                 self.ray.kill(actor, no_restart=True)
 
     async def kill_actors(self) -> None:
-        """Stop every actor of this run (done, failed or cancelled), letting each close its clients."""
+        """Stop every actor of this run (done, failed or cancelled), letting each close its clients
+        first; what they report on closing (sandbox runs by node, each replica's loads and requests)
+        goes into ``progress.executor``."""
         actors, self.actors = self.actors, []
-        closing = [asyncio.ensure_future(_await_ref(actor.close.remote())) for actor in actors]
-        await asyncio.wait(closing, timeout=2.0) if closing else None
-        for actor in actors:
+        replicas, self.replicas = self.replicas, []
+        closing = [asyncio.ensure_future(_await_ref(actor.close.remote())) for actor in actors + replicas]
+        if closing:
+            await asyncio.wait(closing, timeout=2.0)
+        for actor in actors + replicas:
             await self._kill(actor)
+        reports = [task.result() if task.done() else None for task in closing]
+        for task in closing:
+            task.cancel()
+        sandbox_runs: Counter[str] = Counter()
+        for report in reports[: len(actors)]:
+            sandbox_runs.update((report or {}).get("sandbox_runs", {}))
+        executor = dict(self.progress.executor or {})
+        if sandbox_runs:
+            executor["sandbox_runs"] = dict(sandbox_runs)
+        if replicas:  # None for a replica that did not answer (gone with its node)
+            executor["model_replicas"] = [
+                {key: report[key] for key in ("loads", "requests", "gpus", "device")} if report else None
+                for report in reports[len(actors) :]
+            ]
+        self.progress.executor = executor
 
 
-async def _await_ref(ref: Any) -> None:
+async def _await_ref(ref: Any) -> Any:
     with contextlib.suppress(Exception):
-        await ref
+        return await ref
+    return None

@@ -82,10 +82,16 @@ def test_bad_params_name_what_is_wrong_and_what_is_accepted(params: dict[str, ob
     assert message in caught.value.message
 
 
-def test_loglikelihood_on_a_chat_endpoint_is_refused_with_the_way_out() -> None:
+@pytest.mark.parametrize(
+    ("request_type", "arguments"),
+    [("loglikelihood", ("Question: 1+1?\nAnswer:", " 2")), ("loglikelihood_rolling", ("A whole page.",))],
+)
+def test_loglikelihood_on_a_chat_endpoint_is_refused_with_the_way_out(
+    request_type: str, arguments: tuple[str, ...]
+) -> None:
     model = LmEvalModel(ModelSettings(endpoint="chat", model="m"))
     with pytest.raises(InvalidInputError) as caught:
-        model.prepare("loglikelihood", ("Question: 1+1?\nAnswer:", " 2"))
+        model.prepare(request_type, arguments)
     assert "needs a completions endpoint" in caught.value.message
     assert "endpoint_type to 'completions'" in caught.value.message
 
@@ -103,7 +109,8 @@ def test_chat_generation_requests_are_lm_eval_payloads() -> None:
     prepared = model.prepare(
         "generate_until", (context, {"until": ["Q:"], "max_gen_toks": 7, "do_sample": False})
     )
-    request = prepared.inference
+    (only,) = prepared
+    request = only.inference
     assert request.kind == "chat" and request.messages == [{"role": "user", "content": "2+2?"}]
     assert request.params == {"max_tokens": 7, "temperature": 0, "stop": ["Q:"], "seed": 1234}
 
