@@ -186,8 +186,9 @@ def run_module(module: Module, jobs: int, *, report_only: bool = False) -> Outco
 def function_sources(path: Path) -> dict[str, str]:
     """Every function of a mutated file by name (mutmut writes each mutant as its own function)."""
     text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()  # once: ast.get_source_segment splits the whole file on every call
     return {
-        node.name: ast.get_source_segment(text, node) or ""
+        node.name: "\n".join(lines[node.lineno - 1 : node.end_lineno])
         for node in ast.walk(ast.parse(text))
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
     }

@@ -109,12 +109,38 @@ def sample_view(sample: SampleRecord) -> tuple[Any, ...]:
     return (sample.task, sample.index, sample.item, sample.output_text, sample.scores, sample.error)
 
 
+def views(samples: list[SampleRecord]) -> dict[tuple[str, int], tuple[Any, ...]]:
+    """Each sample's view by (task, index)."""
+    return {(s.task, s.index): sample_view(s) for s in samples}
+
+
+def assert_kept(before: dict[tuple[str, int], tuple[Any, ...]], after: list[SampleRecord]) -> None:
+    """Every sample recorded before is still there, unchanged."""
+    assert {key: view for key, view in views(after).items() if key in before} == before
+
+
 def accuracy_of(results: dict[str, Any]) -> float:
     return float(results["tasks"]["qa"]["metrics"]["accuracy"]["scores"]["string-check"]["value"])
 
 
 def prompt_counts(fake: FakeModelServer) -> Counter[str]:
     return Counter(prompt_of(body) for body in list(fake.requests))
+
+
+def start_squares_job(
+    server: Server, fake: FakeModelServer, tmp_path: Path, size: int, *, parallelism: int, **params: Any
+) -> tuple[str, list[dict[str, Any]]]:
+    """A job of ``size`` squares questions (in ``squares.jsonl``) created on ``server``: its id and rows."""
+    rows = square_rows(size)
+    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
+    return server.create_job(job_body(dataset, fake, parallelism=parallelism, **params)), rows
+
+
+def run_clean_copy(server: Server, fake: FakeModelServer, tmp_path: Path) -> str:
+    """The squares job run again from scratch to completion, to compare with."""
+    clean_id = server.create_job(job_body(tmp_path / "squares.jsonl", fake, parallelism=4))
+    assert server.wait_done(clean_id)["status"] == "completed"
+    return clean_id
 
 
 @pytest.fixture
@@ -143,14 +169,12 @@ def server(tmp_path: Path, db: Path) -> Iterator[Server]:
 def test_kill_9_mid_job_resumes_without_asking_again_and_matches_a_clean_run(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
-    rows = square_rows(40)
-    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
     fake.latency = 0.1
-    job_id = server.create_job(job_body(dataset, fake, parallelism=4))
+    job_id, rows = start_squares_job(server, fake, tmp_path, 40, parallelism=4)
     server.wait_recorded(job_id, 8)
     server.stop(kill=True)
 
-    before = {(s.task, s.index): sample_view(s) for s in read_samples(db, job_id)}
+    before = views(read_samples(db, job_id))
     assert 8 <= len(before) < len(rows), len(before)
     recorded_prompts = {rows[index]["question"] for _, index in before}
     fake.reset_stats()
@@ -165,10 +189,9 @@ def test_kill_9_mid_job_resumes_without_asking_again_and_matches_a_clean_run(
     assert set(asked) == {r["question"] for r in rows} - recorded_prompts
     after = read_samples(db, job_id)
     assert len(after) == len(rows)
-    assert {(s.task, s.index): sample_view(s) for s in after if (s.task, s.index) in before} == before
+    assert_kept(before, after)
 
-    clean_id = server.create_job(job_body(dataset, fake, parallelism=4))
-    assert server.wait_done(clean_id)["status"] == "completed"
+    clean_id = run_clean_copy(server, fake, tmp_path)
     resumed, clean = server.results(job_id), server.results(clean_id)
     assert resumed["tasks"] == clean["tasks"]
     assert resumed["groups"] == clean["groups"]
@@ -182,10 +205,8 @@ def test_kill_9_mid_job_resumes_without_asking_again_and_matches_a_clean_run(
 def test_sigterm_mid_job_exits_fast_keeping_samples_and_releasing_the_lease_for_the_next_server(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
-    rows = square_rows(60)
-    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
     fake.latency = 0.2
-    job_id = server.create_job(job_body(dataset, fake, parallelism=4))
+    job_id, rows = start_squares_job(server, fake, tmp_path, 60, parallelism=4)
     server.wait_recorded(job_id, 8)
     assert server.proc is not None
     process = server.proc
@@ -203,7 +224,7 @@ def test_sigterm_mid_job_exits_fast_keeping_samples_and_releasing_the_lease_for_
         status = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
     assert leases == [], "the stopped server kept the job's lease"
     assert status == "running", "SIGTERM changed the job's status instead of leaving it to be taken over"
-    before = {(s.task, s.index): sample_view(s) for s in read_samples(db, job_id)}
+    before = views(read_samples(db, job_id))
     assert 8 <= len(before) < len(rows)
     answered = prompt_counts(fake)
     assert len(before) >= len(answered) - 4, "more than the requests in flight at SIGTERM went unrecorded"
@@ -215,7 +236,7 @@ def test_sigterm_mid_job_exits_fast_keeping_samples_and_releasing_the_lease_for_
     assert job["status"] == "completed", job["status_details"]
     after = read_samples(db, job_id)
     assert [s.index for s in after] == list(range(len(rows)))
-    assert {(s.task, s.index): sample_view(s) for s in after if (s.task, s.index) in before} == before
+    assert_kept(before, after)
     assert not {rows[index]["question"] for _, index in before} & set(prompt_counts(fake))
     assert accuracy_of(server.results(job_id)) == pytest.approx(expected_accuracy(rows))
 
@@ -223,10 +244,8 @@ def test_sigterm_mid_job_exits_fast_keeping_samples_and_releasing_the_lease_for_
 def test_a_brief_model_outage_mid_job_completes_like_a_clean_run_and_says_so_meanwhile(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
-    rows = square_rows(60)
-    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
     fake.latency = 0.05
-    job_id = server.create_job(job_body(dataset, fake, parallelism=4))
+    job_id, rows = start_squares_job(server, fake, tmp_path, 60, parallelism=4)
     server.wait_recorded(job_id, 10)
     fake.go_down()
     down_at = time.monotonic()
@@ -252,8 +271,7 @@ def test_a_brief_model_outage_mid_job_completes_like_a_clean_run_and_says_so_mea
     samples = read_samples(db, job_id)
     assert recorded_while_down < len(samples) == len(rows)
     assert all(s.error is None for s in samples), "a sample caught by the outage was recorded as an error"
-    clean_id = server.create_job(job_body(dataset, fake, parallelism=4))
-    assert server.wait_done(clean_id)["status"] == "completed"
+    clean_id = run_clean_copy(server, fake, tmp_path)
     assert server.results(job_id)["tasks"] == server.results(clean_id)["tasks"]
     assert accuracy_of(server.results(job_id)) == pytest.approx(expected_accuracy(rows))
     assert [sample_view(s)[1:] for s in samples] == [sample_view(s)[1:] for s in read_samples(db, clean_id)]
@@ -262,11 +280,10 @@ def test_a_brief_model_outage_mid_job_completes_like_a_clean_run_and_says_so_mea
 def test_a_lasting_model_outage_fails_after_max_outage_keeping_samples_and_a_resume_finishes(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
-    rows = square_rows(30)
-    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
     fake.latency = 0.1
-    body = job_body(dataset, fake, parallelism=2, max_retries=1, extra={"max_outage": 2})
-    job_id = server.create_job(body)
+    job_id, rows = start_squares_job(
+        server, fake, tmp_path, 30, parallelism=2, max_retries=1, extra={"max_outage": 2}
+    )
     server.wait_recorded(job_id, 6)
     fake.go_down()
     down_at = time.monotonic()
@@ -276,7 +293,7 @@ def test_a_lasting_model_outage_fails_after_max_outage_keeping_samples_and_a_res
     message = job["status_details"]["message"]
     assert fake.base_url in message and "max_outage is 2.0s" in message and "resume" in message, message
     assert job["status_details"]["task_status"] == {"qa": "failed"}
-    kept = {(s.task, s.index): sample_view(s) for s in read_samples(db, job_id)}
+    kept = views(read_samples(db, job_id))
     assert 6 <= len(kept) < len(rows)
     assert all(view[-1] is None for view in kept.values()), "an outage sample was recorded as an error"
 
@@ -290,8 +307,7 @@ def test_a_lasting_model_outage_fails_after_max_outage_keeping_samples_and_a_res
     asked = prompt_counts(fake)
     assert set(asked) == {rows[index]["question"] for index in range(len(rows)) if ("qa", index) not in kept}
     assert max(asked.values()) == 1
-    samples = read_samples(db, job_id)
-    assert {(s.task, s.index): sample_view(s) for s in samples if (s.task, s.index) in kept} == kept
+    assert_kept(kept, read_samples(db, job_id))
     assert accuracy_of(server.results(job_id)) == pytest.approx(expected_accuracy(rows))
     again = server.http.post(f"{server.url}/v1/evalstack/jobs/{job_id}/resume")
     assert again.status_code == 400 and "only a failed or cancelled job" in again.text
@@ -303,15 +319,13 @@ def test_a_lasting_model_outage_fails_after_max_outage_keeping_samples_and_a_res
 def test_retry_over_http_and_the_cli_reruns_only_the_samples_that_failed_on_infrastructure(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
-    rows = square_rows(12)
-    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
     fake.fail_next(4, status=500)  # parallelism 1, 2 attempts each: the first two samples fail
-    job_id = server.create_job(job_body(dataset, fake, parallelism=1, max_retries=1))
+    job_id, rows = start_squares_job(server, fake, tmp_path, 12, parallelism=1, max_retries=1)
     job = server.wait_done(job_id)
     assert job["status"] == "completed", job
     failed = {s.index for s in read_samples(db, job_id) if s.error is not None}
     assert failed == {0, 1}
-    kept = {(s.task, s.index): sample_view(s) for s in read_samples(db, job_id) if s.error is None}
+    kept = {key: view for key, view in views(read_samples(db, job_id)).items() if view[-1] is None}
 
     fake.reset_stats()
     cli = [sys.executable, "-m", "evalstack.cli", "jobs", "retry", job_id, "--url", server.url]
@@ -322,7 +336,7 @@ def test_retry_over_http_and_the_cli_reruns_only_the_samples_that_failed_on_infr
     assert prompt_counts(fake) == Counter(rows[index]["question"] for index in failed)
     samples = read_samples(db, job_id)
     assert len(samples) == len(rows) and all(s.error is None for s in samples)
-    assert {(s.task, s.index): sample_view(s) for s in samples if (s.task, s.index) in kept} == kept
+    assert_kept(kept, samples)
     assert accuracy_of(server.results(job_id)) == pytest.approx(expected_accuracy(rows))
     again = server.http.post(f"{server.url}/v1/evalstack/jobs/{job_id}/retry")
     assert again.status_code == 400 and "nothing to retry" in again.text, again.text
@@ -336,10 +350,8 @@ def test_retry_over_http_and_the_cli_reruns_only_the_samples_that_failed_on_infr
 def test_cancelled_job_keeps_its_finished_samples_readable(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
-    rows = square_rows(40)
-    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
     fake.latency = 0.1
-    job_id = server.create_job(job_body(dataset, fake, parallelism=2))
+    job_id, rows = start_squares_job(server, fake, tmp_path, 40, parallelism=2)
     seen = server.wait_recorded(job_id, 6)
     response = server.http.post(f"{server.url}/v1/evaluation/jobs/{job_id}/cancel")
     assert response.status_code == 200, response.text
@@ -402,12 +414,10 @@ def test_concurrent_jobs_under_load_keep_exact_counts(
 def test_second_server_on_the_same_file_reads_and_does_not_run_a_live_job_twice(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
-    rows = square_rows(120)
-    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
     # Slow answers until the second server is up (about 15 s of work at 0.5 s each, however long a
     # loaded machine takes to start it), so the first server's job is surely still live then.
     fake.latency = 0.5
-    job_id = server.create_job(job_body(dataset, fake, parallelism=4))
+    job_id, rows = start_squares_job(server, fake, tmp_path, 120, parallelism=4)
     server.wait_recorded(job_id, 4)
     second = Server(tmp_path, db, name="second").start()
     try:
@@ -435,10 +445,8 @@ def test_second_server_on_the_same_file_reads_and_does_not_run_a_live_job_twice(
 def test_a_cancel_through_the_second_server_stops_the_job_where_it_runs(
     server: Server, fake: FakeModelServer, tmp_path: Path, db: Path
 ) -> None:
-    rows = square_rows(200)
-    dataset = write_dataset(tmp_path / "squares.jsonl", rows)
     fake.latency = 0.3  # 30 s of work: still running however long a loaded machine takes to start the second
-    job_id = server.create_job(job_body(dataset, fake, parallelism=2))
+    job_id, rows = start_squares_job(server, fake, tmp_path, 200, parallelism=2)
     second = Server(tmp_path, db, name="second").start()
     try:
         server.wait_recorded(job_id, 4)

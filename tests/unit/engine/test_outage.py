@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,14 +92,6 @@ def view(samples: list[SampleRecord]) -> list[tuple[Any, ...]]:
 def fake() -> Iterator[FakeModelServer]:
     with FakeModelServer(answer=answer, latency=0.01) as server:
         yield server
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'evalstack.db'}")
-    await s.open()
-    yield s
-    await s.close()
 
 
 @pytest.fixture

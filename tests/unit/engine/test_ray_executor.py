@@ -170,8 +170,7 @@ async def test_a_sealed_plan_holds_no_api_key_and_unseals_with_the_keys_sent_apa
     plan = unseal_plan(travelled, keys)
     assert plan.model == KEYED
     judge = plan.tasks[0].metrics[1]
-    assert judge.endpoint.api_key == "sk-judge-77"  # type: ignore[attr-defined]
-    assert judge.client.endpoint.api_key == "sk-judge-77"  # type: ignore[attr-defined]  # its own client
+    assert judge.client.endpoint.api_key == "sk-judge-77"  # type: ignore[attr-defined]  # the judge's endpoint
     assert [str(entry) for entry in judge.client._egress.deny] == ["169.254.0.0/16"]  # type: ignore[attr-defined]
     await judge.client.aclose()  # type: ignore[attr-defined]
     with pytest.raises(EvalstackError, match="did not come with its plan"):

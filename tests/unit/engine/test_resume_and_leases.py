@@ -6,8 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -61,14 +60,6 @@ def two_task_compiler(base_url: str) -> Any:
         return EvalPlan(tasks=tasks, summarize=summarize, model=endpoint, parallelism=3, max_retries=0)
 
     return compile_job
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'evalstack.db'}")
-    await s.open()
-    yield s
-    await s.close()
 
 
 def recorded(task: str, index: int) -> SampleRecord:
@@ -147,7 +138,16 @@ def test_owner_is_gone(owner: Any, gone: bool) -> None:
 
 
 def test_a_live_child_is_not_gone_and_is_left_running() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # Default handling for the signals a caller may have left ignored (nohup), so any real signal ends it.
+    script = (
+        "import signal, time\n"
+        "for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):\n"
+        "    signal.signal(s, signal.SIG_DFL)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"
     try:
         assert owner_is_gone(f"{HOST}:{child.pid}:abc") is False
         assert owner_is_gone(f"{HOST}:{child.pid}") is False
@@ -158,6 +158,7 @@ def test_a_live_child_is_not_gone_and_is_left_running() -> None:
     finally:
         child.kill()
         child.wait()
+        child.stdout.close()
     assert owner_is_gone(f"{HOST}:{child.pid}:abc") is True
     assert owner_is_gone(f"{HOST}:{child.pid}") is True  # an owner without a token names its process too
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from evalstack.engine.adaptive import AdaptiveConcurrency
 from evalstack.engine.plan import EvalPlan, SampleOutput, TaskPlan
 from evalstack.engine.runner import JobWorker, RunProgress, run_plan
 from evalstack.engine.runner.worker import RunSlots
-from evalstack.errors import InvalidInputError, NotFoundError
+from evalstack.errors import EvalstackError, InvalidInputError, NotFoundError
 from evalstack.inference.base import (
     InferenceError,
     InferenceRequest,
@@ -97,7 +98,14 @@ class FakePool:
         timeout: float = 600.0,
         max_connections: int = 256,
     ) -> ModelClient:
-        self.requests.append({"endpoint": endpoint, "max_connections": max_connections})
+        self.requests.append(
+            {
+                "endpoint": endpoint,
+                "max_retries": max_retries,
+                "timeout": timeout,
+                "max_connections": max_connections,
+            }
+        )
         return self.client
 
 
@@ -302,10 +310,68 @@ async def test_a_task_whose_rows_cannot_load_raises_with_its_name() -> None:
     async def broken() -> list[dict[str, Any]]:
         raise NotFoundError("Dataset 'missing' not found")
 
-    plan = make_plan(make_rows(3))
+    plan = make_plan(make_rows(3), tasks=2)
     plan.tasks[0].rows = broken
+    progress = RunProgress()
     with pytest.raises(NotFoundError, match="task 't0': Dataset 'missing' not found"):
+        await collect(plan, FakePool(FakeClient()), progress=progress)
+    assert progress.task_status["t0"] == "failed"
+
+
+async def test_a_plan_that_runs_inference_without_a_model_is_refused() -> None:
+    plan = make_plan(make_rows(3))
+    plan.model = None
+    with pytest.raises(EvalstackError) as info:
         await collect(plan, FakePool(FakeClient()))
+    assert info.value.message == "the plan runs inference but names no model"
+
+
+async def test_the_client_gets_the_plans_retries_timeout_and_connections() -> None:
+    plan = make_plan(make_rows(3), parallelism=3)
+    plan.max_retries, plan.request_timeout = 2, 42.0
+    pool = FakePool(FakeClient())
+    _, progress = await collect(plan, pool, max_outage=7.0)
+    assert pool.requests == [{"endpoint": ENDPOINT, "max_retries": 2, "timeout": 42.0, "max_connections": 3}]
+    assert progress.max_outage == 7.0 and progress.concurrency is None
+
+
+async def test_given_rows_replace_the_tasks_rows_with_their_own_indices() -> None:
+    rows = make_rows(10)
+    client = FakeClient()
+    samples, progress = await collect(
+        make_plan(rows), FakePool(client), rows={"t0": [(5, rows[5]), (7, rows[7])]}
+    )
+    assert sorted(client.asked) == [5, 7]
+    assert sorted(s.index for s in samples) == [5, 7] and progress.samples_total == 2
+
+
+async def test_adaptive_concurrency_is_reported_in_the_progress() -> None:
+    plan = make_plan(make_rows(6), parallelism=4)
+    plan.adaptive_concurrency = True
+    samples, progress = await collect(plan, FakePool(FakeClient()))
+    assert len(samples) == 6
+    assert isinstance(progress.concurrency, AdaptiveConcurrency)
+    assert progress.snapshot()["concurrency"]["limit"] <= 4
+
+
+async def test_progress_is_reported_once_more_at_the_end() -> None:
+    seen: list[int] = []
+    await collect(
+        make_plan(make_rows(5)),
+        FakePool(FakeClient()),
+        on_progress=lambda p: seen.append(p.samples_processed),
+        progress_interval=60,
+    )
+    assert seen == [5]
+
+
+async def test_a_cancel_set_before_the_run_asks_nothing() -> None:
+    cancel = asyncio.Event()
+    cancel.set()
+    client = FakeClient()
+    samples, progress = await collect(make_plan(make_rows(5), tasks=2), FakePool(client), cancel=cancel)
+    assert (samples, client.asked, progress.cancelled) == ([], [], True)
+    assert progress.task_status == {"t0": "pending", "t1": "pending"}
 
 
 async def test_cancel_abandons_in_flight_requests_promptly() -> None:
@@ -316,16 +382,19 @@ async def test_cancel_abandons_in_flight_requests_promptly() -> None:
     async def sink(sample: SampleRecord) -> None:
         samples.append(sample)
 
-    run = asyncio.create_task(
-        run_plan(make_plan(make_rows(50), 4), FakePool(client), sink=sink, cancel=cancel)
-    )
+    async def run_and_count() -> tuple[RunProgress, int]:
+        progress = await run_plan(make_plan(make_rows(50), 4), FakePool(client), sink=sink, cancel=cancel)
+        return progress, client.cancelled  # counted as run_plan returns: nothing is left running
+
+    run = asyncio.create_task(run_and_count())
     await wait_until(lambda: client.in_flight == 4 and len(samples) == 10)
     started = time.monotonic()
     cancel.set()
-    progress = await asyncio.wait_for(run, 2)
+    progress, cancelled_at_return = await asyncio.wait_for(run, 2)
     assert time.monotonic() - started < 0.5
     assert progress.cancelled
-    assert client.cancelled == 4
+    assert progress.task_status == {"t0": "cancelled"}
+    assert cancelled_at_return == client.cancelled == 4
     assert len(samples) == 10
 
 
@@ -448,6 +517,22 @@ async def test_running_jobs_are_limited_and_the_rest_wait_pending(store: Countin
     assert client.in_flight == 0
 
 
+async def test_a_waiting_job_cancelled_through_the_store_never_runs(store: CountingStore) -> None:
+    # as when another server sharing the database cancels it while it waits for this worker's slot
+    client = FakeClient(hang=lambda n: True)
+    worker = JobWorker(store, FakePool(client), plan_compiler(), max_running_jobs=1)
+    await worker.start()
+    first = await worker.submit(new_job(rows=2, parallelism=2))
+    second = await worker.submit(new_job(rows=3, parallelism=2))
+    await wait_until(lambda: client.in_flight == 2)
+    await store.update_job(second.id, status="cancelling")
+    client.release.set()
+    assert (await worker.wait(first.id, timeout=5)).status == "completed"
+    assert (await worker.wait(second.id, timeout=5)).status == "cancelled"
+    await worker.stop()
+    assert len(client.asked) == 2 and await store.read_samples(second.id) == []
+
+
 async def test_start_finishes_interrupted_cancels(store: CountingStore) -> None:
     job = await store.create_job(new_job(rows=3))
     await store.update_job(job.id, status="cancelling")
@@ -502,3 +587,92 @@ async def test_run_slots_go_in_the_order_places_were_taken() -> None:
     slots.give_back(fourth)
     fifth, sixth = slots.take_place(), slots.take_place()
     assert fifth.done() and not sixth.done()  # one slot, free again, and only one
+
+
+# ---- how a job ends when something unexpected fails ---------------------------------------------
+
+
+async def finished_job(
+    store: CountingStore, compile_job: Callable[[JobRecord], Any], **kwargs: Any
+) -> JobRecord:
+    """Run one job of 3 rows (with the spec's ``api_key``) to its end and return its record."""
+    worker = JobWorker(store, kwargs.pop("pool", FakePool(FakeClient())), compile_job, **kwargs)
+    await worker.start()
+    job = await worker.wait(
+        (await worker.submit(new_job(rows=3, target={"api_key": "sk-SECRET"}))).id, timeout=5
+    )
+    await worker.stop()
+    return job
+
+
+def logged(caplog: pytest.LogCaptureFixture, message: str) -> bool:
+    """A record with this message and the exception's traceback."""
+    return any(r.getMessage() == message and r.exc_info is not None for r in caplog.records)
+
+
+async def test_an_unexpected_compile_error_fails_the_job_and_is_logged(
+    store: CountingStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def compile_job(job: JobRecord) -> EvalPlan:
+        raise RuntimeError("broken compiler")
+
+    job = await finished_job(store, compile_job)
+    assert (job.status, job.error) == ("failed", "could not compile the job: RuntimeError: broken compiler")
+    assert logged(caplog, f"compiling job {job.id} failed")
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (EvalstackError("upstream refused sk-SECRET"), "upstream refused *****"),
+        (RuntimeError("boom"), "RuntimeError: boom"),
+    ],
+)
+async def test_an_executor_error_fails_the_job_with_its_reason_and_no_secret(
+    store: CountingStore, caplog: pytest.LogCaptureFixture, error: Exception, reason: str
+) -> None:
+    async def executor(plan: EvalPlan, clients: Any, **kwargs: Any) -> RunProgress:
+        await kwargs["sink"](SampleRecord(task="t0", index=0, item={}, output_text="A0", scores={}))
+        raise error
+
+    job = await finished_job(store, plan_compiler(), executor=executor)
+    assert (job.status, job.error) == ("failed", reason)
+    assert [s.index for s in await store.read_samples(job.id)] == [0]  # what was recorded is kept
+    assert logged(caplog, f"job {job.id} failed") == isinstance(error, RuntimeError)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (EvalstackError("no metric"), "could not aggregate the results: no metric"),
+        (ValueError("bad value"), "could not aggregate the results: ValueError: bad value"),
+    ],
+)
+async def test_an_aggregation_error_fails_the_job_keeping_its_samples(
+    store: CountingStore, caplog: pytest.LogCaptureFixture, error: Exception, reason: str
+) -> None:
+    async def compile_job(job: JobRecord) -> EvalPlan:
+        plan = make_plan(make_rows(3))
+
+        def summarize(samples: Mapping[str, Sequence[SampleRecord]]) -> dict[str, Any]:
+            raise error
+
+        plan.summarize = summarize
+        return plan
+
+    job = await finished_job(store, compile_job)
+    assert (job.status, job.error) == ("failed", reason)
+    assert job.progress is not None and job.progress["samples_processed"] == 3
+    assert len(await store.read_samples(job.id)) == 3
+    assert logged(caplog, f"aggregating job {job.id} failed") == isinstance(error, ValueError)
+
+
+async def test_a_secret_of_the_job_is_masked_in_failed_samples(store: CountingStore) -> None:
+    class LeakyClient(FakeClient):
+        async def generate(self, request: InferenceRequest) -> InferenceResult:
+            raise InferenceError("key sk-SECRET was refused")
+
+    job = await finished_job(store, plan_compiler(), pool=FakePool(LeakyClient()))
+    samples = await store.read_samples(job.id)
+    assert [s.error for s in samples] == ["key ***** was refused"] * 3
+    assert job.error is not None and "sk-SECRET" not in job.error and "*****" in job.error

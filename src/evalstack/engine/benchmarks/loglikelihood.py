@@ -46,12 +46,17 @@ def continuation_loglikelihood(response: Mapping[str, Any] | None, context: str,
             "the endpoint returned no logprobs (tokens, token_logprobs, text_offset) for an echo request; "
             "use a server that supports echo with logprobs, or set params.extra.mc_method to 'generate'"
         ) from exc
+    if not len(tokens) == len(values) == len(offsets):
+        raise InvalidInputError(
+            f"the endpoint's logprobs have {len(tokens)} tokens, {len(values)} token_logprobs and "
+            f"{len(offsets)} text_offset entries; they must be as many"
+        )
     start = offsets[0] if offsets else 0
     begin = start + len(context)
     end = begin + len(continuation)
     total = 0.0
     counted = 0
-    for token, value, offset in zip(tokens, values, offsets, strict=False):
+    for token, value, offset in zip(tokens, values, offsets, strict=True):
         if offset >= end or offset + len(token) <= begin:
             continue
         if value is None:
@@ -100,8 +105,8 @@ class LoglikelihoodMetric:
         mc2_true: list[str] = []
         mc2_false: list[str] = []
         if self.spec.mc2:
-            mc2_true = [" " + c for c in item.get("mc2_true", [])]
-            mc2_false = [" " + c for c in item.get("mc2_false", [])]
+            mc2_true = [" " + c for c in item["mc2_true"]]
+            mc2_false = [" " + c for c in item["mc2_false"]]
         lls = await self._all(item, output, continuations + mc2_true + mc2_false)
         mc_lls = lls[: len(continuations)]
         gold = int(item["answer"])
@@ -111,7 +116,8 @@ class LoglikelihoodMetric:
             normed = [ll / max(len(c.encode()), 1) for ll, c in zip(mc_lls, continuations, strict=True)]
             best_norm = max(range(len(normed)), key=lambda i: normed[i])
             scores["acc_norm"] = 1.0 if best_norm == gold else 0.0
-        if self.spec.mc2 and mc2_true:
+        if self.spec.mc2:
+            # no true answers: 0, as lm-eval; no answers at all, or every probability underflowing: None
             rest = lls[len(continuations) :]
             true_p = [math.exp(v) for v in rest[: len(mc2_true)]]
             false_p = [math.exp(v) for v in rest[len(mc2_true) :]]

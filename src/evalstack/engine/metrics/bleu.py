@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evalstack.engine.metrics.nemo_base import NemoMetric, Scores
+from evalstack.engine.metrics.nemo_base import NemoMetric, Scores, rendered_texts
 from evalstack.engine.plan import SampleOutput
 from evalstack.engine.templates import check_templates, render_value
 from evalstack.errors import InvalidInputError
@@ -51,11 +51,7 @@ class BleuMetric(NemoMetric):
     def rendered_references(self, context: Mapping[str, Any]) -> list[str]:
         refs: list[str] = []
         for template in self.references:
-            value = render_value(template, context)
-            if isinstance(value, list):
-                refs.extend("" if v is None else str(v) for v in value)
-            else:
-                refs.append(value if isinstance(value, str) else str(value))
+            refs.extend(rendered_texts(render_value(template, context)))
         return refs
 
     async def score(self, item: Mapping[str, Any], output: SampleOutput) -> Scores:

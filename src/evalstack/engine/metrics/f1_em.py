@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from evalstack.engine.metrics.nemo_base import NemoMetric, Scores
+from evalstack.engine.metrics.nemo_base import NemoMetric, Scores, rendered_texts
 from evalstack.engine.plan import SampleOutput
 from evalstack.engine.templates import render_value
 
@@ -48,12 +48,6 @@ def exact_match(prediction: str, truth: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(truth))
 
 
-def _truths(value: Any) -> list[str]:
-    if isinstance(value, list):
-        return ["" if v is None else str(v) for v in value] or [""]
-    return [value if isinstance(value, str) else str(value)]
-
-
 class _AnswerMetric(NemoMetric):
     params_accepted = ("ground_truth",)
 
@@ -62,7 +56,7 @@ class _AnswerMetric(NemoMetric):
         self.ground_truth = self.template_param(params, "ground_truth")
 
     def _truths(self, item: Mapping[str, Any], output: SampleOutput) -> list[str]:
-        return _truths(render_value(self.ground_truth, self.context(item, output)))
+        return rendered_texts(render_value(self.ground_truth, self.context(item, output))) or [""]
 
 
 class F1Metric(_AnswerMetric):

@@ -15,7 +15,6 @@ Attribute and index lookups (``{input_query.upper}``) and positional fields (``{
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 import string
@@ -27,8 +26,6 @@ from evalstack.engine.metrics.basic import compile_regexes
 from evalstack.engine.ports import ClientSource, ModelResolver
 from evalstack.errors import InvalidInputError, NotFoundError, UpstreamError
 from evalstack.inference.base import InferenceError, InferenceRequest, ModelClient
-
-log = logging.getLogger(__name__)
 
 JUDGE_BASE = "llm-as-judge::base"
 TEMPLATE_FIELDS = ("input_query", "expected_answer", "generated_answer")
@@ -151,10 +148,7 @@ class JudgeScorer:
                 f"Judge model '{self.judge_model}' of scoring function '{self.fn_id}' failed: {exc}"
             ) from exc
         feedback = result.text or ""
-        score = parse_judge_score(feedback, self.regexes)
-        if score is None:
-            log.debug("judge reply of %s matched no score regex: %.200r", self.fn_id, feedback)
-        return {"score": score, "judge_feedback": feedback}
+        return {"score": parse_judge_score(feedback, self.regexes), "judge_feedback": feedback}
 
 
 def check_judge_settings(

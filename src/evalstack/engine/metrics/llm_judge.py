@@ -10,7 +10,7 @@ Params:
 - ``scores``: ``{name: {"type": "int" | "float", "parser": {"type": "regex", "pattern": ...}}}``. The
   first match of the pattern in the judge's answer gives the score (its first group, or the whole
   match without groups), cast to the type. No match, or text that is not a number, gives ``None``
-  (NaN in the statistics, counted in ``nan_count``).
+  (NaN in the statistics, counted in ``nan_count``). The judge's answer is kept in the sample's record.
 - ``extra`` (optional): more fields sent as they are in the judge request.
 
 A judge endpoint that fails after its retries fails the sample (an infrastructure error, never a
@@ -19,7 +19,6 @@ low score).
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,9 +34,7 @@ from evalstack.engine.metrics.nemo_base import (
 from evalstack.engine.plan import SampleOutput
 from evalstack.engine.templates import check_templates, render_value
 from evalstack.errors import InvalidInputError
-from evalstack.inference.base import ModelClient, ModelEndpoint
-
-logger = logging.getLogger(__name__)
+from evalstack.inference.base import ModelClient
 
 SCORE_TYPES = ("int", "float")
 
@@ -74,9 +71,7 @@ class LLMJudgeMetric(NemoMetric):
     type = "llm-judge"
     params_accepted = ("model", "template", "scores", "extra")
 
-    def __init__(
-        self, name: str, params: Mapping[str, Any], endpoint: ModelEndpoint, client: ModelClient
-    ) -> None:
+    def __init__(self, name: str, params: Mapping[str, Any], client: ModelClient) -> None:
         super().__init__(name, params)
         template = params.get("template")
         if not isinstance(template, Mapping) or not ("messages" in template or "prompt" in template):
@@ -90,7 +85,6 @@ class LLMJudgeMetric(NemoMetric):
         self.extra = dict(extra)
         self.parsers = self._parsers(params.get("scores"))
         self.score_names = tuple(p.name for p in self.parsers)
-        self.endpoint = endpoint
         self.client = client
 
     @classmethod
@@ -102,7 +96,7 @@ class LLMJudgeMetric(NemoMetric):
         if deps.clients is None:
             raise cls._invalid_for(name, "no model clients are available to call the judge")
         client = deps.clients.get(endpoint, max_retries=deps.max_retries, timeout=deps.request_timeout)
-        return cls(name, params, endpoint, client)
+        return cls(name, params, client)
 
     @classmethod
     def _invalid_for(cls, name: str, reason: str) -> InvalidInputError:
@@ -141,7 +135,4 @@ class LLMJudgeMetric(NemoMetric):
         request = request_from_rendered(self.kind, rendered, self.extra, f"Metric {self.name!r} (llm-judge)")
         result = await self.client.generate(request)
         output.note_judgement(self.name, result.text)
-        scores: Scores = {p.name: p.parse(result.text) for p in self.parsers}
-        if any(v is None for v in scores.values()):
-            logger.debug("judge answer without a parsable score for %s: %r", self.name, result.text[:200])
-        return scores
+        return {p.name: p.parse(result.text) for p in self.parsers}

@@ -22,6 +22,16 @@ Scores = dict[str, float | None]
 API_ENDPOINT_FORMATS = ("nim", "openai", "lama_stack", "llama_stack")
 
 
+def rendered_texts(value: Any) -> list[str]:
+    """A rendered ground truth or reference as the texts to compare with: one per entry of a JSON list
+    (a null entry is the empty text), else one. A value that is not text is compared as its JSON text
+    (``42``, ``true``, ``{"city": "Paris"}``), as the template's author wrote the data."""
+    values = value if isinstance(value, list) else [value]
+    return [
+        v if isinstance(v, str) else "" if v is None else json.dumps(v, ensure_ascii=False) for v in values
+    ]
+
+
 @dataclass
 class MetricDeps:
     """What metrics that call models (llm-judge) need: where to resolve and reach a model."""

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from evalstack.engine.metrics.nemo_base import NemoMetric, Scores
+from evalstack.engine.metrics.nemo_base import NemoMetric, Scores, rendered_texts
 from evalstack.engine.plan import SampleOutput
 from evalstack.engine.templates import render_value
 
@@ -23,12 +23,6 @@ _TYPES = {
 }
 # Texts longer than this are scored in a worker thread so the event loop stays responsive.
 _INLINE_CHARS = 4000
-
-
-def _references(value: Any) -> list[str]:
-    if isinstance(value, list):
-        return ["" if v is None else str(v) for v in value] or [""]
-    return [value if isinstance(value, str) else str(value)]
 
 
 class RougeMetric(NemoMetric):
@@ -56,7 +50,7 @@ class RougeMetric(NemoMetric):
         return {key: float(result[rouge_type].fmeasure) for rouge_type, key in _TYPES.items()}
 
     async def score(self, item: Mapping[str, Any], output: SampleOutput) -> Scores:
-        references = _references(render_value(self.ground_truth, self.context(item, output)))
+        references = rendered_texts(render_value(self.ground_truth, self.context(item, output))) or [""]
         prediction = output.text or ""
         if len(prediction) + sum(map(len, references)) > _INLINE_CHARS:
             return await asyncio.to_thread(self._score, references, prediction)

@@ -118,6 +118,29 @@ async def test_a_missing_output_is_empty_text_that_matches_nothing() -> None:
     assert metric.corpus_scores([(row, SampleOutput(None))])["corpus"] == 0.0
 
 
+async def test_a_missing_output_is_an_empty_hypothesis_in_the_corpus() -> None:
+    metric = await nemo_metric("bleu", {"type": "bleu", "params": {"references": ["{{ ideal_response }}"]}})
+    corpus = metric.corpus_scores([(row, SampleOutput(out)) for row, out in SAMPLES[:2]])
+    without_second = metric.corpus_scores(
+        [(SAMPLES[0][0], SampleOutput(SAMPLES[0][1])), (SAMPLES[1][0], SampleOutput(None))]
+    )
+    expected = sacrebleu.corpus_bleu(
+        [SAMPLES[0][1], ""], [[SAMPLES[0][0]["ideal_response"], SAMPLES[1][0]["ideal_response"]]]
+    )
+    assert without_second["corpus"] == pytest.approx(expected.score)
+    assert 0.0 < without_second["corpus"] < corpus["corpus"]  # the empty answer shortens the corpus
+
+
+async def test_references_that_render_as_json_values_are_their_json_text() -> None:
+    metric = await nemo_metric("bleu", {"type": "bleu", "params": {"references": ["{{ ref | tojson }}"]}})
+    answer = '{"city": "Zürich", "capital": false}'  # as written, not "Z\\u00fcrich"
+    row = {"ref": {"city": "Zürich", "capital": False}}
+    assert (await metric.score(row, SampleOutput(answer)))["sentence"] == pytest.approx(100.0)
+    listed = {"ref": [True, {"n": 4}]}
+    assert (await metric.score(listed, SampleOutput("true")))["sentence"] == pytest.approx(100.0)
+    assert (await metric.score(listed, SampleOutput('{"n": 4}')))["sentence"] == pytest.approx(100.0)
+
+
 async def test_corpus_leaves_out_only_the_samples_whose_references_fail() -> None:
     metric = await nemo_metric("bleu", {"type": "bleu", "params": {"references": ["{{ item.ref }}"]}})
     rows = [

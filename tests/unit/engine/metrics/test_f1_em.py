@@ -55,6 +55,8 @@ async def test_several_ground_truths_take_the_best_match() -> None:
         ([None], "Paris", 0.0, 0.0),
         (42, "42", 1.0, 1.0),  # a number is compared as its text
         (42, "It is 42", 0.0, 2 * (1 / 3) * 1 / (1 / 3 + 1)),  # P = 1/3, R = 1
+        ({"city": "Paris"}, "City: Paris", 1.0, 1.0),  # an object is compared as its JSON text
+        ({"city": "Paris"}, "Paris", 0.0, 2 * (1 / 2) * 1 / (1 / 2 + 1)),  # P = 1, R = 1/2
     ],
 )
 async def test_ground_truths_that_are_not_strings(

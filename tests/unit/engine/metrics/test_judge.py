@@ -15,6 +15,8 @@ from evalstack.api.llama_stack.models import (
 )
 from evalstack.engine.metrics.judge import (
     DEFAULT_PROMPT_TEMPLATE,
+    build_judge,
+    check_judge_settings,
     parse_judge_score,
     render_prompt,
     template_fields,
@@ -34,6 +36,7 @@ def test_template_fields_in_order_without_repeats() -> None:
     template = "{generated_answer} vs {expected_answer}; again {generated_answer}"
     assert template_fields(template, "j") == ("generated_answer", "expected_answer")
     assert template_fields("no placeholders, {{literal}}", "j") == ()
+    assert template_fields('Reply {{"score": N}} to {generated_answer}', "j") == ("generated_answer",)
     assert set(template_fields(DEFAULT_PROMPT_TEMPLATE, "j")) == {
         "input_query",
         "expected_answer",
@@ -77,9 +80,67 @@ def test_render_prompt_writes_lists_as_json_and_numbers_as_text() -> None:
     )
 
 
-def test_render_prompt_missing_field_names_it() -> None:
-    with pytest.raises(InvalidInputError, match=r"'expected_answer'.*does not have"):
-        render_prompt("{expected_answer}", ("expected_answer",), {"generated_answer": "x"}, "j")
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [({"generated_answer": "x"}, "does not have"), ({"expected_answer": None}, "has null for")],
+)
+def test_render_prompt_missing_or_null_field_names_it(row: dict[str, Any], problem: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        render_prompt("{expected_answer}", ("expected_answer",), row, "j")
+    assert info.value.message == (
+        "Scoring function 'j' needs the field 'expected_answer' for its prompt template, "
+        f"and the row {problem} it."
+    )
+
+
+def test_every_str_format_conversion_is_accepted() -> None:
+    template = "{input_query!s} {expected_answer!r} {generated_answer!a}"
+    fields = template_fields(template, "j")
+    row = {"input_query": "q", "expected_answer": "e", "generated_answer": "é"}
+    assert render_prompt(template, fields, row, "j") == "q 'e' '\\xe9'"
+
+
+def test_a_format_spec_the_value_refuses_is_a_clear_error() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        render_prompt("{input_query:d}", ("input_query",), {"input_query": "q"}, "my::judge")
+    assert info.value.message == (
+        "Scoring function 'my::judge': the prompt template does not render: "
+        "Unknown format code 'd' for object of type 'str'."
+    )
+
+
+def test_a_bad_placeholder_lists_the_accepted_ones() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        template_fields("Judge {context}", "my::judge")
+    assert info.value.message == (
+        "Scoring function 'my::judge': the prompt template has the placeholder {context}, which cannot be "
+        "filled. Placeholders accepted: {input_query}, {expected_answer}, {generated_answer}; "
+        "write literal braces as '{{' and '}}'."
+    )
+
+
+def test_judge_settings_default_the_template_and_name_what_is_wrong() -> None:
+    template, fields, regexes = check_judge_settings("f", "m", None, [r"Score: (\d)"])
+    assert template == DEFAULT_PROMPT_TEMPLATE and fields == (
+        "input_query",
+        "expected_answer",
+        "generated_answer",
+    )
+    assert [r.pattern for r in regexes] == [r"Score: (\d)"]
+    for model in ("", "   "):
+        with pytest.raises(InvalidInputError) as info:
+            check_judge_settings("f", model, None, [])
+        assert info.value.message == (
+            "Scoring function 'f' needs a judge_model: a registered model id, or an OpenAI-compatible "
+            "base URL such as http://host:8000/v1."
+        )
+    with pytest.raises(InvalidInputError) as info:
+        check_judge_settings("f", "m", None, ["("])
+    assert info.value.message.startswith(
+        "Scoring function 'f': judge score regex '(' is not a valid regular expression: "
+    )
+    with pytest.raises(InvalidInputError, match=r"^Scoring function 'f': the prompt template has"):
+        check_judge_settings("f", "m", "{context}", [])
 
 
 # ---- score parsing ---------------------------------------------------------------------------------
@@ -170,6 +231,7 @@ async def test_base_judge_with_the_default_template(
     prompt = DEFAULT_PROMPT_TEMPLATE.format(**ROWS[1])
     assert sent[prompt]["messages"] == [{"role": "user", "content": prompt}]
     assert sent[prompt]["model"] == "judge-model"
+    assert all(body["temperature"] == 0.0 for body in judge_server.requests)  # the judge is greedy
 
 
 async def test_request_template_regexes_and_aggregations(
@@ -266,3 +328,33 @@ async def test_a_failing_judge_is_an_upstream_error_not_a_score(
     judge_server.fail_next(1, status=400)  # a client error is not retried
     with pytest.raises(UpstreamError, match="Judge model 'judge'"):
         await service.score(ROWS[:1], {"llm-as-judge::base": LLMAsJudgeScoringFnParams(judge_model="judge")})
+
+
+async def test_an_empty_judge_reply_scores_none_with_empty_feedback(
+    judge_server: FakeModelServer, pool: ModelClientPool
+) -> None:
+    judge_server.set_answer("")
+    scorer = await build_judge(
+        "f", "judge", None, [r"Score: (\d)"], registry=ServerRegistry(judge_server), clients=pool
+    )
+    assert await scorer(ROWS[0]) == {"score": None, "judge_feedback": ""}
+    with pytest.raises(InvalidInputError, match=r"^Scoring function 'f' needs the field 'input_query'"):
+        await scorer({"expected_answer": "x", "generated_answer": "y"})
+
+
+async def test_an_unknown_judge_model_says_what_to_give(
+    judge_server: FakeModelServer, pool: ModelClientPool
+) -> None:
+    class Registry(ServerRegistry):
+        async def resolve_model(self, name_or_url: str) -> ModelEndpoint:
+            raise NotFoundError(f"Model '{name_or_url}' not found.", detail={"model": name_or_url})
+
+    with pytest.raises(NotFoundError) as info:
+        await build_judge("f", "nope", None, [], registry=Registry(judge_server), clients=pool)
+    assert info.value.message == (
+        "Scoring function 'f': judge model 'nope' is not available (Model 'nope' not found.). "
+        "Give a registered model id or an OpenAI-compatible base URL as judge_model."
+    )
+    assert info.value.detail == {"model": "nope"}
+    with pytest.raises(InvalidInputError, match=r"^Scoring function 'f' needs a judge_model"):
+        await build_judge("f", "", None, [], registry=Registry(judge_server), clients=pool)

@@ -59,6 +59,7 @@ async def test_long_texts_score_the_same_off_the_event_loop() -> None:
         ([], "xxxx", 0.0),  # no ground truths: empty text
         ("xxxx", None, 0.0),  # a missing output is empty text
         (42, "42", 1.0),  # a number is compared as its text
+        ({"city": "Paris"}, "city Paris", 1.0),  # an object is compared as its JSON text
         ([None, "the cat"], "the cat", 1.0),
     ],
 )

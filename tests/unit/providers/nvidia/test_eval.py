@@ -15,6 +15,7 @@ import json
 import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from unittest.mock import MagicMock, patch
@@ -84,6 +85,19 @@ class Mocks:
     delete: Any
 
 
+@contextmanager
+def patched_helpers(impl: NVIDIAEvalImpl) -> Iterator[Mocks]:
+    """The provider's HTTP helpers patched, as the original tests patched them."""
+    with (
+        patch(f"{PATCH_BASE}._evaluator_get") as get,
+        patch(f"{PATCH_BASE}._evaluator_post") as post,
+        patch(f"{PATCH_BASE}._evaluator_delete") as delete,
+        # the extra per-sample download is not part of the original tests; keep them offline
+        patch(f"{PATCH_BASE}._evaluator_download", side_effect=NotFoundError("no per-sample results")),
+    ):
+        yield Mocks(impl, get, post, delete)
+
+
 @pytest.fixture
 def nvidia_eval(monkeypatch: pytest.MonkeyPatch) -> Iterator[Mocks]:
     """The provider built as the original tests built it, with its HTTP helpers patched."""
@@ -97,14 +111,8 @@ def nvidia_eval(monkeypatch: pytest.MonkeyPatch) -> Iterator[Mocks]:
         inference_api=MagicMock(),
         agents_api=MagicMock(),
     )
-    with (
-        patch(f"{PATCH_BASE}._evaluator_get") as get,
-        patch(f"{PATCH_BASE}._evaluator_post") as post,
-        patch(f"{PATCH_BASE}._evaluator_delete") as delete,
-        # the extra per-sample download is not part of the original tests; keep them offline
-        patch(f"{PATCH_BASE}._evaluator_download", side_effect=NotFoundError("no per-sample results")),
-    ):
-        yield Mocks(impl, get, post, delete)
+    with patched_helpers(impl) as mocks:
+        yield mocks
 
 
 def _assert_request_body(post: Any, expected: dict[str, Any]) -> None:
@@ -145,31 +153,51 @@ async def test_unregister_benchmark(nvidia_eval: Mocks) -> None:
     nvidia_eval.delete.assert_called_once_with(f"/v1/evaluation/configs/nvidia/{MOCK_BENCHMARK_ID}")
 
 
-async def test_run_eval(nvidia_eval: Mocks) -> None:
+async def _check_run_eval(mocks: Mocks, sampling_params: SamplingParams, target_model: str) -> None:
+    """The original run_eval test's body: the candidate Llama3.1-8B-Instruct goes out as ``target_model``."""
     benchmark_config = BenchmarkConfig(
         eval_candidate=ModelCandidate(
-            type="model",
-            model="Llama3.1-8B-Instruct",
-            sampling_params=SamplingParams(max_tokens=100, temperature=0.7),  # type: ignore[call-arg]
+            type="model", model="Llama3.1-8B-Instruct", sampling_params=sampling_params
         )
     )
-    nvidia_eval.post.return_value = {"id": "job-123", "status": "created"}
+    mocks.post.return_value = {"id": "job-123", "status": "created"}
 
-    result = await nvidia_eval.impl.run_eval(
-        benchmark_id=MOCK_BENCHMARK_ID, benchmark_config=benchmark_config
-    )
+    result = await mocks.impl.run_eval(benchmark_id=MOCK_BENCHMARK_ID, benchmark_config=benchmark_config)
 
-    nvidia_eval.post.assert_called_once()
+    mocks.post.assert_called_once()
     _assert_request_body(
-        nvidia_eval.post,
-        {
-            "config": f"nvidia/{MOCK_BENCHMARK_ID}",
-            "target": {"type": "model", "model": "meta/llama-3.1-8b-instruct"},
-        },
+        mocks.post,
+        {"config": f"nvidia/{MOCK_BENCHMARK_ID}", "target": {"type": "model", "model": target_model}},
     )
     assert isinstance(result, Job)
     assert result.job_id == "job-123"
     assert result.status == JobStatus.in_progress
+
+
+async def _check_job_result(mocks: Mocks) -> None:
+    """The original job_result test's body: a completed job's results, read in two GETs."""
+    mocks.get.side_effect = [
+        {"id": "job-123", "status": "completed"},
+        {
+            "id": "job-123",
+            "status": "completed",
+            "results": {MOCK_BENCHMARK_ID: {"score": 0.85, "details": {"accuracy": 0.85, "f1": 0.84}}},
+        },
+    ]
+
+    result = await mocks.impl.job_result(benchmark_id=MOCK_BENCHMARK_ID, job_id="job-123")
+
+    assert isinstance(result, EvaluateResponse)
+    assert MOCK_BENCHMARK_ID in result.scores
+    assert result.scores[MOCK_BENCHMARK_ID].aggregated_results["results"][MOCK_BENCHMARK_ID]["score"] == 0.85
+    assert mocks.get.call_count == 2
+    mocks.get.assert_any_call("/v1/evaluation/jobs/job-123")
+    mocks.get.assert_any_call("/v1/evaluation/jobs/job-123/results")
+
+
+async def test_run_eval(nvidia_eval: Mocks) -> None:
+    sampling = SamplingParams(max_tokens=100, temperature=0.7)  # type: ignore[call-arg]
+    await _check_run_eval(nvidia_eval, sampling, "meta/llama-3.1-8b-instruct")
 
 
 async def test_job_status(nvidia_eval: Mocks) -> None:
@@ -192,23 +220,7 @@ async def test_job_cancel(nvidia_eval: Mocks) -> None:
 
 
 async def test_job_result(nvidia_eval: Mocks) -> None:
-    nvidia_eval.get.side_effect = [
-        {"id": "job-123", "status": "completed"},
-        {
-            "id": "job-123",
-            "status": "completed",
-            "results": {MOCK_BENCHMARK_ID: {"score": 0.85, "details": {"accuracy": 0.85, "f1": 0.84}}},
-        },
-    ]
-
-    result = await nvidia_eval.impl.job_result(benchmark_id=MOCK_BENCHMARK_ID, job_id="job-123")
-
-    assert isinstance(result, EvaluateResponse)
-    assert MOCK_BENCHMARK_ID in result.scores
-    assert result.scores[MOCK_BENCHMARK_ID].aggregated_results["results"][MOCK_BENCHMARK_ID]["score"] == 0.85
-    assert nvidia_eval.get.call_count == 2
-    nvidia_eval.get.assert_any_call("/v1/evaluation/jobs/job-123")
-    nvidia_eval.get.assert_any_call("/v1/evaluation/jobs/job-123/results")
+    await _check_job_result(nvidia_eval)
 
 
 # ---- the later versions, ported (Llama Stack 0.2.23 to 0.7.0) -------------------------------------
@@ -231,13 +243,8 @@ def later_nvidia_eval(monkeypatch: pytest.MonkeyPatch) -> Iterator[Mocks]:
         inference_api=MagicMock(),
         responses_api=MagicMock(),
     )
-    with (
-        patch(f"{PATCH_BASE}._evaluator_get") as get,
-        patch(f"{PATCH_BASE}._evaluator_post") as post,
-        patch(f"{PATCH_BASE}._evaluator_delete") as delete,
-        patch(f"{PATCH_BASE}._evaluator_download", side_effect=NotFoundError("no per-sample results")),
-    ):
-        yield Mocks(impl, get, post, delete)
+    with patched_helpers(impl) as mocks:
+        yield mocks
 
 
 async def test_later_register_benchmark(later_nvidia_eval: Mocks) -> None:
@@ -261,30 +268,8 @@ async def test_later_register_benchmark(later_nvidia_eval: Mocks) -> None:
 
 
 async def test_later_run_eval_sends_the_model_id_unchanged(later_nvidia_eval: Mocks) -> None:
-    benchmark_config = BenchmarkConfig(
-        eval_candidate=ModelCandidate(
-            type="model",
-            model="Llama3.1-8B-Instruct",
-            sampling_params=SamplingParams(max_tokens=100, strategy=TopPSamplingStrategy(temperature=0.7)),
-        )
-    )
-    later_nvidia_eval.post.return_value = {"id": "job-123", "status": "created"}
-
-    result = await later_nvidia_eval.impl.run_eval(
-        benchmark_id=MOCK_BENCHMARK_ID, benchmark_config=benchmark_config
-    )
-
-    later_nvidia_eval.post.assert_called_once()
-    _assert_request_body(
-        later_nvidia_eval.post,
-        {
-            "config": f"nvidia/{MOCK_BENCHMARK_ID}",
-            "target": {"type": "model", "model": "Llama3.1-8B-Instruct"},
-        },
-    )
-    assert isinstance(result, Job)
-    assert result.job_id == "job-123"
-    assert result.status == JobStatus.in_progress
+    sampling = SamplingParams(max_tokens=100, strategy=TopPSamplingStrategy(temperature=0.7))
+    await _check_run_eval(later_nvidia_eval, sampling, "Llama3.1-8B-Instruct")
 
 
 async def test_later_job_status(later_nvidia_eval: Mocks) -> None:
@@ -307,23 +292,7 @@ async def test_later_job_cancel(later_nvidia_eval: Mocks) -> None:
 
 
 async def test_later_job_result(later_nvidia_eval: Mocks) -> None:
-    later_nvidia_eval.get.side_effect = [
-        {"id": "job-123", "status": "completed"},
-        {
-            "id": "job-123",
-            "status": "completed",
-            "results": {MOCK_BENCHMARK_ID: {"score": 0.85, "details": {"accuracy": 0.85, "f1": 0.84}}},
-        },
-    ]
-
-    result = await later_nvidia_eval.impl.job_result(benchmark_id=MOCK_BENCHMARK_ID, job_id="job-123")
-
-    assert isinstance(result, EvaluateResponse)
-    assert MOCK_BENCHMARK_ID in result.scores
-    assert result.scores[MOCK_BENCHMARK_ID].aggregated_results["results"][MOCK_BENCHMARK_ID]["score"] == 0.85
-    assert later_nvidia_eval.get.call_count == 2
-    later_nvidia_eval.get.assert_any_call("/v1/evaluation/jobs/job-123")
-    later_nvidia_eval.get.assert_any_call("/v1/evaluation/jobs/job-123/results")
+    await _check_job_result(later_nvidia_eval)
 
 
 def test_model_ids_are_mapped_unless_the_config_says_not() -> None:
