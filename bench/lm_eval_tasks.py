@@ -204,8 +204,8 @@ def main() -> None:
                         median(figures["lm-eval cache_requests"]),
                         cold,
                         warm,
-                        lm / cold,
-                        lm / warm,
+                        f"{lm / cold:.1f}x",
+                        f"{lm / warm:.1f}x",
                         "yes" if same else "NO",
                     ]
                 )
