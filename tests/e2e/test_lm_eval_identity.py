@@ -14,7 +14,6 @@ back from the cache, never built), and both runs must give the same records.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from collections.abc import Iterator
@@ -30,17 +29,14 @@ from tests.fakes.lm_eval_fixtures import (
     MMLU_SUBJECTS,
     build_tokenizer,
     gsm8k_answerer,
+    run_ours,
     write_tasks,
     write_wikitext,
 )
 from tests.fakes.model_server import FakeModelServer
 
-from evalstack.config import Settings
-from evalstack.engine.lm_eval import compile_lm_eval_plan, score_name
+from evalstack.engine.lm_eval import score_name
 from evalstack.engine.lm_eval.plan import jsonable
-from evalstack.engine.runner import run_plan
-from evalstack.inference.base import ModelEndpoint
-from evalstack.inference.clients import ModelClientPool
 from evalstack.store.records import SampleRecord
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -116,22 +112,7 @@ class Env:
         return cold
 
     def run_ours(self, config: dict[str, Any]) -> tuple[dict[str, list[SampleRecord]], dict[str, Any]]:
-        async def run() -> tuple[dict[str, list[SampleRecord]], dict[str, Any]]:
-            pool = ModelClientPool()
-            endpoint = ModelEndpoint(kind="openai", model="fake", base_url=self.server.base_url)
-            plan = await compile_lm_eval_plan(config, endpoint, settings=Settings(), clients=pool)
-            records: dict[str, list[SampleRecord]] = {}
-
-            async def sink(sample: SampleRecord) -> None:
-                records.setdefault(sample.task, []).append(sample)
-
-            try:
-                await run_plan(plan, pool, sink=sink)
-            finally:
-                await pool.aclose()
-            return records, plan.summarize(records)
-
-        return asyncio.run(run())
+        return run_ours(config, self.server.base_url)
 
 
 @pytest.fixture(scope="module")

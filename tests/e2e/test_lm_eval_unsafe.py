@@ -10,7 +10,6 @@ sandbox contains: each is scored as a failure, leaves nothing behind, and none r
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import os
@@ -21,14 +20,9 @@ from typing import Any
 import pytest
 from tests.e2e.test_lm_eval_identity import assert_same_aggregates, assert_same_samples
 from tests.fakes import hf_code_eval
-from tests.fakes.lm_eval_fixtures import build_tokenizer, write_humaneval
+from tests.fakes.lm_eval_fixtures import build_tokenizer, run_ours, write_humaneval
 from tests.fakes.model_server import FakeModelServer
 
-from evalstack.config import Settings
-from evalstack.engine.lm_eval import compile_lm_eval_plan
-from evalstack.engine.runner import run_plan
-from evalstack.inference.base import ModelEndpoint
-from evalstack.inference.clients import ModelClientPool
 from evalstack.store.records import SampleRecord
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -70,23 +64,7 @@ class Env:
         return {"limit_samples": DOCS, "extra": extra}
 
     def ours(self) -> tuple[dict[str, list[SampleRecord]], dict[str, Any]]:
-        async def run() -> tuple[dict[str, list[SampleRecord]], dict[str, Any]]:
-            pool = ModelClientPool()
-            endpoint = ModelEndpoint(kind="openai", model="fake", base_url=self.server.base_url)
-            config = {"type": self.task, "params": self.params()}
-            plan = await compile_lm_eval_plan(config, endpoint, settings=Settings(), clients=pool)
-            records: dict[str, list[SampleRecord]] = {}
-
-            async def sink(sample: SampleRecord) -> None:
-                records.setdefault(sample.task, []).append(sample)
-
-            try:
-                await run_plan(plan, pool, sink=sink)
-            finally:
-                await pool.aclose()
-            return records, plan.summarize(records)
-
-        return asyncio.run(run())
+        return run_ours({"type": self.task, "params": self.params()}, self.server.base_url)
 
 
 @pytest.fixture(scope="module")

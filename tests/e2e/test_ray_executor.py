@@ -17,27 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fakes.embedded import missing_embedded_model
 from tests.fakes.private_network import private_network_refusal, run_private
 
 from evalstack.inference.embedded import ENV_CACHE, default_cache_dir
 
 pytestmark = pytest.mark.slow
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def missing_embedded_model() -> str | None:
-    """Why the embedded model cannot run here; ``None`` when it can."""
-    from evalstack.inference.base import InferenceError
-    from evalstack.inference.embedded import find_gguf
-
-    for module in ("torch", "transformers", "gguf"):
-        if importlib.util.find_spec(module) is None:
-            return f"{module} is not installed (pip install 'evalstack[embedded]')"
-    try:
-        find_gguf()
-    except InferenceError as exc:
-        return str(exc)
-    return None
 
 
 def run_scenario(name: str, tmp_path: Path) -> dict[str, Any]:

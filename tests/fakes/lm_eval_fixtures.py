@@ -10,13 +10,17 @@ the gsm8k these tests check.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lm_eval
 from bench._common import write_gsm8k_override, write_task_override
+
+from evalstack.store.records import SampleRecord
 
 BUILTIN_TASKS = Path(lm_eval.__file__).parent / "tasks"
 MMLU_SUBJECTS = {"anatomy": 12, "astronomy": 7, "college_physics": 5}
@@ -182,3 +186,30 @@ def write_tasks(folder: Path, data: Path) -> Path:
     }
     (folder / "local_mmlu.yaml").write_text(json.dumps(group))
     return folder
+
+
+def run_ours(config: dict[str, Any], base_url: str) -> tuple[dict[str, list[SampleRecord]], dict[str, Any]]:
+    """An lm-eval config compiled and run by evalstack's engine against ``base_url`` (model "fake"),
+    nothing stored: the records by task, and the plan's summary of them."""
+    from evalstack.config import Settings
+    from evalstack.engine.lm_eval import compile_lm_eval_plan
+    from evalstack.engine.runner import run_plan
+    from evalstack.inference.base import ModelEndpoint
+    from evalstack.inference.clients import ModelClientPool
+
+    async def run() -> tuple[dict[str, list[SampleRecord]], dict[str, Any]]:
+        pool = ModelClientPool()
+        endpoint = ModelEndpoint(kind="openai", model="fake", base_url=base_url)
+        plan = await compile_lm_eval_plan(config, endpoint, settings=Settings(), clients=pool)
+        records: dict[str, list[SampleRecord]] = {}
+
+        async def sink(sample: SampleRecord) -> None:
+            records.setdefault(sample.task, []).append(sample)
+
+        try:
+            await run_plan(plan, pool, sink=sink)
+        finally:
+            await pool.aclose()
+        return records, plan.summarize(records)
+
+    return asyncio.run(run())

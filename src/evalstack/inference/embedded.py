@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalstack.cache_dirs import user_cache_dir
 from evalstack.inference.base import InferenceError, InferenceRequest, InferenceResult
 
 logger = logging.getLogger(__name__)
@@ -67,13 +68,7 @@ def find_gguf(path: str | os.PathLike[str] | None = None) -> Path:
 
 def default_cache_dir() -> Path | None:
     """Where converted models are kept (None when caching is off)."""
-    value = os.environ.get(ENV_CACHE)
-    if value is not None and value.strip().lower() in ("", "0", "off", "false", "no"):
-        return None
-    if value:
-        return Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "evalstack" / "embedded"
+    return user_cache_dir(ENV_CACHE, "embedded")
 
 
 def default_threads() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,21 +11,10 @@ from pathlib import Path
 import pytest
 
 from evalstack.inference.base import InferenceError, InferenceRequest
-from evalstack.inference.embedded import EmbeddedModel, find_gguf
+from evalstack.inference.embedded import EmbeddedModel
+from tests.fakes.embedded import missing_embedded_model
 
-
-def _missing_embedded_deps() -> str | None:
-    for module in ("torch", "transformers", "gguf"):
-        if importlib.util.find_spec(module) is None:
-            return f"{module} is not installed (pip install 'evalstack[embedded]')"
-    try:
-        find_gguf()
-    except InferenceError as exc:
-        return str(exc)
-    return None
-
-
-MISSING = _missing_embedded_deps()
+MISSING = missing_embedded_model()
 needs_model = [
     pytest.mark.embedded,
     pytest.mark.slow,

@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalstack.cache_dirs import user_cache_dir
+
 if TYPE_CHECKING:
     from evalstack.engine.lm_eval.model import LmEvalModel
     from evalstack.engine.lm_eval.tasks import TaskSettings
@@ -50,13 +52,7 @@ _KEPT_CONFIG_KEYS = ("output_type", "task_alias", "group_alias")
 
 def cache_dir() -> Path | None:
     """The cache folder, or None when ``EVALSTACK_LM_EVAL_CACHE`` turns caching off."""
-    value = os.environ.get(ENV_CACHE)
-    if value is not None and value.strip().lower() in ("", "0", "off", "false", "no"):
-        return None
-    if value:
-        return Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "evalstack" / "lm-eval"
+    return user_cache_dir(ENV_CACHE, "lm-eval")
 
 
 def _digest(value: Any) -> str:
