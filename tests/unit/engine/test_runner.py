@@ -22,6 +22,7 @@ from evalstack.inference.base import (
     ModelClient,
     ModelEndpoint,
 )
+from evalstack.inference.cache import ResponseCache
 from evalstack.store.records import JobRecord, SampleRecord, new_job_id
 from evalstack.store.repository import Store
 
@@ -676,3 +677,209 @@ async def test_a_secret_of_the_job_is_masked_in_failed_samples(store: CountingSt
     samples = await store.read_samples(job.id)
     assert [s.error for s in samples] == ["key ***** was refused"] * 3
     assert job.error is not None and "sk-SECRET" not in job.error and "*****" in job.error
+
+
+# ---- what the worker hands the executor and records at the end ------------------------------------
+
+
+class SlowProgressStore(CountingStore):
+    """The real store, whose first progress-only write lands ``delay`` seconds late."""
+
+    def __init__(self, url: str, delay: float = 0.3) -> None:
+        super().__init__(url)
+        self.delay = delay
+        self.slowed = False
+
+    async def update_job(self, job_id: str, **changes: Any) -> JobRecord:
+        if set(changes) == {"progress"} and not self.slowed:
+            self.slowed = True
+            await asyncio.sleep(self.delay)
+        return await super().update_job(job_id, **changes)
+
+
+@pytest.fixture
+async def slow_progress_store(tmp_path: Path) -> AsyncIterator[SlowProgressStore]:
+    s = SlowProgressStore(f"sqlite:///{tmp_path / 'evalstack.db'}")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def failing_summarize(error: Exception) -> Callable[[JobRecord], Any]:
+    """compile_job whose plan's aggregation raises ``error``."""
+
+    async def compile_job(job: JobRecord) -> EvalPlan:
+        plan = await plan_compiler()(job)
+
+        def summarize(samples: Mapping[str, Sequence[SampleRecord]]) -> dict[str, Any]:
+            raise error
+
+        plan.summarize = summarize
+        return plan
+
+    return compile_job
+
+
+async def broken_second_task(job: JobRecord) -> EvalPlan:
+    """compile_job whose second task's rows cannot load, after the first task ran."""
+    plan = await plan_compiler()(job)
+
+    async def broken() -> list[dict[str, Any]]:
+        raise NotFoundError("Dataset 'missing' not found")
+
+    plan.tasks[1].rows = broken
+    return plan
+
+
+@pytest.mark.parametrize(
+    ("compile_job", "spec", "status"),
+    [
+        (plan_compiler(), {"rows": 3}, "completed"),
+        (plan_compiler(), {"rows": 3, "fail_all": True}, "failed"),
+        (failing_summarize(EvalstackError("no metric")), {"rows": 3}, "failed"),
+        (failing_summarize(ValueError("bad value")), {"rows": 3}, "failed"),
+        (broken_second_task, {"rows": 3, "tasks": 2}, "failed"),
+    ],
+    ids=["completed", "all-failed", "aggregation-error", "aggregation-crash", "executor-error"],
+)
+async def test_a_finished_job_shows_the_progress_it_reached_not_an_older_write(
+    slow_progress_store: SlowProgressStore,
+    compile_job: Callable[[JobRecord], Any],
+    spec: dict[str, Any],
+    status: str,
+) -> None:
+    # The first progress write is still in flight when the run ends, so the end-of-run report is
+    # skipped: the job's final record must carry the last progress, and the late write may not
+    # overwrite it.
+    client = FakeClient(fail=lambda n: bool(spec.get("fail_all")))
+    worker = JobWorker(slow_progress_store, FakePool(client), compile_job, progress_interval=0)
+    await worker.start()
+    job = await worker.submit(new_job(**spec))
+    await worker.wait(job.id, timeout=5)
+    await worker.stop()  # every progress write has landed
+    record = await worker.get(job.id)
+    assert slow_progress_store.slowed
+    assert record.status == status, record.error
+    assert record.progress["samples_processed"] == 3
+
+
+async def test_a_cancelled_job_shows_the_progress_it_reached(slow_progress_store: SlowProgressStore) -> None:
+    client = FakeClient(hang=lambda n: n >= 2)
+    worker = JobWorker(
+        slow_progress_store, FakePool(client), plan_compiler(), progress_interval=0, cancel_timeout=5
+    )
+    await worker.start()
+    job = await worker.submit(new_job(rows=6, parallelism=3))
+    await wait_until(lambda: client.answered == 2 and client.in_flight == 3)
+    assert (await worker.cancel(job.id)).status == "cancelled"
+    await worker.stop()
+    record = await worker.get(job.id)
+    assert record.progress["samples_processed"] == 2
+    assert record.progress["task_status"] == {"t0": "cancelled"}
+
+
+async def test_a_job_whose_samples_cannot_be_recorded_fails_and_keeps_the_recorded_ones(
+    tmp_path: Path,
+) -> None:
+    class DiskFullAtTheEnd(CountingStore):
+        async def add_samples(self, job_id: str, samples: Sequence[SampleRecord]) -> None:
+            if any(s.index == 2 for s in samples):
+                raise OSError("disk full")
+            await super().add_samples(job_id, samples)
+
+    store = DiskFullAtTheEnd(f"sqlite:///{tmp_path / 'evalstack.db'}")
+    await store.open()
+    # one request at a time: samples 0 and 1 fill a batch and are written; sample 2 waits for the
+    # writer's last flush, which fails
+    client = FakeClient(latency=0.1)
+    worker = JobWorker(store, FakePool(client), plan_compiler(), batch_size=2, flush_interval=60)
+    await worker.start()
+    job = await worker.wait((await worker.submit(new_job(rows=3, parallelism=1))).id, timeout=5)
+    await worker.stop()
+    assert (job.status, job.error) == ("failed", "could not record samples: disk full")
+    assert [s.index for s in await store.read_samples(job.id)] == [0, 1]
+    await store.close()
+
+
+async def test_samples_are_written_within_the_flush_interval_and_not_sooner(store: CountingStore) -> None:
+    client = FakeClient(hang=lambda n: n >= 5)
+    quick = JobWorker(store, FakePool(client), plan_compiler(), batch_size=1000, flush_interval=0.02)
+    await quick.start()
+    job = await quick.submit(new_job(rows=8, parallelism=3))
+    await wait_until(lambda: client.answered == 5)
+    await wait_until(lambda: sum(store.batches) == 5)  # written while the job still runs
+    assert (await quick.get(job.id)).status == "running"
+    await quick.cancel(job.id)
+    await quick.stop()
+
+    store.batches.clear()
+    client = FakeClient(hang=lambda n: n >= 5)
+    slow = JobWorker(store, FakePool(client), plan_compiler(), batch_size=1000, flush_interval=60)
+    await slow.start()
+    job = await slow.submit(new_job(rows=8, parallelism=3))
+    await wait_until(lambda: client.answered == 5)
+    await asyncio.sleep(0.5)  # longer than the writer's own default interval
+    assert store.batches == []
+    await slow.cancel(job.id)
+    await slow.stop()
+    assert store.batches == [5]
+
+
+@pytest.mark.parametrize(
+    ("plan_asks", "every_job", "gets_cache"),
+    [(False, False, False), (True, False, True), (False, True, True)],
+)
+async def test_the_response_cache_reaches_the_executor_for_the_jobs_that_use_it(
+    store: CountingStore, plan_asks: bool, every_job: bool, gets_cache: bool
+) -> None:
+    cache = ResponseCache(store)
+    handed: list[Any] = []
+
+    async def executor(plan: EvalPlan, clients: Any, **kwargs: Any) -> RunProgress:
+        handed.append(kwargs["cache"])
+        return kwargs["progress"]
+
+    async def compile_job(job: JobRecord) -> EvalPlan:
+        plan = await plan_compiler()(job)
+        plan.cache = plan_asks
+        return plan
+
+    worker = JobWorker(
+        store,
+        FakePool(FakeClient()),
+        compile_job,
+        executor=executor,
+        response_cache=cache,
+        cache_every_job=every_job,
+    )
+    await worker.start()
+    await worker.wait((await worker.submit(new_job(rows=2))).id, timeout=5)
+    await worker.stop()
+    assert handed == [cache if gets_cache else None]
+
+
+@pytest.mark.parametrize("worker_wide", [False, True])
+async def test_adaptive_concurrency_of_the_worker_applies_to_every_job(
+    store: CountingStore, worker_wide: bool
+) -> None:
+    worker = JobWorker(store, FakePool(FakeClient()), plan_compiler(), adaptive_concurrency=worker_wide)
+    await worker.start()
+    job = await worker.wait((await worker.submit(new_job(rows=6, parallelism=4))).id, timeout=5)
+    await worker.stop()
+    assert job.status == "completed"
+    assert ("concurrency" in job.progress) is worker_wide
+    if worker_wide:
+        assert 1 <= job.progress["concurrency"]["limit"] <= 4
+
+
+async def test_a_plan_handed_to_submit_runs_without_compiling_the_spec_again(store: CountingStore) -> None:
+    async def compile_job(job: JobRecord) -> EvalPlan:
+        raise AssertionError("compiled again")
+
+    worker = JobWorker(store, FakePool(FakeClient()), compile_job)
+    await worker.start()
+    job = await worker.submit(new_job(rows=4), plan=make_plan(make_rows(4)))
+    done = await worker.wait(job.id, timeout=5)
+    await worker.stop()
+    assert done.status == "completed", done.error
+    assert done.result is not None and done.result["t0"]["accuracy"] == 1.0
