@@ -97,17 +97,18 @@ def _number(
     return kind(value)
 
 
-def endpoint_type_of(endpoint: ModelEndpoint, requested: Any) -> EndpointType:
-    """``chat`` or ``completion``: from a full route in the URL, else ``extra.endpoint_type``, else chat."""
+def endpoint_type_of(endpoint: ModelEndpoint, requested: Any, default: EndpointType = "chat") -> EndpointType:
+    """``chat`` or ``completion``: from a full route in the URL, else ``extra.endpoint_type``, else
+    ``default``."""
     url = (endpoint.base_url or "").rstrip("/")
     if url.endswith("/chat/completions"):
         return "chat"
     if url.endswith("/completions"):
         return "completion"
     if requested is None:
-        return "chat"
+        return default
     value = str(requested).strip().lower()
-    if value in ("chat", "chat-completion", "chat_completion", "chat-completions"):
+    if value in ("chat", "chat-completion", "chat_completion", "chat-completions", "chat_completions"):
         return "chat"
     if value in ("completion", "completions", "text", "text-completion"):
         return "completion"

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evalstack.engine.benchmarks.common import merge_param_layers
+from evalstack.engine.benchmarks.common import endpoint_type_of, merge_param_layers
 from evalstack.engine.lm_eval.model import EndpointKind, ModelSettings
 from evalstack.engine.lm_eval.tasks import DEFAULT_FEWSHOT_SEED, TaskSettings
 from evalstack.errors import InvalidInputError
@@ -63,19 +63,8 @@ def _bool(value: Any, key: str) -> bool:
 
 
 def _endpoint_kind(endpoint: ModelEndpoint, requested: Any, chat_template: bool | None) -> EndpointKind:
-    url = (endpoint.base_url or "").rstrip("/")
-    if url.endswith("/chat/completions"):
-        return "chat"
-    if url.endswith("/completions"):
-        return "completion"
-    if requested is None:
-        return "chat" if chat_template else "completion"
-    value = str(requested).strip().lower()
-    if value in ("chat", "chat-completions", "chat_completions", "chat-completion"):
-        return "chat"
-    if value in ("completion", "completions", "text"):
-        return "completion"
-    raise InvalidInputError(f"params.extra.endpoint_type must be 'chat' or 'completions', got {requested!r}")
+    """From the URL's route or ``extra.endpoint_type``; else chat when the chat template is on, as lm-eval."""
+    return endpoint_type_of(endpoint, requested, default="chat" if chat_template else "completion")
 
 
 def parse_options(
