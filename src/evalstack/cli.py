@@ -428,13 +428,18 @@ def list_jobs(
     Console().print(table)
 
 
+def _run_again(ctx: typer.Context, url: str, job_id: str, action: str) -> None:
+    """POST the job's ``resume`` or ``retry`` and say its new status."""
+    job = _get(_jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}/{action}", method="POST")
+    typer.echo(f"Job {job['id']} is {job['status']} again")
+
+
 @jobs_app.command("resume")
 def resume_server_job(
     ctx: typer.Context, job_id: str = typer.Argument(..., help="The job id."), url: str = URL_OPTION
 ) -> None:
     """Run a failed or cancelled job again on the server, from the samples it already recorded."""
-    job = _get(_jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}/resume", method="POST")
-    typer.echo(f"Job {job['id']} is {job['status']} again")
+    _run_again(ctx, url, job_id, "resume")
 
 
 @jobs_app.command("retry")
@@ -442,8 +447,7 @@ def retry_server_job(
     ctx: typer.Context, job_id: str = typer.Argument(..., help="The job id."), url: str = URL_OPTION
 ) -> None:
     """Run a finished job's samples that failed on infrastructure again, keeping the finished ones."""
-    job = _get(_jobs_url(ctx, url), f"/v1/evalstack/jobs/{job_id}/retry", method="POST")
-    typer.echo(f"Job {job['id']} is {job['status']} again")
+    _run_again(ctx, url, job_id, "retry")
 
 
 @jobs_app.command("show")
