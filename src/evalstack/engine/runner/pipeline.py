@@ -196,6 +196,19 @@ async def _process_sample(
     return sample
 
 
+def begin_progress(
+    plan: EvalPlan, progress: RunProgress | None, max_outage: float, cancel: asyncio.Event | None
+) -> RunProgress:
+    """A run's progress at its start (``progress`` when given): every task pending, and ``cancelled``
+    already when ``cancel`` is set, so the executor returns at once."""
+    progress = progress or RunProgress()
+    progress.task_status = {task.name: "pending" for task in plan.tasks}
+    progress.max_outage = max_outage
+    if cancel is not None and cancel.is_set():
+        progress.cancelled = True
+    return progress
+
+
 async def run_plan(
     plan: EvalPlan,
     clients: ClientSource,
@@ -229,12 +242,9 @@ async def run_plan(
     cache is the caller's to flush.
     """
     skip = skip or {}
-    progress = progress or RunProgress()
-    progress.task_status = {task.name: "pending" for task in plan.tasks}
-    progress.max_outage = max_outage
+    progress = begin_progress(plan, progress, max_outage, cancel)
     run_started = time.monotonic()
-    if cancel is not None and cancel.is_set():
-        progress.cancelled = True
+    if progress.cancelled:
         return progress
 
     scope: contextlib.AbstractContextManager[None] = contextlib.nullcontext()

@@ -44,6 +44,7 @@ from evalstack.engine.runner.pipeline import (
     ProgressCallback,
     RunProgress,
     Sink,
+    begin_progress,
     load_task_rows,
 )
 from evalstack.errors import EvalstackError
@@ -187,11 +188,8 @@ class RayExecutor:
         cache: ResponseCache | None = None,
     ) -> RunProgress:
         skip = skip or {}
-        progress = progress or RunProgress()
-        progress.task_status = {task.name: "pending" for task in plan.tasks}
-        progress.max_outage = max_outage
-        if cancel is not None and cancel.is_set():
-            progress.cancelled = True
+        progress = begin_progress(plan, progress, max_outage, cancel)
+        if progress.cancelled:
             return progress
         if any(task.build_request is not None for task in plan.tasks) and plan.model is None:
             raise EvalstackError("the plan runs inference but names no model")
