@@ -35,6 +35,13 @@ MODULES_FILE = ROOT / "mutation" / "modules.toml"
 EQUIVALENT_FILE = ROOT / "mutation" / "equivalent.toml"
 SCRATCH = ROOT / ".mutants"
 RESULT_LINE = re.compile(r"^\s+(?P<name>\S+): (?P<status>.+)$")
+# Each mutant's tests get TIMEOUT_FACTOR times what they took on the unmutated code, plus TIMEOUT_SLACK
+# seconds, before mutmut stops them (SIGXCPU, wall clock) and reports the mutant as "timeout": caught,
+# since a mutant that makes the tests hang would hang a user's job. mutmut's default factor (15) gave a
+# mutant of the runner, whose tests take about 20 s, a quarter of an hour. The slack keeps a busy
+# machine from passing a slow but correct run off as a timeout; timed-out mutants are listed by name.
+TIMEOUT_FACTOR = 4
+TIMEOUT_SLACK = 20
 
 
 @dataclass
@@ -90,6 +97,8 @@ def mutmut_config(module: Module) -> str:
         f"pytest_add_cli_args_test_selection = [{tests}]\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
         "use_git_change_detection = false\n"
+        f"timeout_multiplier = {TIMEOUT_FACTOR}\n"
+        f"timeout_constant = {TIMEOUT_SLACK}\n"
     )
 
 
@@ -229,6 +238,8 @@ def report(outcome: Outcome, equivalent: dict[str, str]) -> bool:
             print(f"      {line}")
     for name in known:
         print(f"  equivalent {name}: {equivalent[name]}")
+    for name in timed_out:
+        print(f"  timed out (caught) {name}")
     for name in unreached:
         print(f"  {outcome.statuses[name].upper()} {name}")
     killed_but_listed = [n for n, s in outcome.statuses.items() if n in equivalent and s != "survived"]
