@@ -8,6 +8,10 @@ mutmut imports the mutated copy (it puts ``mutants/src`` first on ``sys.path``);
 points at it too, so a server a test starts in a subprocess runs the mutant as well. For each
 mutant mutmut runs only the module's tests that reach the mutated function.
 
+A mutant whose tests run past ``TIMEOUT_FACTOR`` times their time on the unmutated code (plus
+``TIMEOUT_SLACK`` seconds) is stopped and counted as caught ("timed out"), so a mutant that makes
+the tests hang costs minutes, not the rest of the run.
+
 A surviving mutant listed in ``mutation/equivalent.toml`` (with the reason it cannot change
 behaviour) is reported apart. The exit status is 1 when any other mutant survives or a module
 could not be run, so a release check can rely on it.

@@ -297,21 +297,36 @@ async def test_truthfulqa_options_are_shuffled_by_the_seed_and_question(
     assert score(result, "truthfulqa", "exact_match__flexible-extract")["value"] == 1.0
 
 
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
 async def test_truthfulqa_few_shot_examples_keep_their_own_shuffled_order(
-    server: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    endpoint: str, server: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server.set_answer("A")
-    extra = {"num_fewshot": 1, "fewshot_sampler": "first_n"}
+    extra = {
+        "num_fewshot": 1,
+        "fewshot_sampler": "first_n",
+        "endpoint_type": endpoint,
+        "mc_method": "generate",
+    }
     bodies, _ = await run(
         "truthfulqa", extra, truthfulqa_folder(tmp_path / "data"), server, tmp_path, monkeypatch
     )
     questions = {str(i): f"Q: {row[0]}" for i, row in enumerate(TRUTHFULQA_ROWS)}
     asked = by_question(bodies, questions)
     shown = TRUTHFULQA_SHOWN[1234]
+
+    def body(i: int) -> str:
+        return f"{questions[str(i)]}\n{lettered(shown[i])}"
+
     # TruthfulQA has no few-shot split: the examples are other test questions, never the item itself.
     # The first question's example is the second; the others' is the first.
     for key, example in (("0", 1), ("1", 0), ("2", 0)):
-        assert asked[key]["messages"][:2] == [
-            {"role": "user", "content": f"{questions[str(example)]}\n{lettered(shown[example])}\nAnswer:"},
-            {"role": "assistant", "content": best_letter(shown[example])},
-        ]
+        if endpoint == "chat":
+            assert asked[key]["messages"][:2] == [
+                {"role": "user", "content": f"{body(example)}\nAnswer:"},
+                {"role": "assistant", "content": best_letter(shown[example])},
+            ]
+        else:
+            assert asked[key]["prompt"] == (
+                f"{body(example)}\nAnswer: {best_letter(shown[example])}\n\n{body(int(key))}\nAnswer:"
+            )

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from evalstack.engine.benchmarks.multiple_choice import answer_index
+from evalstack.errors import InvalidInputError
 from evalstack.store.records import SampleRecord
 from tests.fakes.model_server import FakeModelServer
 from tests.unit.engine.benchmarks.helpers import run_config, score
@@ -194,6 +195,18 @@ async def test_a_reply_naming_an_option_by_its_text_is_read_flexibly(
     assert [s.scores["parsed"] for s in samples] == [{"strict-match": 0.0, "flexible-extract": 1.0}] * 2
     assert score(result, "mmlu_anatomy", "exact_match__flexible-extract")["value"] == 1.0
     assert score(result, "mmlu_anatomy", "exact_match__strict-match")["value"] == 0.0
+
+
+async def test_a_row_without_a_question_is_a_clear_error_naming_the_benchmark(
+    server: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [{"id": "x", "subject": "anatomy", "choices": ["a", "b"], "answer": 0}]
+    with pytest.raises(InvalidInputError) as info:
+        await run("mmlu", rows, {}, server, tmp_path, monkeypatch)
+    assert (
+        "mmlu: row 0 does not have the expected fields (KeyError: 'question'); fields found: id, subject, "
+        in str(info.value)
+    )
 
 
 @pytest.mark.parametrize(
