@@ -1,5 +1,5 @@
-"""Helpers shared by the benchmark scripts: the stand-in model server, peak memory, tables, medians,
-lm-eval task YAMLs that read local data.
+"""Helpers shared by the benchmark scripts: the stand-in model server, ``evalstack serve``, peak memory,
+tables, medians, lm-eval task YAMLs that read local data.
 
 The model server is ``openai_stub.py`` (standard library only; ``--answer hash`` picks one of A-D
 from a hash of the prompt, ``--latency-ms`` delays every answer, ``GET /stats`` reports the most
@@ -112,6 +112,109 @@ class Stub:
         req = urllib.request.Request(f"{self.url}/stats/reset", data=b"{}", method="POST")
         with urllib.request.urlopen(req, timeout=5) as resp:
             resp.read()
+
+
+class Server:
+    """``evalstack serve`` (this checkout's) in a subprocess; a context manager.
+
+    Its data directory is ``home`` (default ``work/data``); ``settings`` (YAML text), when given, is
+    its settings file; ``env`` adds environment variables. Its log goes to ``work/server.log``.
+    """
+
+    def __init__(
+        self,
+        work: Path,
+        home: Path | None = None,
+        *,
+        settings: str | None = None,
+        db: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.work, self.home, self.port = work, home or work / "data", free_port()
+        self.settings, self.db, self.env = settings, db, env or {}
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_s = float("nan")
+        """Seconds from spawn until it answered its health check."""
+
+    def __enter__(self) -> Server:
+        self.work.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "EVALSTACK_DATA_HOME": str(self.home), "HF_HUB_OFFLINE": "1", **self.env}
+        env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+        command = [sys.executable, "-m", "evalstack.cli", "serve", "--port", str(self.port)]
+        command += ["--log-level", "warning"]
+        if self.settings is not None:
+            config = self.work / "evalstack.yaml"
+            config.write_text(self.settings)
+            command += ["--config", str(config)]
+        if self.db is not None:
+            command += ["--db", self.db]
+        log = self.work / "server.log"
+        started = time.perf_counter()
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                command, cwd=self.work, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"evalstack serve exited at start:\n{log.read_text()[-2000:]}")
+            try:
+                self.get("/v1/health")
+                self.startup_s = time.perf_counter() - started
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("evalstack serve did not answer within 60 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def peak_rss_mb(self) -> float:
+        """The server's peak resident memory so far (``VmHWM``), in MB."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_seconds(self) -> float:
+        """The server's CPU time so far (user + system), in seconds."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=30) as resp:
+            body = resp.read()
+            return json.loads(body) if body else None
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        request = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            data = resp.read()
+            return json.loads(data) if data else None
+
+    def wait(self, path: str, done: set[str], timeout: float = 1800, poll_s: float = 0.05) -> dict[str, Any]:
+        """Poll ``path`` until its ``status`` is in ``done``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job: dict[str, Any] = self.get(path)
+            if job.get("status") in done:
+                return job
+            time.sleep(poll_s)
+        raise SystemExit(f"{path} did not finish within {timeout} s")
 
 
 def self_peak_rss_mb() -> float:

@@ -16,16 +16,20 @@ chat endpoint with the chat template and few-shot examples as turns, 0-shot and 
   ``parallelism`` = parallelism (its per-sample records land in SQLite; resumable), with its lm-eval
   cache (task index, built requests: ``EVALSTACK_LM_EVAL_CACHE``) in the work folder: emptied before
   a first, cold run per shot count, then warm.
+- evalstack serve: the same config as a NeMo job (``POST /v1/evaluation/jobs``) on a running
+  ``evalstack serve`` (this checkout's, the same caches), timed from submit to completed (polled every
+  20 ms); one new server per shot count, whose start-up is printed, and whose first job imports
+  lm-eval and reads its task index (later jobs find both in memory).
 
 The model is the stand-in server (``openai_stub.py --answer number``, zero latency): "The answer is N."
 with N from a hash of the prompt, so only the flexible extraction finds numbers and the harnesses
-see the same replies exactly when they send the same prompts. Per shot count: evalstack cold, then
-``--rounds`` rounds of lm-eval, lm-eval with ``cache_requests``, evalstack; wall time is from spawn to
-exit, start-up included; each harness keeps its own warm Hugging Face datasets cache. Printed: every
-run (wall and CPU seconds), then per shot count the medians, the cold run, the speed-ups (the faster of
-lm-eval's two medians over evalstack's cold run and warm median) and whether every run's scores are
-identical, once for wall time and once for CPU time (user + system: what a run costs, however busy
-the machine is).
+see the same replies exactly when they send the same prompts. Per shot count: evalstack cold, the new
+server's first job, then ``--rounds`` rounds of lm-eval, lm-eval with ``cache_requests``, evalstack,
+a server job; a command's wall time is from spawn to exit, start-up included; each harness keeps its
+own warm Hugging Face datasets cache. Printed: every run (wall and CPU seconds), then per shot count
+the medians, the first runs, the speed-ups (the faster of lm-eval's two medians over each evalstack
+figure) and whether every run's scores are identical, once for wall time and once for CPU time (user +
+system: what a run costs, however busy the machine is; for a server job, the server's).
 """
 
 from __future__ import annotations
@@ -36,11 +40,23 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, SHARED, ChildRun, Stub, median, run_child, stub_path, table, write_gsm8k_override
+from _common import (
+    REPO,
+    SHARED,
+    ChildRun,
+    Server,
+    Stub,
+    median,
+    run_child,
+    stub_path,
+    table,
+    write_gsm8k_override,
+)
 from peers import LM_EVAL, ensure_venv
 
 # The evalstack installed beside this interpreter (the project's venv), else the module.
@@ -92,28 +108,35 @@ def scores_lm_eval(work: Path, tag: str) -> dict[str, float] | None:
     return {key: float(results[key]) for key in SCORES}
 
 
-def run_evalstack(
-    work: Path, stub: Stub, parallelism: int, shots: int, tag: str, limit: int | None
-) -> ChildRun:
+def evalstack_config(work: Path, parallelism: int, shots: int, limit: int | None) -> dict[str, Any]:
+    """The NeMo config both evalstack modes run: lm-eval's gsm8k through the include path."""
     extra = {"include_path": str(work / "tasks"), "endpoint_type": "chat", "num_fewshot": shots}
     params: dict[str, Any] = {"parallelism": parallelism, "extra": extra}
     if limit:
         params["limit_samples"] = limit
-    config = {"type": "lm-eval", "tasks": {"gsm8k": {"type": "gsm8k"}}, "params": params}
+    return {"type": "lm-eval", "tasks": {"gsm8k": {"type": "gsm8k"}}, "params": params}
+
+
+def evalstack_env(work: Path) -> dict[str, str]:
+    """Where evalstack keeps its lm-eval cache and Hugging Face datasets cache in the work folder."""
+    return {
+        "EVALSTACK_LM_EVAL_CACHE": str(work / "evalstack-lm-eval-cache"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_CACHE": str(work / "hf-evalstack"),
+    }
+
+
+def run_evalstack(
+    work: Path, stub: Stub, parallelism: int, shots: int, tag: str, limit: int | None
+) -> ChildRun:
+    config = evalstack_config(work, parallelism, shots, limit)
     (work / f"evalstack-{tag}.config.json").write_text(json.dumps(config))
     cmd = [
         *EVALSTACK, "run", f"evalstack-{tag}.config.json",
         "--model", f"{stub.base_url}#{MODEL}", "--output", f"evalstack-{tag}.json",
     ]  # fmt: skip
-    env = {
-        **os.environ,
-        "EVALSTACK_DATA_HOME": str(work / f"home-{tag}"),
-        "EVALSTACK_LM_EVAL_CACHE": str(work / "evalstack-lm-eval-cache"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_CACHE": str(work / "hf-evalstack"),
-        "COLUMNS": "100",
-    }
-    return run_child(cmd, cwd=work, env=env)
+    env = {**os.environ, **evalstack_env(work), "EVALSTACK_DATA_HOME": str(work / f"home-{tag}")}
+    return run_child(cmd, cwd=work, env={**env, "COLUMNS": "100"})
 
 
 def scores_evalstack(work: Path, tag: str) -> dict[str, float] | None:
@@ -124,13 +147,51 @@ def scores_evalstack(work: Path, tag: str) -> dict[str, float] | None:
     return {key: float(raw[key]) for key in SCORES}
 
 
-HARNESSES = ("lm-eval", "lm-eval cache_requests", "evalstack")
-"""Each round runs these in turn; before the rounds, evalstack runs once with its caches empty (cold)."""
+def run_server_job(
+    server: Server, work: Path, stub: Stub, parallelism: int, shots: int, limit: int | None
+) -> tuple[ChildRun, dict[str, float] | None]:
+    """The same config as a NeMo job on a running ``evalstack serve``: from submit to completed (polled
+    every 20 ms), the server's CPU seconds meanwhile, and the scores of its results."""
+    target = {
+        "type": "model",
+        "model": {"api_endpoint": {"url": f"{stub.base_url}/chat/completions", "model_id": MODEL}},
+    }
+    body = {"config": evalstack_config(work, parallelism, shots, limit), "target": target}
+    cpu, started = server.cpu_seconds(), time.perf_counter()
+    job = server.post("/v1/evaluation/jobs", body)
+    final = server.wait(f"/v1/evaluation/jobs/{job['id']}", {"completed", "failed", "cancelled"}, poll_s=0.02)
+    wall = time.perf_counter() - started
+    run = ChildRun(wall, 0 if final["status"] == "completed" else 1, server.peak_rss_mb(), "", "")
+    run.cpu = server.cpu_seconds() - cpu
+    if run.returncode:
+        run.stderr = json.dumps(final)
+        return run, None
+    metrics = server.get(f"/v1/evaluation/jobs/{job['id']}/results")["tasks"]["gsm8k"]["metrics"]
+    scores = {}
+    for key in SCORES:
+        name = key.replace(",", "__")  # lm-eval's "metric,filter" as evalstack names a score
+        scores[key] = float(metrics[name]["scores"][name]["value"])
+    return run, scores
+
+
+FIRST_RUNS = ("evalstack cold", "evalstack serve first")
+HARNESSES = ("lm-eval", "lm-eval cache_requests", "evalstack", "evalstack serve")
+"""Each round runs these in turn. Before the rounds, evalstack runs once with its caches empty (cold),
+and a new ``evalstack serve`` runs its first job (which imports lm-eval and loads its index)."""
 
 
 def run_one(
-    name: str, venv: Path, work: Path, stub: Stub, args: argparse.Namespace, shots: int, tag: str
+    name: str,
+    venv: Path,
+    work: Path,
+    stub: Stub,
+    server: Server,
+    args: argparse.Namespace,
+    shots: int,
+    tag: str,
 ) -> tuple[ChildRun, dict[str, float] | None]:
+    if name.startswith("evalstack serve"):
+        return run_server_job(server, work, stub, args.parallelism, shots, args.limit)
     if name.startswith("lm-eval"):
         cached = name.endswith("cache_requests")
         run = run_lm_eval(venv, work, stub, args.parallelism, shots, tag, args.limit, cache_requests=cached)
@@ -166,46 +227,45 @@ def main() -> None:
     rows: list[list[Any]] = []
     summary: list[list[Any]] = []
     cpu_summary: list[list[Any]] = []
+    startups: list[str] = []
     with Stub(stub_path(args.stub), answer="number") as stub:
         for shots in (int(s) for s in args.shots.split(",")):
-            walls: dict[str, list[float]] = {name: [] for name in ("evalstack cold", *HARNESSES)}
+            walls: dict[str, list[float]] = {name: [] for name in (*FIRST_RUNS, *HARNESSES)}
             cpus: dict[str, list[float]] = {name: [] for name in walls}
             scores: list[dict[str, float] | None] = []
-            plan = [("evalstack cold", -1)] + [(n, r) for r in range(args.rounds) for n in HARNESSES]
-            for name, round_no in plan:
-                tag = f"{shots}shot-{name.replace(' ', '-')}-{round_no}"
-                run, got = run_one(name, venv, work, stub, args, shots, tag)
-                if run.returncode != 0 or got is None:
-                    print(f"{name} {tag} failed ({run.returncode}):\n{run.stderr[-2000:]}", file=sys.stderr)
-                walls[name].append(run.wall)
-                cpus[name].append(run.cpu)
-                scores.append(got)
-                values = [got[k] if got else None for k in SCORES]
-                rows.append(
-                    [
-                        name,
-                        shots,
-                        "cold" if round_no < 0 else round_no,
-                        run.wall,
-                        run.cpu,
-                        run.peak_rss_mb,
-                        *values,
-                    ]
-                )
-                print(table(headers, [rows[-1]]), flush=True)
+            plan = [(name, -1) for name in FIRST_RUNS]
+            plan += [(n, r) for r in range(args.rounds) for n in HARNESSES]
+            with Server(work / f"serve-{shots}shot", env=evalstack_env(work)) as server:
+                startups.append(f"{shots}-shot: {server.startup_s:.2f} s")
+                for name, round_no in plan:
+                    tag = f"{shots}shot-{name.replace(' ', '-')}-{round_no}"
+                    run, got = run_one(name, venv, work, stub, server, args, shots, tag)
+                    if run.returncode != 0 or got is None:
+                        failure = f"{name} {tag} failed ({run.returncode}):\n{run.stderr[-2000:]}"
+                        print(failure, file=sys.stderr)
+                    walls[name].append(run.wall)
+                    cpus[name].append(run.cpu)
+                    scores.append(got)
+                    values = [got[k] if got else None for k in SCORES]
+                    round_label = "first" if round_no < 0 else round_no
+                    rows.append([name, shots, round_label, run.wall, run.cpu, run.peak_rss_mb, *values])
+                    print(table(headers, [rows[-1]]), flush=True)
             same = all(s is not None and s == scores[0] for s in scores)
             for figures, out in ((walls, summary), (cpus, cpu_summary)):
                 lm = min(median(figures["lm-eval"]), median(figures["lm-eval cache_requests"]))
-                cold, warm = figures["evalstack cold"][0], median(figures["evalstack"])
+                ours = [
+                    figures["evalstack cold"][0],
+                    median(figures["evalstack"]),
+                    figures["evalstack serve first"][0],
+                    median(figures["evalstack serve"]),
+                ]
                 out.append(
                     [
                         shots,
                         median(figures["lm-eval"]),
                         median(figures["lm-eval cache_requests"]),
-                        cold,
-                        warm,
-                        f"{lm / cold:.1f}x",
-                        f"{lm / warm:.1f}x",
+                        *ours,
+                        *(f"{lm / figure:.1f}x" for figure in ours),
                         "yes" if same else "NO",
                     ]
                 )
@@ -213,19 +273,24 @@ def main() -> None:
         "shots",
         "lm-eval",
         "lm-eval cache_requests",
-        "evalstack cold",
-        "evalstack warm",
-        "speed-up cold",
-        "speed-up warm",
+        "evalstack run cold",
+        "evalstack run warm",
+        "serve first job",
+        "serve job",
+        "speed-up run cold",
+        "speed-up run warm",
+        "speed-up serve first",
+        "speed-up serve",
         "identical scores",
     ]
     print()
     print(table(headers, rows))
     print()
+    print(f"evalstack serve start-up (spawn to health check, before its first job): {', '.join(startups)}")
     print("wall seconds (medians); a speed-up is the faster lm-eval median over evalstack's figure")
     print(table(columns, summary))
     print()
-    print("CPU seconds (user + system, medians), the same way")
+    print("CPU seconds (user + system, medians; a serve job: the server's), the same way")
     print(table(columns, cpu_summary))
 
 

@@ -40,7 +40,6 @@ import contextlib
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,53 +50,14 @@ import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, Stub, free_port, stub_path, table
+from _common import Server, Stub, stub_path, table
 from throughput import custom_config, write_rows
 
 TARGET_P99_MS = 100.0
 TARGET_SLOWDOWN = 0.20
+SETTINGS = "embedded_model: false\ndata_roots: [{work}]\n"
+"""The server's settings: no embedded model; the jobs' data files live in the work folder."""
 RAMP_S = 2.0  # readers start (and the polling ones spread their first reads) before the jobs do
-
-
-class Server:
-    """``evalstack serve`` in a subprocess over a SQLite file in ``work``."""
-
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Server:
-        config = self.work / "evalstack.yaml"
-        config.write_text(f"embedded_model: false\ndata_roots: [{json.dumps(str(self.work))}]\n")
-        env = {**os.environ, "EVALSTACK_DATA_HOME": str(self.work / "data"), "HF_HUB_OFFLINE": "1"}
-        env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-        command = [sys.executable, "-m", "evalstack.cli", "serve", "--config", str(config)]
-        command += ["--port", str(self.port), "--db", f"sqlite:///{self.work / 'evalstack.db'}"]
-        command += ["--log-level", "warning"]
-        log = (self.work / "server.log").open("ab")
-        self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"evalstack serve exited:\n{(self.work / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise SystemExit("evalstack serve did not start within 60 s")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 async def create_jobs(
@@ -320,7 +280,12 @@ def main() -> None:
         parser.error("--think-s must be above 0 (the closed loop runs anyway)")
     with tempfile.TemporaryDirectory(prefix="evalstack-load-") as folder:
         work = Path(folder)
-        with Stub(stub_path(args.stub), latency_ms=args.latency_ms) as stub, Server(work) as server:
+        settings = SETTINGS.format(work=json.dumps(str(work)))
+        db = f"sqlite:///{work / 'evalstack.db'}"
+        with (
+            Stub(stub_path(args.stub), latency_ms=args.latency_ms) as stub,
+            Server(work, settings=settings, db=db) as server,
+        ):
             asyncio.run(measure(args, work, stub, server))
 
 

@@ -31,13 +31,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_MMLU, REPO, Stub, free_port, median, run_child, stub_path, table
+from _common import DEFAULT_MMLU, REPO, Server, Stub, median, run_child, stub_path, table
 from peers import PROMPTS, prepare
 from throughput import custom_config, write_rows
 
@@ -45,76 +44,6 @@ EVALSTACK = REPO / ".venv" / "bin" / "evalstack"
 
 
 # ------------------------------------------------------------------------------------------ server
-
-
-class Server:
-    """``evalstack serve`` in a subprocess with its own data directory; a context manager."""
-
-    def __init__(self, work: Path, home: Path) -> None:
-        self.work, self.home, self.port = work, home, free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Server:
-        env = dict(os.environ, EVALSTACK_DATA_HOME=str(self.home))
-        cmd = [str(EVALSTACK), "serve", "--port", str(self.port), "--log-level", "warning"]
-        self.proc = subprocess.Popen(
-            cmd, cwd=self.work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                self.get("/v1/health")
-                return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise SystemExit(f"evalstack serve exited at start:\n{err[-2000:]}") from None
-                time.sleep(0.1)
-        raise SystemExit("evalstack serve did not answer within 60 s")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def peak_rss_mb(self) -> float:
-        """The server's peak resident memory so far (``VmHWM``), in MB."""
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=30) as resp:
-            body = resp.read()
-            return json.loads(body) if body else None
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        req = urllib.request.Request(
-            self.url + path,
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            data = resp.read()
-            return json.loads(data) if data else None
-
-    def wait(self, path: str, done: set[str], timeout: float = 1800) -> dict[str, Any]:
-        """Poll ``path`` until its ``status`` is in ``done``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job: dict[str, Any] = self.get(path)
-            if job.get("status") in done:
-                return job
-            time.sleep(0.05)
-        raise SystemExit(f"{path} did not finish within {timeout} s")
 
 
 def _config(work: Path, parallelism: int) -> dict[str, Any]:

@@ -7,8 +7,13 @@ Heavy modules (the server, the engine, httpx) are imported inside the commands s
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import gc
 import json
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,9 +79,6 @@ def serve(
     executor: str | None = EXECUTOR_OPTION,
 ) -> None:
     """Start the HTTP server."""
-    import gc
-    import logging
-
     import uvicorn
 
     from evalstack.auth import check_exposure
@@ -642,5 +644,47 @@ def cache_clear(
 
 add_analysis_commands(app)  # compare, gate, report
 
+
+def main() -> None:
+    """The ``evalstack`` console script: the CLI, then an exit that skips the interpreter's teardown.
+
+    A run imports thousands of modules (lm-eval, datasets, pandas); freeing them one by one at exit
+    takes about half a second and does nothing a user needs. So the last exit handler, registered
+    before any other, ends the process once every thread has been joined and every other handler
+    (logging's, Ray's, the temporary folders') has run, after flushing the standard streams.
+
+    The garbage collector's youngest generation is collected every 50,000 allocations instead of 700:
+    a run allocates millions of short-lived objects (prompts, replies, lm-eval's per-document results)
+    beside millions of long-lived ones (lm-eval, datasets and pandas), and at the default every
+    collection that reaches the oldest generation walks them all (a sixth of a run's time).
+    Unreachable cycles are still freed, a little later.
+    """
+    gc.set_threshold(50_000, 10, 10)
+    code: list[int | str | None] = [0]
+    atexit.register(_exit_now, code)  # the first registered runs last
+    try:
+        app()
+    except SystemExit as done:
+        code[0] = done.code
+        raise
+    except KeyboardInterrupt:
+        code[0] = 130
+        raise
+    except BaseException:  # Python prints the traceback before the exit handlers run
+        code[0] = 1
+        raise
+
+
+def _exit_now(code: list[int | str | None]) -> None:
+    status = code[0]
+    if not isinstance(status, int):  # sys.exit("message") has printed it; the status is 1 (None: 0)
+        status = 0 if status is None else 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can be said
+            stream.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    app()
+    main()

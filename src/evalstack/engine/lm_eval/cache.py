@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,33 +132,98 @@ def _encode_index(index: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _decode_index(payload: Any) -> dict[str, Any] | None:
+def _valid_item(item: Any) -> bool:
+    """Whether a stored index item has the shape ``_encode_index`` writes (checked for all on reading)."""
+    return (
+        isinstance(item, dict)
+        and isinstance(item.get("name"), str)
+        and isinstance(item.get("entry_name"), str)
+        and isinstance(item.get("kind"), str)
+        and isinstance(item.get("yaml_path"), str | None)
+        and isinstance(item.get("tags"), list)
+        and all(isinstance(t, str) for t in item["tags"])
+        and isinstance(item.get("cfg"), dict | None)
+    )
+
+
+def _entry(item: dict[str, Any]) -> Any:
     from lm_eval.tasks._index import Entry, Kind
 
-    if not isinstance(payload, list):
-        return None
-    index: dict[str, Any] = {}
-    try:
-        for item in payload:
-            yaml_path = item["yaml_path"]
-            cfg = item["cfg"]
-            if not isinstance(item["name"], str) or not isinstance(item["entry_name"], str):
-                return None
-            if not all(isinstance(t, str) for t in item["tags"]) or not isinstance(cfg, dict | None):
-                return None
-            index[item["name"]] = Entry(
-                name=item["entry_name"],
-                kind=Kind[item["kind"]],
-                yaml_path=Path(yaml_path) if isinstance(yaml_path, str) else None,
-                cfg=cfg,
-                tags=set(item["tags"]),
-            )
-    except (KeyError, TypeError):
-        return None
-    return index
+    yaml_path = item["yaml_path"]
+    return Entry(
+        name=item["entry_name"],
+        kind=Kind[item["kind"]],
+        yaml_path=Path(yaml_path) if yaml_path is not None else None,
+        cfg=item["cfg"],
+        tags=set(item["tags"]),
+    )
 
 
-def _root_index(root: Path, folder: Path | None) -> dict[str, Any]:
+class TaskIndexView(MutableMapping[str, Any]):
+    """lm-eval's task index (name -> ``Entry``), read from the cache: each Entry is made when first
+    looked up, as a run looks up a handful of the ~14,700 names (making them all takes a third of a
+    second). lm-eval's TaskManager reads and extends it like the dict its own index is.
+    """
+
+    def __init__(self, items: dict[str, Any]) -> None:
+        self._items = items  # name -> a stored item (dict) or its Entry
+
+    def __getitem__(self, name: str) -> Any:
+        value = self._items[name]
+        if isinstance(value, dict):
+            value = self._items[name] = _entry(value)
+        return value
+
+    def __setitem__(self, name: str, entry: Any) -> None:
+        self._items[name] = entry
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def kind_of(self, name: str) -> str:
+        """The entry's kind by name (``TASK``, ``GROUP``...), without making the Entry."""
+        value = self._items[name]
+        return str(value["kind"] if isinstance(value, dict) else value.kind.name)
+
+    def yaml_path_of(self, name: str) -> str | None:
+        value = self._items[name]
+        path = value["yaml_path"] if isinstance(value, dict) else value.yaml_path
+        return None if path is None else str(path)
+
+    def merge(self, other: Mapping[str, Any]) -> None:
+        """Add ``other``'s names, replacing those already here (a later folder's names win)."""
+        items = other._items if isinstance(other, TaskIndexView) else other
+        for name in items:
+            if name in self._items:
+                logger.info("lm-eval task %r from %s replaces the one from %s", name,
+                            _yaml_path(items[name]), self.yaml_path_of(name))  # fmt: skip
+        self._items.update(items)
+
+
+def _yaml_path(value: Any) -> Any:
+    return value["yaml_path"] if isinstance(value, dict) else value.yaml_path
+
+
+def _decode_index(payload: Any) -> TaskIndexView | None:
+    from lm_eval.tasks._index import Kind
+
+    if not isinstance(payload, list) or not all(_valid_item(item) for item in payload):
+        return None
+    if any(item["kind"] not in Kind.__members__ for item in payload):
+        return None
+    return TaskIndexView({item["name"]: item for item in payload})
+
+
+def _root_index(root: Path, folder: Path | None) -> Mapping[str, Any]:
     from lm_eval.tasks._index import TaskIndex
 
     if folder is None:
@@ -174,7 +239,7 @@ def _root_index(root: Path, folder: Path | None) -> dict[str, Any]:
     return built
 
 
-def load_index(roots: Sequence[Path]) -> dict[str, Any]:
+def load_index(roots: Sequence[Path]) -> TaskIndexView:
     """lm-eval's task index of ``roots``, as ``TaskIndex.build(roots)`` makes it: each folder's own index
     (from the cache when it is current), a later folder's names replacing an earlier one's.
 
@@ -182,13 +247,9 @@ def load_index(roots: Sequence[Path]) -> dict[str, Any]:
     path comes with them.
     """
     folder = cache_dir()
-    index: dict[str, Any] = {}
+    index = TaskIndexView({})
     for root in roots:
-        for name, entry in _root_index(root, folder).items():
-            if name in index:
-                logger.info("lm-eval task %r from %s replaces the one from %s", name, entry.yaml_path,
-                            index[name].yaml_path)  # fmt: skip
-            index[name] = entry
+        index.merge(_root_index(root, folder))
     return index
 
 

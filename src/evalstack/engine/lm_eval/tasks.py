@@ -18,11 +18,14 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalstack.engine.lm_eval.model import LmEvalModel
 from evalstack.engine.lm_eval.unsafe import allow_code_eval_here
 from evalstack.errors import InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:
+    from evalstack.engine.lm_eval.cache import TaskIndexView
 
 logger = logging.getLogger(__name__)
 
@@ -106,15 +109,14 @@ def task_manager(include_path: str | None, include_defaults: bool = True) -> Any
     return manager
 
 
-def _install_index(manager: Any, index: dict[str, Any]) -> None:
+def _install_index(manager: Any, index: TaskIndexView) -> None:
     """Give ``manager`` the index it would have built itself, and the name lists it derives from one."""
-    from lm_eval.tasks._index import Kind
-
+    kinds = {name: index.kind_of(name) for name in index}
     manager._index = index
-    manager._all_tasks = sorted(index)
-    manager._all_subtasks = sorted(n for n, e in index.items() if e.kind in (Kind.TASK, Kind.PY_TASK))
-    manager._all_groups = sorted(n for n, e in index.items() if e.kind == Kind.GROUP)
-    manager._all_tags = sorted(n for n, e in index.items() if e.kind == Kind.TAG)
+    manager._all_tasks = sorted(kinds)
+    manager._all_subtasks = sorted(n for n, kind in kinds.items() if kind in ("TASK", "PY_TASK"))
+    manager._all_groups = sorted(n for n, kind in kinds.items() if kind == "GROUP")
+    manager._all_tags = sorted(n for n, kind in kinds.items() if kind == "TAG")
 
 
 def known_name(name: str, include_path: str | None = None) -> bool:
