@@ -159,7 +159,18 @@ async def test_mmlu_few_shot_chat_turns(
             {"role": "user", "content": f"{QUESTION[key]}\n\n{INSTRUCTION[key]}"},
         ]
     assert score(result, "mmlu_anatomy", "exact_match__strict-match")["value"] == 0.0
-    assert result["tasks"]["mmlu_anatomy"]["data"]["num_fewshot"] == 2
+    assert result["tasks"]["mmlu_anatomy"]["data"] == {
+        "samples": 2,
+        "samples_failed": 0,
+        "unparsed": {"strict-match": 0, "flexible-extract": 0},
+        "truncated": 0,
+        "benchmark": "mmlu",
+        "method": "generate",
+        "endpoint_type": "chat",
+        "num_fewshot": 2,
+        "subject": "anatomy",
+        "category": "stem",
+    }
 
 
 async def test_mmlu_few_shot_completion_prompt_generating(
@@ -180,20 +191,19 @@ async def test_mmlu_few_shot_completion_prompt_generating(
     assert score(result, "mmlu_anatomy", "exact_match__strict-match")["value"] == 0.5  # gold A, then B
 
 
+@pytest.mark.parametrize("system_prompt", [None, "Be exact."])
 async def test_mmlu_few_shot_loglikelihood_contexts(
-    server: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    system_prompt: str | None, server: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    extra = {
-        "endpoint_type": "completions",
-        "num_fewshot": 2,
-        "fewshot_sampler": "first_n",
-        "system_prompt": "Be exact.",
-    }
-    bodies, _ = await run("mmlu", extra, mmlu_data(tmp_path), server, tmp_path, monkeypatch)
-    context = f"Be exact.\n\n{ABOUT}{SHOT['d-0']} A\n\n{SHOT['d-1']} B\n\n"
+    extra = {"endpoint_type": "completions", "num_fewshot": 2, "fewshot_sampler": "first_n"}
+    if system_prompt:
+        extra["system_prompt"] = system_prompt
+    bodies, result = await run("mmlu", extra, mmlu_data(tmp_path), server, tmp_path, monkeypatch)
+    context = ("Be exact.\n\n" if system_prompt else "") + f"{ABOUT}{SHOT['d-0']} A\n\n{SHOT['d-1']} B\n\n"
     expected = [f"{context}{QUESTION['t-0']}\nAnswer: {letter}" for letter in "AB"]
     expected += [f"{context}{QUESTION['t-1']}\nAnswer: {letter}" for letter in "ABC"]
     assert sorted(body["prompt"] for body in bodies) == sorted(expected)  # one request per choice
+    assert result["tasks"]["mmlu_anatomy"]["data"]["method"] == "loglikelihood"
 
 
 @pytest.mark.parametrize(

@@ -138,7 +138,7 @@ async def test_an_answer_regex_replaces_the_flexible_extraction(
     server.set_answer(lambda prompt: "FINAL: ( b ) " if "bone" in prompt else "FINAL:(C)")
     _, result = await run("mmlu", MMLU_ROWS, {"answer_regex": r"FINAL:(.*)"}, server, tmp_path, monkeypatch)
     assert score(result, "mmlu_anatomy", "exact_match__flexible-extract")["value"] == 1.0
-    server.set_answer("no final answer")
+    server.set_answer("no final answer, though (B) looks right")  # the regex, not the usual reading
     _, samples, result = await run_with_samples(
         "mmlu", MMLU_ROWS, {"answer_regex": r"FINAL:(.*)"}, server, tmp_path, monkeypatch
     )
@@ -181,6 +181,11 @@ async def test_yes_no_replies_scored_and_counted_unparsed(
             "exact_match": {"exact_match__strict-match": 1.0, "exact_match__flexible-extract": 1.0},
             "parsed": {"strict-match": 1.0, "flexible-extract": 1.0},
         },
+    ]
+    assert [by_question[r["question"]].extra["extracted"] for r in rows] == [  # what the viewer shows
+        {"exact_match": {"strict-match": "yes", "flexible-extract": "yes"}},
+        {"exact_match": {"strict-match": None, "flexible-extract": None}},
+        {"exact_match": {"strict-match": "no", "flexible-extract": "no"}},
     ]
     assert score(result, "boolq", "exact_match__strict-match")["value"] == pytest.approx(2 / 3)
     assert result["tasks"]["boolq"]["data"]["unparsed"] == {"strict-match": 1, "flexible-extract": 1}
