@@ -216,7 +216,17 @@ async def test_a_row_without_a_question_is_a_clear_error_naming_the_benchmark(
 
 @pytest.mark.parametrize(
     ("value", "count", "index"),
-    [(1, 2, 1), (0, 4, 0), ("C", 4, 2), ("c", 4, 2), (" B ", 2, 1), ("2", 4, 1), ("1", 4, 0)],
+    [
+        (1, 2, 1),
+        (0, 4, 0),
+        ("C", 4, 2),
+        ("c", 4, 2),
+        (" B ", 2, 1),
+        ("2", 4, 1),
+        ("1", 4, 0),
+        ("Y", 26, 24),
+        ("Z", 26, 25),
+    ],
 )
 def test_a_gold_answer_as_an_index_a_letter_or_a_one_based_digit(
     value: object, count: int, index: int
@@ -236,6 +246,7 @@ def test_a_gold_answer_as_an_index_a_letter_or_a_one_based_digit(
         ("", "answer '' is not a choice index, letter or 1-based number"),
         ("AB", "answer 'AB' is not a choice index, letter or 1-based number"),
         ("?", "answer '?' is not a choice index, letter or 1-based number"),
+        ("_", "answer '_' is not a choice index, letter or 1-based number"),
     ],
 )
 def test_a_gold_answer_outside_the_choices_is_refused(value: object, message: str) -> None:
