@@ -47,6 +47,16 @@ def free_port() -> int:
         return port
 
 
+def stop(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited after ``grace_s`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Stub:
     """The stand-in model server in a subprocess; a context manager."""
 
@@ -94,12 +104,7 @@ class Stub:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop(self.proc, grace_s=5)
 
     def stats(self) -> dict[str, Any]:
         """``GET /stats``: requests seen, most in flight at once."""
@@ -169,12 +174,7 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop(self.proc, grace_s=15)
 
     def peak_rss_mb(self) -> float:
         """The server's peak resident memory so far (``VmHWM``), in MB."""

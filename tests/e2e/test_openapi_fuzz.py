@@ -8,9 +8,10 @@ so it stays around a minute or two.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -153,10 +154,42 @@ SEEDS: dict[str, dict[str, Any]] = {
 """What a create needs to succeed (a supported type, something to evaluate); the rest stays generated."""
 
 
+LISTINGS = {
+    True: (
+        "/v1/evaluation/jobs",
+        "/v1/evaluation/results",
+        "/v1/evaluation/configs",
+        "/v1/evaluation/targets",
+    ),
+    False: ("/v1/eval/benchmarks", "/v1/models", "/v1/scoring-functions", "/v1/datasets"),
+}
+"""What each family's creates make (NeMo, Llama Stack): their listings."""
+
+
+def _path_of(listing: str, record: dict[str, Any]) -> str:
+    """The path of one listed thing: NeMo configs and targets by namespace and name, the rest by id."""
+    if listing.endswith(("/configs", "/targets")):
+        return f"{listing}/{quote(record['namespace'], safe='')}/{quote(record['name'], safe='')}"
+    return f"{listing}/{quote(record.get('identifier') or record['id'], safe='')}"
+
+
+def delete_what_was_made(url: str, nemo: bool, keep: set[str]) -> None:
+    """Delete every listed thing of one family (but ``keep``'s paths): each example of the state
+    machine starts from the same server, so a create answers alike whenever the same steps come again
+    (Hypothesis requires it: it replays choices and expects the same rules to be open)."""
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for listing in LISTINGS[nemo]:
+            for record in http.get(listing, params={"page_size": 1000}).json().get("data", []):
+                path = _path_of(listing, record)
+                if path not in keep:
+                    http.delete(path)  # a built-in (a scoring function) stays; that is the same each time
+
+
 class StatefulRun:
     """A state machine over one family's linked operations: positive requests, explicit links only."""
 
-    def __init__(self, url: str, operations: list[str]) -> None:
+    def __init__(self, url: str, operations: list[str], reset: Callable[[], None]) -> None:
+        self.reset = reset
         self.api = schemathesis.openapi.from_url(url).include(name=operations)
         self.api.config.generation.update(modes=[GenerationMode.POSITIVE])
         self.api.config.phases.stateful.inference.algorithms = []  # the schema's own links, no guessed ones
@@ -165,13 +198,16 @@ class StatefulRun:
         ] = []  # (link target, status) of each link followed with its value
 
     def run(self) -> None:
-        followed = self.followed
+        followed, reset = self.followed, self.reset
 
         class Machine(self.api.as_state_machine()):  # type: ignore[misc]
             def before_call(self, case: schemathesis.Case) -> None:
                 seed = SEEDS.get(case.operation.label)
                 if seed is not None and isinstance(case.body, dict):
                     case.body = {**case.body, **seed}
+
+            def teardown(self) -> None:
+                reset()
 
             def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
                 return {"timeout": 60}  # a slow answer on a loaded machine is not a failure; a hang is
@@ -197,7 +233,12 @@ def test_links_lead_from_each_create_to_reads_and_deletes_without_a_server_error
     rows = {"type": "rows", "rows": [{"input_query": "2+2", "expected_answer": "4", "generated_answer": "4"}]}
     dataset = {"dataset_id": "fuzz-rows", "purpose": "eval/question-answer", "source": rows}
     assert httpx.post(f"{server.url}/v1/datasets", json=dataset, timeout=30).status_code == 200
-    run = StatefulRun(f"{server.url}/openapi.json", linked_operations(nemo))
+    keep = {"/v1/datasets/fuzz-rows"}
+    run = StatefulRun(
+        f"{server.url}/openapi.json",
+        linked_operations(nemo),
+        lambda: delete_what_was_made(server.url, nemo, keep),
+    )
     run.run()
     # The links were followed with what a create answered, and reached what it made.
     reached = {label for label, status in run.followed if 200 <= status < 300}

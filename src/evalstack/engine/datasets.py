@@ -246,6 +246,7 @@ def _local_path_of(url: str) -> Path:
 def _resolve_local(url: str, settings: Settings) -> Path:
     """The resolved local path for ``url``, confined to the data roots."""
     roots = [Path(r).expanduser().resolve() for r in settings.data_roots]
+    shown_roots = ", ".join(str(r) for r in roots) or "(none configured)"
     raw = _local_path_of(url)
     candidates = [raw] if raw.is_absolute() else [root / raw for root in roots]
     outside: Path | None = None
@@ -255,9 +256,14 @@ def _resolve_local(url: str, settings: Settings) -> Path:
         if not inside:
             outside = outside or resolved
             continue
-        if resolved.exists():
-            return resolved
-    shown_roots = ", ".join(str(r) for r in roots) or "(none configured)"
+        try:
+            if resolved.exists():
+                return resolved
+        except OSError as exc:  # a name longer than the file system allows, say
+            raise InvalidInputError(
+                f"Dataset path {url!r} is not a usable file name ({exc.strerror}); name a data file "
+                f"under the data roots ({shown_roots})."
+            ) from exc
     if outside is not None:
         raise InvalidInputError(
             f"Dataset path {url!r} lies outside the allowed data roots ({shown_roots}); "

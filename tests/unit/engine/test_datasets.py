@@ -133,6 +133,14 @@ async def test_paths_outside_the_data_roots_are_refused(
         assert str(root) in err.value.message
 
 
+async def test_a_path_the_file_system_cannot_take_is_bad_input(root: Path, settings: Settings) -> None:
+    for url in ("a" * 300, f"file://{'b' * 300}.jsonl"):  # longer than a file name may be
+        with pytest.raises(InvalidInputError) as err:
+            await load_rows(url, settings=settings)
+        assert "is not a usable file name (File name too long)" in err.value.message
+        assert str(root) in err.value.message
+
+
 async def test_a_missing_file_names_where_it_looked(root: Path, settings: Settings) -> None:
     with pytest.raises(NotFoundError) as err:
         await load_rows("nope/x.jsonl", settings=settings)

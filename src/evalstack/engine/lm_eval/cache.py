@@ -161,8 +161,8 @@ def _entry(item: dict[str, Any]) -> Any:
 
 class TaskIndexView(MutableMapping[str, Any]):
     """lm-eval's task index (name -> ``Entry``), read from the cache: each Entry is made when first
-    looked up, as a run looks up a handful of the ~14,700 names (making them all takes a third of a
-    second). lm-eval's TaskManager reads and extends it like the dict its own index is.
+    looked up, as a run looks up a handful of the ~14,700 names (making them all takes a fifth of a
+    second or more). lm-eval's TaskManager reads and extends it like the dict its own index is.
     """
 
     def __init__(self, items: dict[str, Any]) -> None:
@@ -194,22 +194,18 @@ class TaskIndexView(MutableMapping[str, Any]):
         value = self._items[name]
         return str(value["kind"] if isinstance(value, dict) else value.kind.name)
 
-    def yaml_path_of(self, name: str) -> str | None:
-        value = self._items[name]
-        path = value["yaml_path"] if isinstance(value, dict) else value.yaml_path
-        return None if path is None else str(path)
-
     def merge(self, other: Mapping[str, Any]) -> None:
         """Add ``other``'s names, replacing those already here (a later folder's names win)."""
         items = other._items if isinstance(other, TaskIndexView) else other
         for name in items:
             if name in self._items:
                 logger.info("lm-eval task %r from %s replaces the one from %s", name,
-                            _yaml_path(items[name]), self.yaml_path_of(name))  # fmt: skip
+                            _yaml_path(items[name]), _yaml_path(self._items[name]))  # fmt: skip
         self._items.update(items)
 
 
 def _yaml_path(value: Any) -> Any:
+    """The YAML path of a stored index item or of an Entry."""
     return value["yaml_path"] if isinstance(value, dict) else value.yaml_path
 
 

@@ -104,8 +104,18 @@ def test_a_corrupt_or_foreign_index_file_is_rebuilt(
         assert "alpha" in cache.load_index(roots)
     stored.write_text(json.dumps({"format": cache.FORMAT, "key": stored.stem, "payload": [{"name": 3}]}))
     assert "alpha" in cache.load_index(roots)
-    assert len(builds) == 4
-    assert "alpha" in cache.load_index(roots) and len(builds) == 4  # the last rebuild was written back
+    unknown_kind = {
+        "name": "alpha",
+        "entry_name": "alpha",
+        "kind": "NOPE",
+        "yaml_path": None,
+        "tags": [],
+        "cfg": None,
+    }
+    stored.write_text(json.dumps({"format": cache.FORMAT, "key": stored.stem, "payload": [unknown_kind]}))
+    assert cache.load_index(roots)["alpha"].kind.name == "TASK"
+    assert len(builds) == 5
+    assert "alpha" in cache.load_index(roots) and len(builds) == 5  # the last rebuild was written back
 
 
 def test_another_lm_eval_version_is_a_miss(
