@@ -8,6 +8,10 @@ mutmut imports the mutated copy (it puts ``mutants/src`` first on ``sys.path``);
 points at it too, so a server a test starts in a subprocess runs the mutant as well. For each
 mutant mutmut runs only the module's tests that reach the mutated function.
 
+A mutant whose tests run past ``TIMEOUT_FACTOR`` times their time on the unmutated code (plus
+``TIMEOUT_SLACK`` seconds) is stopped and counted as caught ("timed out"), so a mutant that makes
+the tests hang costs minutes, not the rest of the run.
+
 A surviving mutant listed in ``mutation/equivalent.toml`` (with the reason it cannot change
 behaviour) is reported apart. The exit status is 1 when any other mutant survives or a module
 could not be run, so a release check can rely on it.
@@ -35,6 +39,13 @@ MODULES_FILE = ROOT / "mutation" / "modules.toml"
 EQUIVALENT_FILE = ROOT / "mutation" / "equivalent.toml"
 SCRATCH = ROOT / ".mutants"
 RESULT_LINE = re.compile(r"^\s+(?P<name>\S+): (?P<status>.+)$")
+# Each mutant's tests get TIMEOUT_FACTOR times what they took on the unmutated code, plus TIMEOUT_SLACK
+# seconds, before mutmut stops them (SIGXCPU, wall clock) and reports the mutant as "timeout": caught,
+# since a mutant that makes the tests hang would hang a user's job. mutmut's default factor (15) gave a
+# mutant of the runner, whose tests take about 20 s, a quarter of an hour. The slack keeps a busy
+# machine from passing a slow but correct run off as a timeout; timed-out mutants are listed by name.
+TIMEOUT_FACTOR = 4
+TIMEOUT_SLACK = 20
 
 
 @dataclass
@@ -90,6 +101,8 @@ def mutmut_config(module: Module) -> str:
         f"pytest_add_cli_args_test_selection = [{tests}]\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
         "use_git_change_detection = false\n"
+        f"timeout_multiplier = {TIMEOUT_FACTOR}\n"
+        f"timeout_constant = {TIMEOUT_SLACK}\n"
     )
 
 
@@ -229,6 +242,8 @@ def report(outcome: Outcome, equivalent: dict[str, str]) -> bool:
             print(f"      {line}")
     for name in known:
         print(f"  equivalent {name}: {equivalent[name]}")
+    for name in timed_out:
+        print(f"  timed out (caught) {name}")
     for name in unreached:
         print(f"  {outcome.statuses[name].upper()} {name}")
     killed_but_listed = [n for n, s in outcome.statuses.items() if n in equivalent and s != "survived"]

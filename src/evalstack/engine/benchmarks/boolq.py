@@ -29,13 +29,18 @@ def _boolq_row(row: Mapping[str, Any], position: int) -> dict[str, Any]:
     }
 
 
+def _boolq_stem(item: Mapping[str, Any]) -> str:
+    return f"{item['passage']}\nQuestion: {str(item['question']).rstrip('?')}?"
+
+
 BOOLQ = McSpec(
     name="boolq",
     summary="BoolQ: yes/no questions about a passage (Clark et al., 2019)",
     test=DataSource("boolq/dev.jsonl", "hf://datasets/google/boolq?split=validation"),
     fewshot=DataSource("boolq/train.jsonl", "hf://datasets/google/boolq?split=train"),
     normalize=_boolq_row,
-    ll_context=lambda item: f"{item['passage']}\nQuestion: {str(item['question']).rstrip('?')}?\nAnswer:",
+    ll_context=lambda item: f"{_boolq_stem(item)}\nAnswer:",
+    gen_stem=_boolq_stem,
     ll_continuation=lambda item, i: " " + str(item["choices"][i]),
     yes_no=True,
 )

@@ -58,6 +58,7 @@ class McSpec:
     ll_continuation: Callable[[Mapping[str, Any], int], str]
     fewshot: DataSource | None = None
     description: Callable[[Mapping[str, Any]], str] = lambda item: ""
+    # What the generate prompt shows before the options (before "Answer:" for a yes/no benchmark).
     gen_stem: Callable[[Mapping[str, Any]], str] = lambda item: str(item["question"]).strip()
     norm: bool = False
     mc2: bool = False
@@ -94,7 +95,7 @@ class McSpec:
 
     def gen_body(self, item: Mapping[str, Any], order: Sequence[int]) -> str:
         if self.yes_no:
-            return self.ll_context(item).removesuffix("\nAnswer:").removesuffix("Answer:").rstrip()
+            return self.gen_stem(item)  # the whole question: there are no options to list
         letters = letters_for(len(order))
         options = "\n".join(
             f"{letter}. {str(item['choices'][j]).strip()}" for letter, j in zip(letters, order, strict=True)
@@ -265,8 +266,13 @@ def answer_index(value: Any, count: int) -> int:
     if isinstance(value, int):
         index = value
     else:
-        text = str(value).strip()
-        index = int(text) - 1 if text.isdigit() else "ABCDEFGHIJKLMNOPQRSTUVWXYZ".index(text.upper())
+        text = str(value).strip().upper()
+        if text.isdecimal():
+            index = int(text) - 1
+        elif len(text) == 1 and "A" <= text <= "Z":
+            index = ord(text) - ord("A")
+        else:  # "", "AB", "?": not a choice (an empty answer must not read as A)
+            raise ValueError(f"answer {value!r} is not a choice index, letter or 1-based number")
     if not 0 <= index < count:
         raise ValueError(f"answer {value!r} is not one of the {count} choices")
     return index

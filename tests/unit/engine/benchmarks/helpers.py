@@ -31,10 +31,16 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 async def run_config(
-    config: dict[str, Any], base_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    config: dict[str, Any],
+    base_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    data_dir: Path = DATA_DIR,
 ) -> tuple[dict[str, list[SampleRecord]], dict[str, Any]]:
-    """Compile ``config`` for the fake server, run it, and return the samples by task and the result."""
-    monkeypatch.setenv("EVALSTACK_DATA_DIR", str(DATA_DIR))
+    """Compile ``config`` for the fake server (benchmark data under ``data_dir``), run it, and return
+    the samples by task and the result."""
+    monkeypatch.setenv("EVALSTACK_DATA_DIR", str(data_dir))
     settings = Settings(data_dir=tmp_path, data_roots=[tmp_path])
     clients = ModelClientPool()
     endpoint = ModelEndpoint(kind="openai", model="fake-model", base_url=base_url)
