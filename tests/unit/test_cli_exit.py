@@ -21,8 +21,11 @@ SCRIPT = textwrap.dedent(
     @cli.app.command()
     def chatty(lines: int, marker: str) -> None:
         atexit.register(lambda: Path(marker).write_text("handler ran"))
-        done = threading.Thread(target=lambda: (time.sleep(0.3), Path(marker + ".thread").write_text("joined")))
-        done.start()
+        def later() -> None:
+            time.sleep(0.3)
+            Path(marker + ".thread").write_text("joined")
+
+        threading.Thread(target=later).start()
         for n in range(lines):
             print(f"line {n}")
 

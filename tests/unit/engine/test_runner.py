@@ -534,6 +534,30 @@ async def test_a_waiting_job_cancelled_through_the_store_never_runs(store: Count
     assert len(client.asked) == 2 and await store.read_samples(second.id) == []
 
 
+async def test_a_waiting_job_cancelled_through_the_store_ends_cancelled_when_its_turn_comes(
+    store: CountingStore,
+) -> None:
+    # Admitted (pending) and waiting for the only slot when another server cancels it. The store scan
+    # that adopts jobs (monitor_interval) would also settle it; here only its turn can.
+    client = FakeClient(hang=lambda n: True)
+    worker = JobWorker(store, FakePool(client), plan_compiler(), max_running_jobs=1, monitor_interval=600)
+    await worker.start()
+    first = await worker.submit(new_job(rows=2, parallelism=2))
+    second = await worker.submit(new_job(rows=3, parallelism=2))
+    await wait_until(lambda: client.in_flight == 2)
+    for _ in range(500):
+        if (await worker.get(second.id)).status == "pending":
+            break
+        await asyncio.sleep(0.01)
+    assert (await worker.get(second.id)).status == "pending"
+    await store.update_job(second.id, status="cancelling")
+    client.release.set()
+    assert (await worker.wait(first.id, timeout=5)).status == "completed"
+    ended = await worker.wait(second.id, timeout=5)
+    await worker.stop()
+    assert ended.status == "cancelled" and len(client.asked) == 2
+
+
 async def test_start_finishes_interrupted_cancels(store: CountingStore) -> None:
     job = await store.create_job(new_job(rows=3))
     await store.update_job(job.id, status="cancelling")
