@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,13 +132,14 @@ def _encode_index(index: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _valid_item(item: Any) -> bool:
+def _valid_item(item: Any, kinds: Collection[str]) -> bool:
     """Whether a stored index item has the shape ``_encode_index`` writes (checked for all on reading)."""
     return (
         isinstance(item, dict)
         and isinstance(item.get("name"), str)
         and isinstance(item.get("entry_name"), str)
         and isinstance(item.get("kind"), str)
+        and item["kind"] in kinds
         and isinstance(item.get("yaml_path"), str | None)
         and isinstance(item.get("tags"), list)
         and all(isinstance(t, str) for t in item["tags"])
@@ -212,9 +213,8 @@ def _yaml_path(value: Any) -> Any:
 def _decode_index(payload: Any) -> TaskIndexView | None:
     from lm_eval.tasks._index import Kind
 
-    if not isinstance(payload, list) or not all(_valid_item(item) for item in payload):
-        return None
-    if any(item["kind"] not in Kind.__members__ for item in payload):
+    kinds = Kind.__members__.keys()
+    if not isinstance(payload, list) or not all(_valid_item(item, kinds) for item in payload):
         return None
     return TaskIndexView({item["name"]: item for item in payload})
 
