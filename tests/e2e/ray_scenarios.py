@@ -89,6 +89,29 @@ async def stored_samples(workdir: Path, job_id: str) -> list[dict[str, Any]]:
     ]
 
 
+async def outcome_of(workdir: Path, outcome: Any) -> dict[str, Any]:
+    """What a scenario compares of one ``run_file`` outcome: status, error, result, progress, samples."""
+    return {
+        "status": outcome.job.status,
+        "error": outcome.job.error,
+        "result": outcome.result,
+        "progress": outcome.job.progress,
+        "samples": await stored_samples(workdir, outcome.job.id),
+    }
+
+
+def compared(local: dict[str, Any], on_ray: dict[str, Any]) -> dict[str, Any]:
+    """The same job's outcomes on the local executor and on Ray, side by side."""
+    return {
+        "statuses": [local["status"], on_ray["status"]],
+        "errors": [local["error"], on_ray["error"]],
+        "same_samples": local["samples"] == on_ray["samples"],
+        "sample_count": [len(local["samples"]), len(on_ray["samples"])],
+        "same_result": local["result"] == on_ray["result"],
+        "executor": on_ray["progress"].get("executor"),
+    }
+
+
 async def submit(services: Services, workdir: Path, rows: int, model: str, parallelism: int) -> JobRecord:
     path = write_benchmark(workdir, rows, parallelism=parallelism)
     spec = parse_benchmark_file(yaml.safe_load(path.read_text()), path)
@@ -147,26 +170,15 @@ async def equal(workdir: Path) -> dict[str, Any]:
             outcome = await run_file(
                 path, settings=settings, model=model, limit=None, console=Console(quiet=True)
             )
-            outcomes[name] = {
-                "status": outcome.job.status,
-                "error": outcome.job.error,
-                "result": outcome.result,
-                "progress": outcome.job.progress,
-                "samples": await stored_samples(workdir, outcome.job.id),
-                "seconds": round(time.monotonic() - started, 2),
-            }
+            outcomes[name] = await outcome_of(workdir, outcome)
+            outcomes[name]["seconds"] = round(time.monotonic() - started, 2)
         max_in_flight = server.max_in_flight
     ray.shutdown()
     local, on_ray = outcomes["local"], outcomes["ray"]
     return {
         "rows": rows,
-        "statuses": [local["status"], on_ray["status"]],
-        "errors": [local["error"], on_ray["error"]],
-        "same_samples": local["samples"] == on_ray["samples"],
-        "sample_count": [len(local["samples"]), len(on_ray["samples"])],
-        "same_result": local["result"] == on_ray["result"],
+        **compared(local, on_ray),
         "result_keys": sorted(on_ray["result"].get("scores", {})),
-        "executor": on_ray["progress"].get("executor"),
         "local_executor": local["progress"].get("executor"),
         "max_in_flight": max_in_flight,
         "seconds": [local["seconds"], on_ray["seconds"]],
@@ -341,27 +353,16 @@ async def embedded(workdir: Path) -> dict[str, Any]:
         outcome = await run_file(
             path, settings=settings, model="embedded", limit=None, console=Console(quiet=True)
         )
-        outcomes[name] = {
-            "status": outcome.job.status,
-            "error": outcome.job.error,
-            "result": outcome.result,
-            "progress": outcome.job.progress,
-            "samples": await stored_samples(workdir, outcome.job.id),
-        }
+        outcomes[name] = await outcome_of(workdir, outcome)
     ray.shutdown()
     local, on_ray = outcomes["local"], outcomes["ray"]
     return {
         "rows": rows,
-        "statuses": [local["status"], on_ray["status"]],
-        "errors": [local["error"], on_ray["error"]],
-        "same_samples": local["samples"] == on_ray["samples"],
+        **compared(local, on_ray),
         "differences": [(a, b) for a, b in zip(local["samples"], on_ray["samples"], strict=False) if a != b][
             :3
         ],
-        "sample_count": [len(local["samples"]), len(on_ray["samples"])],
         "outputs": sum(1 for s in on_ray["samples"] if s["output"] and s["error"] is None),
-        "same_result": local["result"] == on_ray["result"],
-        "executor": on_ray["progress"].get("executor"),
         "cuda": __import__("torch").cuda.is_available(),
     }
 
@@ -386,18 +387,10 @@ async def cache(workdir: Path) -> dict[str, Any]:
                 limit=None,
                 console=Console(quiet=True),
             )
-            runs.append(
-                {
-                    "status": outcome.job.status,
-                    "error": outcome.job.error,
-                    "requests": len(server.requests) - before,
-                    "cache": {
-                        key: (outcome.job.progress.get("cache") or {}).get(key) for key in ("hits", "misses")
-                    },
-                    "samples": await stored_samples(workdir, outcome.job.id),
-                    "result": outcome.result,
-                }
-            )
+            run = await outcome_of(workdir, outcome)
+            run["requests"] = len(server.requests) - before
+            run["cache"] = {key: (run["progress"].get("cache") or {}).get(key) for key in ("hits", "misses")}
+            runs.append(run)
     ray.shutdown()
     return {
         "statuses": [run["status"] for run in runs],
