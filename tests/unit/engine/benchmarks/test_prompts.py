@@ -67,21 +67,9 @@ async def run(
     server: FakeModelServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The request bodies the fake server received, in row order, and the results."""
-    bodies, _, result = await run_with_samples(bench, rows, extra, server, tmp_path, monkeypatch)
-    return bodies, result
-
-
-async def run_with_samples(
-    bench: str,
-    rows: list[dict[str, Any]],
-    extra: dict[str, Any],
-    server: FakeModelServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[list[dict[str, Any]], list[SampleRecord], dict[str, Any]]:
-    """As ``run``, with the recorded samples of the (single) task in row order."""
+    """The request bodies the fake server received, in row order, the recorded samples of the (single)
+    task in row order, and the results."""
     server.reset_stats()
     task = {"type": bench, "dataset": {"files_url": write(tmp_path, rows)}, "params": {"extra": extra}}
     samples, result = await run_config(
@@ -94,7 +82,7 @@ async def run_with_samples(
 
 async def test_mmlu_on_chat(server: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server.set_answer(lambda prompt: "B" if "bone" in prompt else "The answer is (C).")
-    bodies, result = await run("mmlu", MMLU_ROWS, {}, server, tmp_path, monkeypatch)
+    bodies, _, result = await run("mmlu", MMLU_ROWS, {}, server, tmp_path, monkeypatch)
     assert [body["messages"] for body in bodies] == [
         [{"role": "user", "content": f"{DESCRIPTION}{body}\n\n{instruction}"}]
         for body, instruction in zip(MMLU_BODIES, MMLU_INSTRUCTIONS, strict=True)
@@ -111,7 +99,7 @@ async def test_mmlu_generating_on_completions(
 ) -> None:
     server.set_answer(" A")
     extra = {"endpoint_type": "completions", "mc_method": "generate"}
-    bodies, result = await run("mmlu", MMLU_ROWS, extra, server, tmp_path, monkeypatch)
+    bodies, _, result = await run("mmlu", MMLU_ROWS, extra, server, tmp_path, monkeypatch)
     assert [body["prompt"] for body in bodies] == [f"{DESCRIPTION}{body}\nAnswer:" for body in MMLU_BODIES]
     assert all((b["max_tokens"], b["temperature"], b["stop"]) == (8, 0.0, ["\n"]) for b in bodies)
     assert score(result, "mmlu_anatomy", "exact_match__strict-match")["value"] == 0.0  # gold: B, then C
@@ -121,13 +109,13 @@ async def test_boolq_on_chat_and_completions(
     server: FakeModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server.set_answer("yes")
-    bodies, result = await run("boolq", BOOLQ_ROWS, {}, server, tmp_path, monkeypatch)
+    bodies, _, result = await run("boolq", BOOLQ_ROWS, {}, server, tmp_path, monkeypatch)
     assert [body["messages"] for body in bodies] == [
         [{"role": "user", "content": f"{body}\n\nAnswer with yes or no."}] for body in BOOLQ_BODIES
     ]
     assert score(result, "boolq", "exact_match__strict-match")["value"] == 0.5  # gold: yes, then no
     extra = {"endpoint_type": "completions", "mc_method": "generate"}
-    bodies, _ = await run("boolq", BOOLQ_ROWS, extra, server, tmp_path, monkeypatch)
+    bodies, _, _ = await run("boolq", BOOLQ_ROWS, extra, server, tmp_path, monkeypatch)
     assert [body["prompt"] for body in bodies] == [f"{body}\nAnswer:" for body in BOOLQ_BODIES]
 
 
@@ -136,10 +124,12 @@ async def test_an_answer_regex_replaces_the_flexible_extraction(
 ) -> None:
     # MMLU's golds are B and C; the regex finds " ( b ) " and "(C)": the letter inside, upper-cased
     server.set_answer(lambda prompt: "FINAL: ( b ) " if "bone" in prompt else "FINAL:(C)")
-    _, result = await run("mmlu", MMLU_ROWS, {"answer_regex": r"FINAL:(.*)"}, server, tmp_path, monkeypatch)
+    _, _, result = await run(
+        "mmlu", MMLU_ROWS, {"answer_regex": r"FINAL:(.*)"}, server, tmp_path, monkeypatch
+    )
     assert score(result, "mmlu_anatomy", "exact_match__flexible-extract")["value"] == 1.0
     server.set_answer("no final answer, though (B) looks right")  # the regex, not the usual reading
-    _, samples, result = await run_with_samples(
+    _, samples, result = await run(
         "mmlu", MMLU_ROWS, {"answer_regex": r"FINAL:(.*)"}, server, tmp_path, monkeypatch
     )
     assert score(result, "mmlu_anatomy", "exact_match__flexible-extract")["value"] == 0.0
@@ -148,12 +138,14 @@ async def test_an_answer_regex_replaces_the_flexible_extraction(
     # With 24 options the letter X is an answer too (only spaces and brackets are taken off).
     many = [MMLU_ROWS[0] | {"choices": [f"bone {i}" for i in range(24)], "answer": "X"}]
     server.set_answer("FINAL: (X)")
-    _, result = await run("mmlu", many, {"answer_regex": r"FINAL:(.*)"}, server, tmp_path, monkeypatch)
+    _, _, result = await run("mmlu", many, {"answer_regex": r"FINAL:(.*)"}, server, tmp_path, monkeypatch)
     assert score(result, "mmlu_anatomy", "exact_match__flexible-extract")["value"] == 1.0
     server.set_answer(
         lambda prompt: "FINAL: YES" if "sky" in prompt else "FINAL: (No)"
     )  # yes/no: lower-cased
-    _, result = await run("boolq", BOOLQ_ROWS, {"answer_regex": r"FINAL:(.*)"}, server, tmp_path, monkeypatch)
+    _, _, result = await run(
+        "boolq", BOOLQ_ROWS, {"answer_regex": r"FINAL:(.*)"}, server, tmp_path, monkeypatch
+    )
     assert score(result, "boolq", "exact_match__flexible-extract")["value"] == 1.0
 
 
@@ -166,7 +158,7 @@ async def test_yes_no_replies_scored_and_counted_unparsed(
     ]
     replies = {"sky": "yes", "grass": "Maybe.", "fire": "no"}  # golds: yes, no, no
     server.set_answer(lambda prompt: next(reply for word, reply in replies.items() if word in prompt.lower()))
-    _, samples, result = await run_with_samples("boolq", rows, {}, server, tmp_path, monkeypatch)
+    _, samples, result = await run("boolq", rows, {}, server, tmp_path, monkeypatch)
     by_question = {s.item["question"]: s for s in samples}
     assert [by_question[r["question"]].scores for r in rows] == [
         {
@@ -196,7 +188,7 @@ async def test_a_reply_naming_an_option_by_its_text_is_read_flexibly(
 ) -> None:
     # golds: B (" ulna") and C ("skin"); the replies name them without a letter
     server.set_answer(lambda prompt: "It is the ulna." if "bone" in prompt else "Surely skin")
-    _, samples, result = await run_with_samples("mmlu", MMLU_ROWS, {}, server, tmp_path, monkeypatch)
+    _, samples, result = await run("mmlu", MMLU_ROWS, {}, server, tmp_path, monkeypatch)
     assert [s.scores["parsed"] for s in samples] == [{"strict-match": 0.0, "flexible-extract": 1.0}] * 2
     assert score(result, "mmlu_anatomy", "exact_match__flexible-extract")["value"] == 1.0
     assert score(result, "mmlu_anatomy", "exact_match__strict-match")["value"] == 0.0
