@@ -96,3 +96,5 @@ class EvalPlan:
     cache: bool = False
     # Seconds the job waits for an unreachable model endpoint before it fails (None: the server's setting).
     max_outage: float | None = None
+    # The sample fields ``summarize`` reads (besides task and index; ``error`` always); None: all of them.
+    summary_fields: tuple[str, ...] | None = None

@@ -18,7 +18,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -92,6 +92,29 @@ SAMPLE_FIELDS: tuple[str, ...] = (
     "item", "output_text", "response", "finish_reason", "scores", "error", "extra",
 )  # fmt: skip
 """The columns of a sample besides task and index, that :meth:`Store.iter_samples` can read."""
+
+
+def _wanted_fields(fields: Collection[str] | None) -> tuple[str, ...]:
+    """``fields`` in column order (all of them for None); ValueError naming the accepted ones."""
+    unknown = set(fields or ()) - set(SAMPLE_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"Unknown sample field(s) {', '.join(sorted(unknown))}; accepted: {', '.join(SAMPLE_FIELDS)}"
+        )
+    return SAMPLE_FIELDS if fields is None else tuple(f for f in SAMPLE_FIELDS if f in fields)
+
+
+def _sample_records(rows: Iterable[Any], fields: Sequence[str]) -> list[SampleRecord]:
+    """Rows of (task, index, *fields) as records; a field not read, or read as None, keeps its default."""
+    records = []
+    for task, index, *values in rows:
+        sample = SampleRecord(task=task, index=index, item={})
+        for name, value in zip(fields, values, strict=True):
+            if value is not None:
+                setattr(sample, name, value)
+        records.append(sample)
+    return records
+
 
 READER_THREADS = 2
 """Threads (each with its own connection) that run reads; more would only contend for the GIL."""
@@ -886,23 +909,21 @@ class Store:
             if values:
                 conn.execute(statement, values)
 
-    async def read_samples(self, job_id: str, task: str | None = None) -> list[SampleRecord]:
-        """The job's samples (of one task when ``task`` is given), ordered by task then index."""
-        return await self._read(self._read_samples, job_id, task)
+    async def read_samples(
+        self, job_id: str, task: str | None = None, *, fields: Collection[str] | None = None
+    ) -> list[SampleRecord]:
+        """The job's samples (of one task when ``task`` is given), ordered by task then index; ``fields``
+        as for :meth:`iter_samples`."""
+        wanted = _wanted_fields(fields)
+        return await self._read(self._read_samples, job_id, task, wanted)
 
-    def _read_samples(self, job_id: str, task: str | None) -> list[SampleRecord]:
+    def _read_samples(self, job_id: str, task: str | None, fields: tuple[str, ...]) -> list[SampleRecord]:
         c = _SAMPLES.c
-        query = select(
-            c.task, c["index"], c.item, c.output_text, c.response, c.finish_reason, c.scores, c.error, c.extra
-        ).where(c.job_id == job_id)
+        query = select(c.task, c["index"], *(c[name] for name in fields)).where(c.job_id == job_id)
         if task is not None:
             query = query.where(c.task == task)
         with self._connect() as conn:
-            rows = conn.execute(query.order_by(c.task, c["index"]))
-            return [
-                SampleRecord(task, index, item, text, response, finish, scores or {}, error, extra or {})
-                for task, index, item, text, response, finish, scores, error, extra in rows
-            ]
+            return _sample_records(conn.execute(query.order_by(c.task, c["index"])), fields)
 
     async def iter_samples(
         self, job_id: str, batch_size: int = 2000, *, fields: Collection[str] | None = None
@@ -916,12 +937,7 @@ class Store:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        wanted = SAMPLE_FIELDS if fields is None else tuple(f for f in SAMPLE_FIELDS if f in fields)
-        unknown = set(fields or ()) - set(SAMPLE_FIELDS)
-        if unknown:
-            raise ValueError(
-                f"Unknown sample field(s) {', '.join(sorted(unknown))}; accepted: {', '.join(SAMPLE_FIELDS)}"
-            )
+        wanted = _wanted_fields(fields)
         after: tuple[str, int] | None = None
         while True:
             batch = await self._read(self._read_sample_batch, job_id, after, batch_size, wanted)
@@ -941,15 +957,7 @@ class Store:
             task, index = after
             query = query.where(or_(c.task > task, and_(c.task == task, c["index"] > index)))
         with self._connect() as conn:
-            rows = conn.execute(query.order_by(c.task, c["index"]).limit(limit))
-            batch = []
-            for task, index, *values in rows:
-                sample = SampleRecord(task=task, index=index, item={})
-                for name, value in zip(fields, values, strict=True):
-                    if value is not None:  # JSON columns read back as None keep the empty default
-                        setattr(sample, name, value)
-                batch.append(sample)
-            return batch
+            return _sample_records(conn.execute(query.order_by(c.task, c["index"]).limit(limit)), fields)
 
     async def recorded_indices(self, job_id: str) -> dict[str, set[int]]:
         """For each task of the job, the indices of the samples already recorded."""

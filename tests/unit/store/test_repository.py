@@ -484,6 +484,19 @@ async def test_iter_samples_reads_every_sample_in_order_in_bounded_batches(store
         [b async for b in store.iter_samples("job", batch_size=0)]
 
 
+async def test_read_samples_reads_only_the_fields_asked_for(store: Store) -> None:
+    full = sample("a", 0)
+    full.error, full.extra = "boom", {"lm_eval": {"metrics": {"none": {"acc": 1.0}}}}
+    await store.add_samples("job", [full, sample("a", 1)])
+    (whole, _) = await store.read_samples("job")
+    assert whole == full
+    light = await store.read_samples("job", fields={"error", "extra"})
+    assert [(s.index, s.error, s.extra) for s in light] == [(0, "boom", full.extra), (1, None, {})]
+    assert (light[0].item, light[0].output_text, light[0].scores) == ({}, None, {})  # not read
+    with pytest.raises(ValueError, match="accepted: item, output_text"):
+        await store.read_samples("job", fields=("prompt",))
+
+
 # ---- ownership ----------------------------------------------------------------------------------
 
 

@@ -556,7 +556,8 @@ class JobWorker:
 
     async def _finish(self, job_id: str, plan: EvalPlan, snapshot: dict[str, Any] | None) -> None:
         """Compute the result from the stored samples (never from memory) and complete the job."""
-        samples = await self.store.read_samples(job_id)
+        fields = None if plan.summary_fields is None else {"error", *plan.summary_fields}
+        samples = await self.store.read_samples(job_id, fields=fields)
         reason = all_failed_reason(samples)
         if reason is not None:
             await self._fail(job_id, reason, snapshot)
