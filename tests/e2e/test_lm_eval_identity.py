@@ -36,7 +36,7 @@ from tests.fakes.lm_eval_fixtures import (
 from tests.fakes.model_server import FakeModelServer
 
 from evalstack.engine.lm_eval import score_name
-from evalstack.engine.lm_eval.plan import jsonable
+from evalstack.engine.lm_eval.plan import jsonable, lm_eval_arguments
 from evalstack.store.records import SampleRecord
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -145,7 +145,7 @@ def assert_same_samples(theirs: dict[str, Any], ours: dict[str, list[SampleRecor
             record = by_doc[sample["doc_id"]]
             assert record.error is None, record.error
             mine = record.extra["lm_eval"]
-            assert mine["arguments"] == jsonable(sample["arguments"]), (task, sample["doc_id"])
+            assert lm_eval_arguments(record) == jsonable(sample["arguments"]), (task, sample["doc_id"])
             key = sample["filter"]
             assert mine["filtered_resps"][key] == jsonable(sample["filtered_resps"]), (
                 task,
@@ -195,7 +195,7 @@ def test_gsm8k_on_completions_matches_lm_eval_per_document(env: Env) -> None:
         0 < strict["value"] < 1 and "ci" in strict
     )  # the fake's replies are neither all right nor all wrong
     assert flexible["scores"]["exact_match__flexible-extract"]["value"] != strict["value"]
-    prompt = records["gsm8k"][0].extra["lm_eval"]["arguments"][0][0]
+    prompt = lm_eval_arguments(records["gsm8k"][0])[0][0]
     assert prompt.count("Question:") == 6  # five few-shot examples, then the question
 
 
@@ -205,7 +205,7 @@ def test_generate_task_with_the_chat_template_matches_lm_eval(env: Env) -> None:
     records, ours = env.ours(config)
     assert assert_same_samples(theirs, records) == 24
     assert assert_same_aggregates(theirs, ours) == 2
-    messages = json.loads(records["gsm8k_chat"][0].extra["lm_eval"]["arguments"][0][0][0])
+    messages = json.loads(lm_eval_arguments(records["gsm8k_chat"][0])[0][0][0])
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
 
 

@@ -151,7 +151,7 @@ class DocumentScorer:
             filtered[filter_key] = jsonable(responses)
         output.extra["lm_eval"] = {
             "doc_id": doc_id,
-            "arguments": jsonable([inst.args for inst in ordered]),
+            "arguments": [_without_prompt(jsonable(inst.args), item.get("prompt")) for inst in ordered],
             "resps": jsonable([inst.resps for inst in ordered]),
             "filtered_resps": filtered,
             "metrics": per_filter,
@@ -168,6 +168,32 @@ class DocumentScorer:
         if self._sandboxed is None:
             return self.task.process_results(doc, responses)
         return await self._sandboxed(doc, responses)
+
+
+def _without_prompt(arguments: list[Any], prompt: Any) -> list[Any]:
+    """An instance's arguments as a record keeps them: a context equal to the document's prompt (the
+    record's ``item.prompt``, often most of the record) as None, or ``[None]`` for a chat context."""
+    if prompt is None or not arguments:
+        return arguments
+    context = arguments[0]
+    if context == prompt:
+        return [None, *arguments[1:]]
+    if context == [prompt]:
+        return [[None], *arguments[1:]]
+    return arguments
+
+
+def lm_eval_arguments(record: SampleRecord) -> list[Any]:
+    """lm-eval's arguments of each of a record's instances (JSON-ready), the prompt put back."""
+    prompt = record.item.get("prompt")
+    out = []
+    for arguments in record.extra["lm_eval"]["arguments"]:
+        if arguments and arguments[0] is None:
+            arguments = [prompt, *arguments[1:]]
+        elif arguments and arguments[0] == [None]:
+            arguments = [[prompt], *arguments[1:]]
+        out.append(arguments)
+    return out
 
 
 def _row(task: Any, doc_id: int, doc: Any, instances: Sequence[Any]) -> dict[str, Any]:
@@ -338,6 +364,7 @@ async def compile_lm_eval_plan(
     return EvalPlan(
         tasks=plans,
         summarize=summarize,
+        summary_fields=("extra",),
         model=endpoint,
         parallelism=parallelism,
         max_retries=max_retries,
