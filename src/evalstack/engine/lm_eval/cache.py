@@ -15,9 +15,10 @@ the same answer run after run. Both are kept as JSON files under :func:`cache_di
   fingerprints a local data file by its mtime), ``num_fewshot``, the few-shot seed, the chat template,
   ``fewshot_as_multiturn``, the system instruction, the tokenizer and ``limit``. A request whose
   arguments would not come back identical from JSON is never cached.
+- ``snapshots/<key>.pickle``: a run's configured tasks, without their data (``snapshot``).
 
 A missing, unreadable, corrupt or foreign file is a miss: the work is redone and the file rewritten
-(atomically). ``EVALSTACK_LM_EVAL_CACHE`` names the folder (``off`` turns both caches off); the
+(atomically). ``EVALSTACK_LM_EVAL_CACHE`` names the folder (``off`` turns them all off); the
 default is ``$XDG_CACHE_HOME/evalstack/lm-eval`` (``~/.cache/evalstack/lm-eval``).
 """
 
@@ -55,7 +56,8 @@ def cache_dir() -> Path | None:
     return user_cache_dir(ENV_CACHE, "lm-eval")
 
 
-def _digest(value: Any) -> str:
+def digest(value: Any) -> str:
+    """The SHA-256 of ``value`` as canonical JSON (callables by name and source hash)."""
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=_stable)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -71,16 +73,21 @@ def _read(path: Path, key: str) -> Any | None:
     return data.get("payload")
 
 
-def _write(path: Path, key: str, payload: Any) -> None:
-    """Write atomically (a reader sees the old file or the new one); a failure only costs the cache."""
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically (a reader sees the old file or the new one); failing costs only the cache."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump({"format": FORMAT, "key": key, "payload": payload}, out, ensure_ascii=False)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
         os.replace(temporary, path)
     except OSError as exc:
         logger.warning("lm-eval cache: could not write %s (%s)", path, exc)
+
+
+def _write(path: Path, key: str, payload: Any) -> None:
+    record = {"format": FORMAT, "key": key, "payload": payload}
+    write_atomic(path, json.dumps(record, ensure_ascii=False).encode())
 
 
 def _lm_eval_version() -> str:
@@ -92,7 +99,7 @@ def _lm_eval_version() -> str:
 # --- the task index -------------------------------------------------------------------------------
 
 
-def _folder_state(root: Path) -> list[Any]:
+def folder_state(root: Path) -> list[Any]:
     """Every YAML under ``root`` (as lm-eval's index walks it) with its mtime and size."""
     files: list[tuple[str, int, int]] = []
     start = len(os.path.join(root, ""))
@@ -111,7 +118,7 @@ def _folder_state(root: Path) -> list[Any]:
 
 def index_key(roots: Sequence[Path]) -> str:
     """The key of the index of ``roots``: the lm-eval version and every YAML's path, mtime and size."""
-    return _digest([FORMAT, _lm_eval_version(), [_folder_state(root) for root in roots]])
+    return digest([FORMAT, _lm_eval_version(), [folder_state(root) for root in roots]])
 
 
 def _encode_index(index: dict[str, Any]) -> list[dict[str, Any]]:
@@ -293,7 +300,8 @@ def _dataset_fingerprints(task: Any) -> dict[str, str] | None:
     return out
 
 
-def _template_identity(model: LmEvalModel) -> dict[str, Any]:
+def template_identity(model: LmEvalModel) -> dict[str, Any]:
+    """What of ``model`` shapes a chat-templated prompt: its class, tokenizer and chat template."""
     lm = model.lm
     tokenizer = getattr(lm, "tokenizer", None)
     return {
@@ -321,10 +329,10 @@ def requests_key(task: Any, settings: TaskSettings, model: LmEvalModel) -> str |
         "apply_chat_template": settings.apply_chat_template,
         "fewshot_as_multiturn": settings.fewshot_as_multiturn,
         "system_instruction": settings.system_instruction,
-        "template": _template_identity(model) if settings.apply_chat_template else None,
+        "template": template_identity(model) if settings.apply_chat_template else None,
         "limit": settings.limit,
     }
-    return _digest(parts)
+    return digest(parts)
 
 
 def _encode_argument(value: Any) -> dict[str, Any]:
@@ -414,13 +422,15 @@ def load_requests(key: str, docs: dict[int, Any]) -> list[Any] | None:
     return _decode_instances(_read(folder / "requests" / f"{key}.json", key), docs)
 
 
-def save_requests(key: str, instances: Sequence[Any]) -> None:
-    """Keep a task's built Instances under ``key`` (not when an argument would not survive JSON)."""
+def save_requests(key: str, instances: Sequence[Any]) -> bool:
+    """Keep a task's built Instances under ``key``; False when they are not kept (caching is off, or an
+    argument would not survive JSON)."""
     folder = cache_dir()
     if folder is None:
-        return
+        return False
     encoded = _encode_instances(instances)
     if encoded is None:
         logger.info("lm-eval cache: these requests do not survive JSON unchanged; not cached")
-        return
+        return False
     _write(folder / "requests" / f"{key}.json", key, encoded)
+    return True

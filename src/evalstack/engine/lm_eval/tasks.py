@@ -6,9 +6,11 @@
 prompt, with the chat template and ``fewshot_as_multiturn`` where asked. We do exactly that, once per
 plan, with lm-eval's own objects; the prompts are what lm-eval would send.
 
-Start-up is most of a run's time, so three things are kept: the task index and each task's built
-requests on disk (``cache``), and, in the process, every Jinja template lm-eval compiles (its
-``apply_template`` compiles the template string again for every document and field).
+Start-up is most of a run's time, so four things are kept: the task index and each task's built
+requests on disk (``cache``), the configured tasks themselves (``snapshot``: a run with the same
+settings then neither indexes, loads a dataset nor imports Hugging Face ``datasets``), and, in the
+process, every Jinja template lm-eval compiles (its ``apply_template`` compiles the template string
+again for every document and field).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalstack.engine.lm_eval.importing import import_lm_eval
 from evalstack.engine.lm_eval.model import LmEvalModel
 from evalstack.engine.lm_eval.unsafe import allow_code_eval_here
 from evalstack.errors import InvalidInputError, NotFoundError
@@ -90,6 +93,7 @@ def task_manager(include_path: str | None, include_defaults: bool = True) -> Any
     ``include_defaults=False`` indexes the include path only (its YAMLs may still ``include:`` built-in
     files by path).
     """
+    import_lm_eval()
     import lm_eval.tasks
     from lm_eval.tasks import TaskManager
 
@@ -154,9 +158,28 @@ def _missing_data_error(manager: Any, names: tuple[str, ...], exc: BaseException
     )
 
 
+def instances_by_doc(instances: list[Any]) -> dict[int, list[Any]]:
+    """A task's Instances by document, each document's in request order (``idx``)."""
+    by_doc: dict[int, list[Any]] = defaultdict(list)
+    for instance in instances:
+        by_doc[instance.doc_id].append(instance)
+    for group in by_doc.values():
+        group.sort(key=lambda inst: inst.idx)
+    return dict(by_doc)
+
+
 def load_tasks(settings: TaskSettings, model: LmEvalModel) -> LoadedTasks:
-    """Load, configure and build the requests of ``settings.names`` (blocking: run it in a thread)."""
+    """Load, configure and build the requests of ``settings.names`` (blocking: run it in a thread).
+
+    From the run's snapshot when there is a current one (``snapshot``); else as lm-eval's evaluator
+    does, and a snapshot is kept for the next run.
+    """
+    from evalstack.engine.lm_eval.snapshot import load_snapshot, save_snapshot
+
     compile_templates_once()
+    restored = load_snapshot(settings, model)
+    if restored is not None:
+        return restored
     manager = task_manager(settings.include_path, settings.include_defaults)
     unknown = [n for n in settings.names if n not in manager.all_tasks]
     if unknown:
@@ -191,28 +214,30 @@ def load_tasks(settings: TaskSettings, model: LmEvalModel) -> LoadedTasks:
             task.set_config(key="num_fewshot", value=0)
         task.set_fewshot_seed(seed=settings.fewshot_seed)
     result = LoadedTasks(tasks=tasks, groups=loaded["groups"])
+    request_keys: dict[str, str] = {}
     for name, task in tasks.items():
         docs = {doc_id: doc for doc_id, doc in task.doc_iterator(rank=0, limit=settings.limit, world_size=1)}
-        _build_requests(task, settings, model, docs)
-        by_doc: dict[int, list[Any]] = defaultdict(list)
-        for instance in task.instances:
-            by_doc[instance.doc_id].append(instance)
-        for group in by_doc.values():
-            group.sort(key=lambda inst: inst.idx)
-        result.instances[name] = dict(by_doc)
+        key = _build_requests(task, settings, model, docs)
+        if key is not None:
+            request_keys[name] = key
+        result.instances[name] = instances_by_doc(task.instances)
         result.docs[name] = docs
+    save_snapshot(settings, model, manager, result, request_keys)
     return result
 
 
-def _build_requests(task: Any, settings: TaskSettings, model: LmEvalModel, docs: dict[int, Any]) -> None:
-    """``task.build_all_requests`` as lm-eval's evaluator calls it, or its cached result (``cache``)."""
+def _build_requests(
+    task: Any, settings: TaskSettings, model: LmEvalModel, docs: dict[int, Any]
+) -> str | None:
+    """``task.build_all_requests`` as lm-eval's evaluator calls it, or its cached result (``cache``);
+    the key they are cached under (None when they are not)."""
     from evalstack.engine.lm_eval.cache import load_requests, requests_key, save_requests
 
     key = requests_key(task, settings, model)
     cached = load_requests(key, docs) if key is not None else None
     if cached is not None:
         task._instances = cached  # where build_all_requests puts them
-        return
+        return key
     task.build_all_requests(
         limit=settings.limit,
         rank=0,
@@ -223,5 +248,6 @@ def _build_requests(task: Any, settings: TaskSettings, model: LmEvalModel, docs:
         chat_template=model.chat_template if settings.apply_chat_template else None,
         tokenizer_name=model.tokenizer_name if settings.apply_chat_template else "",
     )
-    if key is not None:
-        save_requests(key, task.instances)
+    if key is not None and save_requests(key, task.instances):
+        return key
+    return None

@@ -26,6 +26,15 @@ _TASK_DATA = ("dataset", "_instances", "_fewshot_docs", "sampler", "task_docs", 
 """What a task object holds that scoring does not need (the data, built requests, few-shot state)."""
 
 
+def without_data(task: Any) -> Any:
+    """A shallow copy of ``task`` without what :data:`_TASK_DATA` names: what scoring and aggregation need."""
+    slim = copy.copy(task)
+    for attribute in _TASK_DATA:
+        if hasattr(slim, attribute):
+            setattr(slim, attribute, None)
+    return slim
+
+
 def is_unsafe(task: Any) -> bool:
     """Whether lm-eval marks ``task`` as running model-written code when it scores."""
     return bool(getattr(task, "UNSAFE_CODE", False) or task.get_config("unsafe_code"))
@@ -71,10 +80,7 @@ class SandboxedResults:
     """``task.process_results`` of an unsafe task, one document at a time in a sandbox worker."""
 
     def __init__(self, task: Any, *, timeout: float = SCORING_TIMEOUT) -> None:
-        slim = copy.copy(task)
-        for attribute in _TASK_DATA:
-            if hasattr(slim, attribute):
-                setattr(slim, attribute, None)
+        slim = without_data(task)
         env = _hugging_face_env()
         # a bound method of lm-eval's task class: the worker imports lm-eval, never evalstack
         self.worker = SandboxWorker(slim.process_results, timeout=timeout, env=env)
