@@ -1143,7 +1143,9 @@ class Store:
             raise ValueError(f"limit must be >= 1, got {limit}")
         if after is not None and before is not None:
             raise ValueError("give after or before, not both")
-        return await self._read(self._page_samples, job_id, flt or SampleFilter(), after, before, limit)
+        flt = flt or SampleFilter()
+        await self._index_for_search(flt)
+        return await self._read(self._page_samples, job_id, flt, after, before, limit)
 
     def _page_samples(
         self, job_id: str, flt: SampleFilter, after: SampleKey | None, before: SampleKey | None, limit: int
@@ -1173,7 +1175,18 @@ class Store:
         self, job_id: str, flt: SampleFilter | None = None, *, cap: int | None = None
     ) -> int:
         """How many of the job's samples match ``flt``; counting stops at ``cap`` when given."""
-        return await self._read(self._count_matching_samples, job_id, flt or SampleFilter(), cap)
+        flt = flt or SampleFilter()
+        await self._index_for_search(flt)
+        return await self._read(self._count_matching_samples, job_id, flt, cap)
+
+    async def _index_for_search(self, flt: SampleFilter) -> None:
+        """Before a search: index the samples recorded since the last one (SQLite indexes on demand)."""
+        if flt.search and flt.search.strip():
+            await self._run(self._catch_up_search_index)
+
+    def _catch_up_search_index(self) -> None:
+        with self._begin() as conn:
+            sample_query.catch_up_search_index(conn)
 
     def _count_matching_samples(self, job_id: str, flt: SampleFilter, cap: int | None) -> int:
         with self._connect() as conn:

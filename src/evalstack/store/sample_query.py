@@ -5,9 +5,13 @@ index)``, so a page after or before a key is an index range scan however deep it
 
 Full-text search covers the prompt (the row and the request sent, as JSON text) and the output:
 
-- SQLite: a contentless FTS5 table ``samples_fts`` whose rowid is the sample's ``seq``, kept in
-  step by triggers on ``samples``. A database made before it existed gets it when the store opens,
-  filled from the samples already recorded (a one-time backfill).
+- SQLite: a contentless FTS5 table ``samples_fts`` whose rowid is the sample's ``seq``. Recording a
+  sample does not index it (tokenising prompts was most of the cost of writing a job's samples):
+  a search first indexes the samples recorded since the previous one (:func:`catch_up_search_index`),
+  every sample up to ``samples_fts_upto.seq`` being indexed. A trigger takes a deleted sample out of
+  the index, and lowers the mark to the newest sample left (SQLite may give a deleted newest ``seq``
+  to the next sample). A database made before the table existed gets it when the store opens, and
+  one whose samples were indexed as they were recorded starts with all of them indexed.
 - PostgreSQL: a GIN index on ``to_tsvector('simple', ...)`` of the same text; creating the index
   indexes the samples already there.
 - Any other database: a case-insensitive substring match on the output (slow on large jobs).
@@ -49,19 +53,23 @@ _SQLITE_FTS_DDL = [
     "CREATE VIRTUAL TABLE samples_fts USING fts5(prompt, output, content='', "
     "tokenize='unicode61 remove_diacritics 2')",
 ]
+_SQLITE_FTS_MARK = "CREATE TABLE IF NOT EXISTS samples_fts_upto (seq INTEGER NOT NULL)"
 _SQLITE_FTS_TRIGGERS = [
-    "CREATE TRIGGER IF NOT EXISTS samples_fts_insert AFTER INSERT ON samples BEGIN "
-    "INSERT INTO samples_fts(rowid, prompt, output) VALUES "
-    f"(new.seq, {_SQLITE_PROMPT.format(row='new')}, {_SQLITE_OUTPUT.format(row='new')}); END",
+    "DROP TRIGGER IF EXISTS samples_fts_insert",  # an older database indexed each sample on insert
+    "DROP TRIGGER IF EXISTS samples_fts_delete",
     # A contentless FTS5 table forgets a row when given exactly the values it indexed.
-    "CREATE TRIGGER IF NOT EXISTS samples_fts_delete AFTER DELETE ON samples BEGIN "
-    "INSERT INTO samples_fts(samples_fts, rowid, prompt, output) VALUES "
-    f"('delete', old.seq, {_SQLITE_PROMPT.format(row='old')}, {_SQLITE_OUTPUT.format(row='old')}); END",
+    "CREATE TRIGGER samples_fts_delete AFTER DELETE ON samples BEGIN "
+    "INSERT INTO samples_fts(samples_fts, rowid, prompt, output) SELECT "
+    f"'delete', old.seq, {_SQLITE_PROMPT.format(row='old')}, {_SQLITE_OUTPUT.format(row='old')} "
+    "WHERE old.seq <= (SELECT seq FROM samples_fts_upto); "
+    "UPDATE samples_fts_upto SET seq = min(seq, (SELECT coalesce(max(seq), 0) FROM samples)); END",
 ]
-_SQLITE_FTS_BACKFILL = (
+_SQLITE_FTS_CATCH_UP = [
     "INSERT INTO samples_fts(rowid, prompt, output) SELECT seq, "
-    f"{_SQLITE_PROMPT.format(row='samples')}, {_SQLITE_OUTPUT.format(row='samples')} FROM samples"
-)
+    f"{_SQLITE_PROMPT.format(row='samples')}, {_SQLITE_OUTPUT.format(row='samples')} FROM samples "
+    "WHERE seq > (SELECT seq FROM samples_fts_upto)",
+    "UPDATE samples_fts_upto SET seq = (SELECT coalesce(max(seq), 0) FROM samples)",
+]
 _POSTGRES_DOCUMENT = (
     "to_tsvector('simple'::regconfig, coalesce(samples.output_text, '') || ' ' || "
     "samples.item::text || ' ' || coalesce((samples.extra -> 'request')::text, ''))"
@@ -78,14 +86,30 @@ def ensure_search_index(conn: Connection) -> None:
         present = conn.scalar(
             text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'samples_fts'")
         )
+        marked = conn.scalar(
+            text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'samples_fts_upto'")
+        )
         if not present:
             for statement in _SQLITE_FTS_DDL:
                 conn.exec_driver_sql(statement)
-            conn.exec_driver_sql(_SQLITE_FTS_BACKFILL)
+        conn.exec_driver_sql(_SQLITE_FTS_MARK)
+        if not marked:  # indexed up to here: all of an older database's samples, none of a new index's
+            start = "(SELECT coalesce(max(seq), 0) FROM samples)" if present else "0"
+            conn.exec_driver_sql(f"INSERT INTO samples_fts_upto (seq) SELECT {start}")
         for statement in _SQLITE_FTS_TRIGGERS:
             conn.exec_driver_sql(statement)
     elif dialect == "postgresql":
         conn.exec_driver_sql(_POSTGRES_INDEX)
+
+
+def catch_up_search_index(conn: Connection) -> None:
+    """Index the samples recorded since the last search (SQLite; elsewhere the index keeps up itself)."""
+    if conn.dialect.name != "sqlite":
+        return
+    behind = text("SELECT EXISTS (SELECT 1 FROM samples WHERE seq > (SELECT seq FROM samples_fts_upto))")
+    if conn.scalar(behind):
+        for statement in _SQLITE_FTS_CATCH_UP:
+            conn.exec_driver_sql(statement)
 
 
 SearchPlan = Literal["list", "candidates", "probe"]
@@ -298,6 +322,7 @@ __all__ = [
     "RARE_MATCHES",
     "SAMPLE_COLUMNS",
     "SearchPlan",
+    "catch_up_search_index",
     "count_query",
     "ensure_search_index",
     "exists_query",

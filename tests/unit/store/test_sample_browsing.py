@@ -198,14 +198,61 @@ async def test_a_database_from_before_search_gets_its_index_filled_on_open(tmp_p
         await old.create_job(JobRecord(id=JOB, front="nemo", spec={}))
         await old.add_samples(JOB, ALL)
     with sqlite3.connect(tmp_path / "old.db") as conn:  # as an earlier version left it
-        conn.execute("DROP TRIGGER samples_fts_insert")
         conn.execute("DROP TRIGGER samples_fts_delete")
         conn.execute("DROP TABLE samples_fts")
+        conn.execute("DROP TABLE samples_fts_upto")
     async with Store(url) as reopened:
         found = await reopened.page_samples(JOB, SampleFilter(search="zebra"), limit=100)
         assert keys(found.samples) == expected(lambda s: s.index % 9 == 0)
         await reopened.add_samples(JOB, [SampleRecord("gamma", 0, {"q": "later okapi"})])
         assert await reopened.count_matching_samples(JOB, SampleFilter(search="okapi")) == 1
+
+
+def indexed(path: Path) -> int:
+    """How many samples the SQLite full-text index holds."""
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM samples_fts").fetchone()[0])
+
+
+async def test_a_search_indexes_what_was_recorded_since_and_deleted_samples_leave(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with Store(f"sqlite:///{path}") as opened:
+        await opened.create_job(JobRecord(id=JOB, front="nemo", spec={}))
+        await opened.add_samples(JOB, [SampleRecord("alpha", i, {"q": f"zebra {i}"}) for i in range(3)])
+        assert indexed(path) == 0  # recording indexes nothing
+        assert await opened.count_matching_samples(JOB, SampleFilter(search="zebra")) == 3
+        assert indexed(path) == 3
+        await opened.delete_job(JOB)  # the newest samples go: SQLite gives their seq to the next ones
+        assert indexed(path) == 0
+        await opened.create_job(JobRecord(id=JOB, front="nemo", spec={}))
+        await opened.add_samples(JOB, [SampleRecord("beta", i, {"q": f"okapi {i}"}) for i in range(2)])
+        assert await opened.count_matching_samples(JOB, SampleFilter(search="zebra")) == 0
+        found = await opened.page_samples(JOB, SampleFilter(search="okapi"))
+        assert keys(found.samples) == [("beta", 0), ("beta", 1)]
+        await opened.add_samples(JOB, [SampleRecord("beta", 2, {"q": "zebra and okapi"})])
+        assert await opened.count_matching_samples(JOB, SampleFilter(search="okapi")) == 3
+        assert await opened.count_matching_samples(JOB, SampleFilter(search="zebra")) == 1
+        assert indexed(path) == 3
+
+
+async def test_a_database_that_indexed_on_insert_keeps_its_index(tmp_path: Path) -> None:
+    path = tmp_path / "before.db"
+    async with Store(f"sqlite:///{path}") as old:
+        await old.create_job(JobRecord(id=JOB, front="nemo", spec={}))
+        await old.add_samples(JOB, ALL)
+        assert await old.count_matching_samples(JOB, SampleFilter(search="zebra")) > 0  # all indexed
+    with sqlite3.connect(path) as conn:  # as the version that indexed each sample on insert left it
+        conn.execute("DROP TABLE samples_fts_upto")
+        conn.execute("CREATE TRIGGER samples_fts_insert AFTER INSERT ON samples BEGIN SELECT 1; END")
+    async with Store(f"sqlite:///{path}") as reopened:
+        found = await reopened.page_samples(JOB, SampleFilter(search="zebra"), limit=100)
+        assert keys(found.samples) == expected(lambda s: s.index % 9 == 0)  # once each: none indexed twice
+        assert indexed(path) == len(ALL)
+        await reopened.add_samples(JOB, [SampleRecord("gamma", 0, {"q": "later okapi"})])
+        assert await reopened.count_matching_samples(JOB, SampleFilter(search="okapi")) == 1
+    with sqlite3.connect(path) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    assert names == {"samples_fts_delete"}
 
 
 async def test_samples_of_other_jobs_never_show(filled: Store) -> None:
