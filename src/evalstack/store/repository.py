@@ -1181,7 +1181,8 @@ class Store:
 
     async def _index_for_search(self, flt: SampleFilter) -> None:
         """Before a search: index the samples recorded since the last one (SQLite indexes on demand)."""
-        if flt.search and flt.search.strip():
+        sqlite = self._engine is not None and self._engine.dialect.name == "sqlite"
+        if sqlite and flt.search and flt.search.strip():
             await self._run(self._catch_up_search_index)
 
     def _catch_up_search_index(self) -> None:
