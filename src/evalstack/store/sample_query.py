@@ -54,15 +54,18 @@ _SQLITE_FTS_DDL = [
     "tokenize='unicode61 remove_diacritics 2')",
 ]
 _SQLITE_FTS_MARK = "CREATE TABLE IF NOT EXISTS samples_fts_upto (seq INTEGER NOT NULL)"
-_SQLITE_FTS_TRIGGERS = [
-    "DROP TRIGGER IF EXISTS samples_fts_insert",  # an older database indexed each sample on insert
-    "DROP TRIGGER IF EXISTS samples_fts_delete",
-    # A contentless FTS5 table forgets a row when given exactly the values it indexed.
+# A contentless FTS5 table forgets a row when given exactly the values it indexed.
+_SQLITE_FTS_DELETE_TRIGGER = (
     "CREATE TRIGGER samples_fts_delete AFTER DELETE ON samples BEGIN "
     "INSERT INTO samples_fts(samples_fts, rowid, prompt, output) SELECT "
     f"'delete', old.seq, {_SQLITE_PROMPT.format(row='old')}, {_SQLITE_OUTPUT.format(row='old')} "
     "WHERE old.seq <= (SELECT seq FROM samples_fts_upto); "
-    "UPDATE samples_fts_upto SET seq = min(seq, (SELECT coalesce(max(seq), 0) FROM samples)); END",
+    "UPDATE samples_fts_upto SET seq = min(seq, (SELECT coalesce(max(seq), 0) FROM samples)); END"
+)
+_SQLITE_FTS_TRIGGERS = [
+    "DROP TRIGGER IF EXISTS samples_fts_insert",  # an older database indexed each sample on insert
+    "DROP TRIGGER IF EXISTS samples_fts_delete",
+    _SQLITE_FTS_DELETE_TRIGGER,
 ]
 _SQLITE_FTS_CATCH_UP = [
     "INSERT INTO samples_fts(rowid, prompt, output) SELECT seq, "
@@ -96,8 +99,10 @@ def ensure_search_index(conn: Connection) -> None:
         if not marked:  # indexed up to here: all of an older database's samples, none of a new index's
             start = "(SELECT coalesce(max(seq), 0) FROM samples)" if present else "0"
             conn.exec_driver_sql(f"INSERT INTO samples_fts_upto (seq) SELECT {start}")
-        for statement in _SQLITE_FTS_TRIGGERS:
-            conn.exec_driver_sql(statement)
+        triggers = text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'samples'")
+        if dict(conn.execute(triggers).tuples().all()) != {"samples_fts_delete": _SQLITE_FTS_DELETE_TRIGGER}:
+            for statement in _SQLITE_FTS_TRIGGERS:  # changed only when they differ: DDL takes a lock
+                conn.exec_driver_sql(statement)
     elif dialect == "postgresql":
         conn.exec_driver_sql(_POSTGRES_INDEX)
 
