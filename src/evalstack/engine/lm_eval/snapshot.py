@@ -176,14 +176,14 @@ class _Pickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO, tasks: Mapping[int, str]) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.tasks = tasks
+        datasets = sys.modules.get("datasets")  # none was loaded when the package was never imported
+        self.datasets = (datasets.Dataset, datasets.DatasetDict) if datasets is not None else ()
 
     def persistent_id(self, obj: Any) -> Any:
         name = self.tasks.get(id(obj))
         if name is not None:
             return ("task", name)
-        datasets = sys.modules.get("datasets")  # none was loaded when the package was never imported
-        kinds = tuple(getattr(datasets, n) for n in ("Dataset", "DatasetDict")) if datasets else ()
-        if kinds and isinstance(obj, kinds):
+        if self.datasets and isinstance(obj, self.datasets):
             return ("dataset", None)
         return None
 
