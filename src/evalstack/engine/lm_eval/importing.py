@@ -1,11 +1,13 @@
-"""Import lm-eval without paying for Hugging Face ``datasets`` until a dataset is really loaded.
+"""Import lm-eval without paying for the packages it imports but a run may never use.
 
-``lm_eval.api.task`` imports ``datasets`` at the top (with pandas and pyarrow, about half a second), but
-uses it only inside the methods that load a dataset. A run whose tasks come from a snapshot
-(``snapshot``) never loads one, so lm-eval is imported with a stand-in for ``datasets`` in its task
-module: the first attribute read from it imports the real package and answers from it. Every other
-importer of ``datasets`` gets the real package as usual; the stand-in is only in ``sys.modules`` while
-``lm_eval.api.task`` is imported.
+``lm_eval.api.task`` imports Hugging Face ``datasets`` at the top (with pandas and pyarrow, about half
+a second) but uses it only in the methods that load a dataset; its metrics module imports
+``sacrebleu`` for the BLEU, chrF and TER metrics only, and its API models import ``requests`` for
+their synchronous client, which evalstack never calls. A run whose tasks come from a snapshot
+(``snapshot``) needs none of them, so lm-eval is imported with a stand-in for each in the modules
+that import it: the first attribute read from a stand-in imports the real package and answers from
+it. Every other importer gets the real package as usual; the stand-ins are only in ``sys.modules``
+while lm-eval's modules are imported.
 """
 
 from __future__ import annotations
@@ -34,16 +36,24 @@ class DeferredModule(types.ModuleType):
         return getattr(real, attribute)
 
 
+DEFERRED = ("datasets", "requests", "sacrebleu")
+"""The packages lm-eval imports at the top of a module and uses only in some of its functions."""
+
+MODULES = ("lm_eval.api.task", "lm_eval.models.openai_completions")
+"""lm-eval's task classes, and the API models whose request formats evalstack uses."""
+
+
 def import_lm_eval() -> None:
-    """Import ``lm_eval.api.task`` (and so lm-eval's task classes) with ``datasets`` deferred; idempotent."""
-    if "lm_eval.api.task" in sys.modules:
+    """Import lm-eval's task classes and API models with :data:`DEFERRED` deferred; idempotent."""
+    if all(name in sys.modules for name in MODULES):
         return
     with _lock:
-        stand_in = None
-        if "datasets" not in sys.modules:
-            stand_in = sys.modules["datasets"] = DeferredModule("datasets")
+        stand_ins = {name: DeferredModule(name) for name in DEFERRED if name not in sys.modules}
+        sys.modules.update(stand_ins)
         try:
-            importlib.import_module("lm_eval.api.task")
+            for name in MODULES:
+                importlib.import_module(name)
         finally:
-            if stand_in is not None and sys.modules.get("datasets") is stand_in:
-                del sys.modules["datasets"]
+            for name, stand_in in stand_ins.items():
+                if sys.modules.get(name) is stand_in:
+                    del sys.modules[name]

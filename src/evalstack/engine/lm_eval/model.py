@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from evalstack.engine.lm_eval.importing import import_lm_eval
 from evalstack.errors import InvalidInputError
 from evalstack.inference.base import InferenceRequest, InferenceResult
 
@@ -53,6 +54,7 @@ class PreparedRequest:
 
 def _load_model(settings: ModelSettings) -> Any:
     """lm-eval's model object for ``settings`` (no request is sent; a tokenizer may be loaded)."""
+    import_lm_eval()
     from lm_eval.models.openai_completions import LocalChatCompletion, LocalCompletionsAPI
 
     common: dict[str, Any] = {

@@ -119,7 +119,8 @@ def test_a_restoring_process_never_imports_datasets(requests_env: RequestsEnv, c
                                 num_fewshot=2, apply_chat_template=False)
         loaded = load_tasks(settings, model)
         print(json.dumps({"docs": len(loaded.docs["gsm8k"]), "kind": type(loaded.tasks["gsm8k"]).__name__,
-                          "imported": [m for m in ("datasets", "pandas", "pyarrow") if m in sys.modules]}))
+                          "imported": [m for m in ("datasets", "pandas", "pyarrow", "requests", "sacrebleu")
+                                       if m in sys.modules]}))
         """
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -168,7 +169,7 @@ def test_only_tasks_on_local_data_files_are_kept(tmp_path: Path) -> None:
     assert _data_files(task("json", None)) is None
 
 
-def test_lm_eval_is_imported_with_datasets_deferred_until_used() -> None:
+def test_lm_eval_is_imported_with_datasets_sacrebleu_and_requests_deferred_until_used() -> None:
     script = textwrap.dedent(
         """
         import sys
@@ -176,10 +177,14 @@ def test_lm_eval_is_imported_with_datasets_deferred_until_used() -> None:
         import_lm_eval()
         import lm_eval.api.task as task_module
         assert "lm_eval.api.task" in sys.modules and "datasets" not in sys.modules
+        import lm_eval.api.metrics as metrics
+        assert not {"datasets", "requests", "sacrebleu"} & set(sys.modules)
         mode = task_module.datasets.DownloadMode.REUSE_DATASET_IF_EXISTS  # the first use imports it
         import datasets
         assert sys.modules["datasets"] is datasets and type(datasets).__name__ == "module"
         assert mode is datasets.DownloadMode.REUSE_DATASET_IF_EXISTS
+        assert round(metrics.bleu([("the cat sat on the mat", "the cat sat on the mat")]), 9) == 100.0
+        assert "sacrebleu" in sys.modules and "requests" not in sys.modules
         print("ok")
         """
     )
