@@ -26,7 +26,8 @@ with N from a hash of the prompt, so only the flexible extraction finds numbers 
 see the same replies exactly when they send the same prompts. Per shot count: evalstack cold, the new
 server's first job, then ``--rounds`` rounds of lm-eval, lm-eval with ``cache_requests``, evalstack,
 a server job; a command's wall time is from spawn to exit, start-up included; each harness keeps its
-own warm Hugging Face datasets cache. Printed: every run (wall and CPU seconds), then per shot count
+own warm Hugging Face datasets cache, and runs from compiled bytecode (this checkout's sources are
+compiled first, as pip compiled lm-eval's). Printed: every run (wall and CPU seconds), then per shot count
 the medians, the first runs, the speed-ups (the faster of lm-eval's two medians over each evalstack
 figure) and whether every run's scores are identical, once for wall time and once for CPU time (user +
 system: what a run costs, however busy the machine is; for a server job, the server's).
@@ -35,6 +36,7 @@ system: what a run costs, however busy the machine is; for a server job, the ser
 from __future__ import annotations
 
 import argparse
+import compileall
 import glob
 import json
 import os
@@ -217,6 +219,9 @@ def main() -> None:
 
     cache = Path(args.cache).resolve()
     venv = ensure_venv(cache / "lm-eval", (LM_EVAL,))
+    # Both run from bytecode: pip compiled lm-eval's when it installed it; this checkout's editable
+    # sources are compiled here (an environment with PYTHONDONTWRITEBYTECODE=1 never caches them).
+    compileall.compile_dir(str(REPO / "src"), quiet=1)
     work = cache / "lm-eval-tasks-work"
     work.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(work / "lm-eval-requests-cache", ignore_errors=True)  # its first run builds it
