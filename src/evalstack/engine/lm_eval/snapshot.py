@@ -211,34 +211,34 @@ def save_snapshot(
     loaded: LoadedTasks,
     request_keys: Mapping[str, str],
 ) -> None:
-    """Keep ``loaded`` (built by ``manager`` with ``settings``) when all its tasks can be kept."""
+    """Keep ``loaded`` (built by ``manager`` with ``settings``) when all its tasks can be kept; a
+    snapshot that cannot be made (a function of a user's module does not pickle, a YAML cannot be
+    read again) is logged and skipped, never a failed run."""
     path = _path(snapshot_key(settings, model))
     if path is None or set(request_keys) != set(loaded.tasks):
         return
-    files = _dependencies(manager, loaded)
-    if files is None:
-        return
-    states = [_file_state(f) for f in files]
-    include = folder_state(Path(settings.include_path)) if settings.include_path else None
-    tasks: dict[str, Any] = {}
-    for name, task in loaded.tasks.items():
-        slim = without_data(task)
-        slim.__class__ = SnapshotTask
-        slim.snapshot_docs = loaded.docs[name]
-        slim.snapshot_size = len(task.eval_docs)
-        tasks[name] = slim
-    originals = {id(task): name for name, task in loaded.tasks.items()}
     try:
+        files = _dependencies(manager, loaded)
+        if files is None:
+            return
+        tasks: dict[str, Any] = {}
+        for name, task in loaded.tasks.items():
+            slim = without_data(task)
+            slim.__class__ = SnapshotTask
+            slim.snapshot_docs = loaded.docs[name]
+            slim.snapshot_size = len(task.eval_docs)
+            tasks[name] = slim
+        originals = {id(task): name for name, task in loaded.tasks.items()}
         record = {
             "format": FORMAT,
-            "files": states,
-            "include": include,
+            "files": [_file_state(f) for f in files],
+            "include": folder_state(Path(settings.include_path)) if settings.include_path else None,
             "requests": dict(request_keys),
             "tasks": _dumps(tasks, {}),
             "groups": _dumps(loaded.groups, originals),
         }
-    except (pickle.PicklingError, TypeError, AttributeError) as exc:  # e.g. a function of a user module
-        logger.info("lm-eval snapshot: these tasks cannot be pickled (%s); not kept", exc)
+    except Exception as exc:
+        logger.info("lm-eval snapshot not kept: %s: %s", type(exc).__name__, exc)
         return
     write_atomic(path, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
 

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from evalstack.engine.lm_eval import tasks as tasks_module
+from evalstack.engine.lm_eval.model import LmEvalModel, ModelSettings
 from evalstack.engine.lm_eval.plan import summarize_lm_eval
 from evalstack.engine.lm_eval.snapshot import SnapshotTask, _data_files
-from evalstack.engine.lm_eval.tasks import LoadedTasks
+from evalstack.engine.lm_eval.tasks import LoadedTasks, TaskSettings, load_tasks
 from evalstack.store.records import SampleRecord
 from tests.unit.engine.lm_eval.conftest import RequestsEnv, needs_data
 
@@ -43,10 +44,10 @@ def managers(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
     return calls
 
 
-def requests_of(loaded: LoadedTasks) -> list[Any]:
+def requests_of(loaded: LoadedTasks, task: str = "gsm8k") -> list[Any]:
     return [
         (i.request_type, i.doc_id, i.idx, i.arguments, i.metadata, i.doc)
-        for by_doc in loaded.instances["gsm8k"].values()
+        for by_doc in loaded.instances[task].values()
         for i in by_doc
     ]
 
@@ -152,6 +153,26 @@ def test_another_setting_a_new_yaml_or_a_broken_snapshot_is_a_miss(
     assert requests_of(env.loaded()) == base
     assert len(managers) == 4
     assert requests_of(env.loaded()) == base and len(managers) == 4  # and kept again
+
+
+@needs_data
+def test_a_task_with_a_function_of_the_include_path_loads_the_same_every_time(
+    requests_env: RequestsEnv, cache_dir: Path
+) -> None:
+    folder = requests_env.folder
+    (folder / "utils.py").write_text(
+        "def target(doc):\n    return 'gold: ' + doc['answer'].split('####')[-1].strip()\n"
+    )
+    (folder / "gsm8k_fn.yaml").write_text(
+        "include: gsm8k.yaml\ntask: gsm8k_fn\ndoc_to_target: !function utils.target\n"
+    )
+    model = LmEvalModel(ModelSettings(endpoint="chat", model="m"))
+    settings = TaskSettings(names=("gsm8k_fn",), include_path=str(folder), include_defaults=False, limit=4)
+    first, second = load_tasks(settings, model), load_tasks(settings, model)  # kept or not: never a failure
+    for loaded in (first, second):
+        task, docs = loaded.tasks["gsm8k_fn"], loaded.docs["gsm8k_fn"]
+        assert all(task.doc_to_target(d).startswith("gold: ") for d in docs.values())
+    assert requests_of(second, "gsm8k_fn") == requests_of(first, "gsm8k_fn")
 
 
 def test_only_tasks_on_local_data_files_are_kept(tmp_path: Path) -> None:
