@@ -91,7 +91,8 @@ JOB_FIELDS_UPDATABLE: frozenset[str] = frozenset(
 SAMPLE_FIELDS: tuple[str, ...] = (
     "item", "output_text", "response", "finish_reason", "scores", "error", "extra",
 )  # fmt: skip
-"""The columns of a sample besides task and index, that :meth:`Store.iter_samples` can read."""
+"""The columns of a sample besides task and index, that :meth:`Store.read_samples` and
+:meth:`Store.iter_samples` can read."""
 
 
 def _wanted_fields(fields: Collection[str] | None) -> tuple[str, ...]:
