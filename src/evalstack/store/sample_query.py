@@ -108,9 +108,7 @@ def ensure_search_index(conn: Connection) -> None:
 
 
 def catch_up_search_index(conn: Connection) -> None:
-    """Index the samples recorded since the last search (SQLite; elsewhere the index keeps up itself)."""
-    if conn.dialect.name != "sqlite":
-        return
+    """Index the samples recorded since the last search (SQLite only: PostgreSQL's index keeps up itself)."""
     behind = text("SELECT EXISTS (SELECT 1 FROM samples WHERE seq > (SELECT seq FROM samples_fts_upto))")
     if conn.scalar(behind):
         for statement in _SQLITE_FTS_CATCH_UP:

@@ -2,7 +2,8 @@
 
 lm-eval's TaskManager parses every task YAML (about 14,000) to learn which name is which file, and
 ``build_all_requests`` renders every document's prompt and few-shot context; both take seconds and give
-the same answer run after run. Both are kept as JSON files under :func:`cache_dir`:
+the same answer run after run. Both are kept as JSON files under :func:`cache_dir`, beside the
+snapshots of configured tasks:
 
 - ``index/<key>.json``, one per folder indexed (lm-eval's built-in tasks, an include path): every
   task, group and tag name with its kind, YAML path and tags (plus the ``output_type`` and alias the

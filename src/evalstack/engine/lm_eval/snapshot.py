@@ -95,11 +95,18 @@ class SnapshotTask(ConfigurableTask):
         return EvalDocs(self.snapshot_docs, self.snapshot_size)
 
 
-def snapshot_key(settings: TaskSettings, model: LmEvalModel) -> str:
-    """What a run's settings say about its tasks and their prompts, with the versions of what builds them."""
+def snapshot_path(settings: TaskSettings, model: LmEvalModel) -> Path | None:
+    """Where the snapshot of a run with ``settings`` on ``model`` lives (None when caching is off).
+
+    Its name is the digest of what the settings say about the tasks and their prompts, with the
+    versions of what builds them.
+    """
     import lm_eval
 
-    return digest(
+    folder = cache_dir()
+    if folder is None:
+        return None
+    key = digest(
         [
             FORMAT,
             str(lm_eval.__version__),
@@ -110,11 +117,7 @@ def snapshot_key(settings: TaskSettings, model: LmEvalModel) -> str:
             template_identity(model) if settings.apply_chat_template else None,
         ]
     )
-
-
-def _path(key: str) -> Path | None:
-    folder = cache_dir()
-    return folder / "snapshots" / f"{key}.pickle" if folder is not None else None
+    return folder / "snapshots" / f"{key}.pickle"
 
 
 def _file_state(path: str) -> list[Any] | None:
@@ -205,17 +208,16 @@ def _dumps(value: Any, tasks: Mapping[int, str]) -> bytes:
 
 
 def save_snapshot(
+    path: Path,
     settings: TaskSettings,
-    model: LmEvalModel,
     manager: Any,
     loaded: LoadedTasks,
     request_keys: Mapping[str, str],
 ) -> None:
-    """Keep ``loaded`` (built by ``manager`` with ``settings``) when all its tasks can be kept; a
-    snapshot that cannot be made (a function of a user's module does not pickle, a YAML cannot be
-    read again) is logged and skipped, never a failed run."""
-    path = _path(snapshot_key(settings, model))
-    if path is None or set(request_keys) != set(loaded.tasks):
+    """Keep ``loaded`` (built by ``manager`` with ``settings``) at ``path`` when all its tasks can be
+    kept; a snapshot that cannot be made (a function of a user's module does not pickle, a YAML cannot
+    be read again) is logged and skipped, never a failed run."""
+    if set(request_keys) != set(loaded.tasks):
         return
     try:
         files = _dependencies(manager, loaded)
@@ -243,12 +245,11 @@ def save_snapshot(
     write_atomic(path, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def load_snapshot(settings: TaskSettings, model: LmEvalModel) -> LoadedTasks | None:
-    """The tasks a run with these settings loaded before, when nothing they were built from changed."""
+def load_snapshot(path: Path, settings: TaskSettings) -> LoadedTasks | None:
+    """The tasks kept at ``path`` by a run with these settings, when nothing they were built from changed."""
     from evalstack.engine.lm_eval.tasks import LoadedTasks, instances_by_doc
 
-    path = _path(snapshot_key(settings, model))
-    if path is None or not path.is_file():
+    if not path.is_file():
         return None
     try:
         record = pickle.loads(path.read_bytes())

@@ -174,10 +174,11 @@ def load_tasks(settings: TaskSettings, model: LmEvalModel) -> LoadedTasks:
     From the run's snapshot when there is a current one (``snapshot``); else as lm-eval's evaluator
     does, and a snapshot is kept for the next run.
     """
-    from evalstack.engine.lm_eval.snapshot import load_snapshot, save_snapshot
+    from evalstack.engine.lm_eval.snapshot import load_snapshot, save_snapshot, snapshot_path
 
     compile_templates_once()
-    restored = load_snapshot(settings, model)
+    snapshot = snapshot_path(settings, model)
+    restored = load_snapshot(snapshot, settings) if snapshot is not None else None
     if restored is not None:
         return restored
     manager = task_manager(settings.include_path, settings.include_defaults)
@@ -222,7 +223,8 @@ def load_tasks(settings: TaskSettings, model: LmEvalModel) -> LoadedTasks:
             request_keys[name] = key
         result.instances[name] = instances_by_doc(task.instances)
         result.docs[name] = docs
-    save_snapshot(settings, model, manager, result, request_keys)
+    if snapshot is not None:
+        save_snapshot(snapshot, settings, manager, result, request_keys)
     return result
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench._common import write_gsm8k_override
+from bench._common import SHARED, write_gsm8k_override
 
 from evalstack.engine.lm_eval import cache
 from evalstack.engine.lm_eval.model import LmEvalModel, ModelSettings
 from evalstack.engine.lm_eval.tasks import LoadedTasks, TaskSettings, load_tasks, task_manager
 from tests.fakes.lm_eval_fixtures import BUILTIN_TASKS, build_tokenizer
 
-DATA = Path(__file__).resolve().parents[5] / "shared" / "data"
+DATA = SHARED / "data"
 needs_data = pytest.mark.skipif(
     not (DATA / "gsm8k" / "test.jsonl").exists(), reason=f"benchmark data not found at {DATA}"
 )
